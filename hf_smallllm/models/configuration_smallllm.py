@@ -1,0 +1,265 @@
+"""The shared configuration of every hf_smallllm architecture.
+
+One config class holds every knob the five families differ in; a family is a subclass that only changes
+defaults (see `configuration_<family>.py`). Derived quantities (head size, muP width multipliers, the logit and
+attention scales) are properties computed from the stored fields, never stored twice. Every inconsistent
+combination raises a `ValueError` naming the field at construction time.
+
+This file ships to the Hub as remote code: it imports only transformers and its siblings.
+"""
+
+import math
+from typing import Any, ClassVar
+
+from transformers.activations import ACT2FN
+from transformers.configuration_utils import PreTrainedConfig
+
+
+POSITION_EMBEDDING_TYPES = ("rope", "alibi")
+NORM_TYPES = ("rmsnorm", "layernorm")
+ROPE_LAYOUTS = ("half", "interleaved")
+
+
+class SmallLLMConfig(PreTrainedConfig):
+    r"""
+    Configuration of an hf_smallllm decoder-only transformer (pre-norm, gated MLP, RoPE or ALiBi).
+
+    The defaults describe TinyLlama-1.1B; family subclasses override them with their published values.
+
+    Args:
+        vocab_size: rows of the token embedding (and of the output head).
+        hidden_size: width of the residual stream.
+        intermediate_size: width of each branch of the gated MLP (gate and up projections).
+        num_hidden_layers: number of decoder blocks.
+        num_attention_heads: query heads.
+        num_key_value_heads: key/value heads; fewer than `num_attention_heads` means grouped-query attention.
+            Defaults to `num_attention_heads` (multi-head attention).
+        head_dim: size of one head. Defaults to `hidden_size // num_attention_heads`.
+        hidden_act: activation applied to the gate branch of the MLP (`"silu"` gives SwiGLU).
+        max_position_embeddings: context length the model was trained for.
+        initializer_range: standard deviation of the normal initialisation (the muP base std when muP is on).
+        norm_type: `"rmsnorm"` (weight only) or `"layernorm"` (weight and bias).
+        norm_eps: epsilon of every norm. Also readable as `rms_norm_eps`.
+        position_embedding_type: `"rope"` (rotary, configured by `rope_parameters`) or `"alibi"` (linear biases).
+        rope_parameters: transformers' RoPE dictionary (`rope_type`, `rope_theta`, `partial_rotary_factor`, scaling
+            fields). `rope_theta`, `rope_scaling` and `partial_rotary_factor` keyword arguments are folded into it.
+        rope_layout: which dimensions form a rotary pair: `"half"` (dimension i with i + d/2, Llama/NeoX) or
+            `"interleaved"` (adjacent dimensions 2i and 2i+1, GPT-J/ChatGLM).
+        alibi_scaling: ALiBi position interpolation, `{"type": "linear", "factor": f > 1}` (fixed) or
+            `{"type": "linear", "train_seq_len": n > 1}` (dynamic: slopes divided by `kv_length / n` beyond `n`).
+        attention_bias: bias on the query, key and value projections.
+        attention_out_bias: bias on the attention output projection.
+        mlp_bias: biases on the three MLP projections.
+        attention_dropout: dropout on attention probabilities (training only).
+        tie_word_embeddings: share the input embedding with the output head.
+        mup_base_hidden_size: width of the muP base (proxy) model; `None` disables muP width scaling.
+        mup_base_intermediate_size: MLP width of the muP base model (defaults to scaling like the hidden size).
+        mup_embeddings_scale: multiplier applied to the token embeddings.
+        mup_output_alpha: output logits are multiplied by `mup_output_alpha / width_multiplier`.
+        mup_scale_qk_dot_by_d: scale attention scores by `1 / head_dim` (muP) instead of `1 / sqrt(head_dim)`.
+    """
+
+    model_type = "smallllm"
+    # `model_type` strings of the family's official (remote-code) config.json; such files are read as this class.
+    official_model_types: ClassVar[tuple[str, ...]] = ()
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = {"rms_norm_eps": "norm_eps"}
+    # `partial_rotary_factor` lives inside `rope_parameters`; transformers' validator would otherwise warn about it.
+    ignore_keys_at_rope_validation = {"partial_rotary_factor"}
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
+
+    vocab_size: int = 32000
+    hidden_size: int = 2048
+    intermediate_size: int = 5632
+    num_hidden_layers: int = 22
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
+    norm_type: str = "rmsnorm"
+    norm_eps: float = 1e-5
+    position_embedding_type: str = "rope"
+    rope_parameters: dict | None = None
+    rope_layout: str = "half"
+    alibi_scaling: dict | None = None
+    attention_bias: bool = False
+    attention_out_bias: bool = False
+    mlp_bias: bool = False
+    attention_dropout: float = 0.0
+    tie_word_embeddings: bool = False
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    mup_base_hidden_size: float | None = None
+    mup_base_intermediate_size: float | None = None
+    mup_embeddings_scale: float = 1.0
+    mup_output_alpha: float = 1.0
+    mup_scale_qk_dot_by_d: bool = False
+
+    def __post_init__(self, **kwargs: Any):
+        # Aliases such as BTLM's `n_head` or GEB's `kv_channels` are set by the parent, so derive defaults after it.
+        super().__post_init__(**kwargs)
+        head_dim_given = self.head_dim is not None
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        self._validate_sizes(head_dim_given)
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        self._validate_positions()
+        self._validate_mup()
+        if self.norm_type not in NORM_TYPES:
+            raise ValueError(f"norm_type={self.norm_type!r} is not supported; choose one of {NORM_TYPES}.")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"hidden_act={self.hidden_act!r} is not a known activation (see transformers ACT2FN).")
+        if not 0.0 <= self.attention_dropout < 1.0:
+            raise ValueError(f"attention_dropout={self.attention_dropout} must be in [0, 1).")
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") in cls.official_model_types:
+            # The official file names its remote code; keeping `auto_map` would send Auto classes to code we do not
+            # ship. The family subclass translates the remaining official field names in `__post_init__`.
+            config_dict = {k: v for k, v in config_dict.items() if k not in ("model_type", "auto_map", "architectures")}
+        return config_dict, kwargs
+
+    # ---------------------------------------------------------------- validation
+    def _validate_sizes(self, head_dim_given: bool) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        if head_dim_given and (not isinstance(self.head_dim, int) or self.head_dim <= 0):
+            raise ValueError(f"head_dim={self.head_dim!r} must be a positive integer.")
+        if not head_dim_given and self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}; "
+                "change one of them or set head_dim explicitly."
+            )
+        if self.num_attention_heads % self.num_key_value_heads != 0:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} is not divisible by "
+                f"num_key_value_heads={self.num_key_value_heads}: every key/value head must serve the same number "
+                "of query heads."
+            )
+
+    def _validate_positions(self) -> None:
+        if self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
+            raise ValueError(
+                f"position_embedding_type={self.position_embedding_type!r} is not supported; choose one of "
+                f"{POSITION_EMBEDDING_TYPES}."
+            )
+        if self.rope_layout not in ROPE_LAYOUTS:
+            raise ValueError(f"rope_layout={self.rope_layout!r} is not supported; choose one of {ROPE_LAYOUTS}.")
+        if self.position_embedding_type == "alibi":
+            rope_type = (self.rope_parameters or {}).get("rope_type", "default")
+            if rope_type != "default":
+                raise ValueError(
+                    f"position_embedding_type='alibi' cannot be combined with rope scaling (rope_type={rope_type!r}); "
+                    "use alibi_scaling to extend an ALiBi model."
+                )
+            # ALiBi has no rotary parameters; transformers fills in a default dict that would only mislead readers.
+            self.rope_parameters = None
+            if self.alibi_scaling is not None:
+                validate_alibi_scaling(self.alibi_scaling)
+        else:
+            if self.alibi_scaling is not None:
+                raise ValueError("alibi_scaling is only valid with position_embedding_type='alibi'.")
+            factor = self.rope_parameters.get("partial_rotary_factor", 1.0)
+            if not 0.0 < factor <= 1.0:
+                raise ValueError(f"partial_rotary_factor={factor} must be in (0, 1].")
+            if int(self.head_dim * factor) % 2 != 0:
+                raise ValueError(
+                    f"the rotary dimension head_dim * partial_rotary_factor = {self.head_dim} * {factor} must be even."
+                )
+            try:
+                self.validate_rope()
+            except KeyError as err:  # transformers reports missing rope fields as KeyError
+                raise ValueError(f"invalid rope_parameters {self.rope_parameters}: {err}") from err
+
+    def _validate_mup(self) -> None:
+        for name in ("mup_base_hidden_size", "mup_base_intermediate_size"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}={value!r} must be positive.")
+        if self.mup_base_hidden_size is None:
+            if self.mup_base_intermediate_size is not None:
+                raise ValueError("mup_base_intermediate_size needs mup_base_hidden_size (the muP base width).")
+            if self.mup_output_alpha != 1.0:
+                raise ValueError(
+                    f"mup_output_alpha={self.mup_output_alpha} needs mup_base_hidden_size: the output multiplier is "
+                    "alpha / (hidden_size / mup_base_hidden_size)."
+                )
+
+    # ---------------------------------------------------------------- derived values
+    @property
+    def mup_width_multiplier(self) -> float:
+        """hidden_size / mup_base_hidden_size (1.0 without muP)."""
+        return self.hidden_size / self.mup_base_hidden_size if self.mup_base_hidden_size else 1.0
+
+    @property
+    def mup_ffn_multiplier(self) -> float:
+        """intermediate_size / mup_base_intermediate_size (the width multiplier when no MLP base is given)."""
+        if self.mup_base_intermediate_size:
+            return self.intermediate_size / self.mup_base_intermediate_size
+        return self.mup_width_multiplier
+
+    @property
+    def uses_mup(self) -> bool:
+        return self.mup_base_hidden_size is not None
+
+    @property
+    def output_logits_multiplier(self) -> float:
+        """Factor on the output logits: mup_output_alpha / width multiplier (BTLM: 2.22 / 10 = 0.222)."""
+        return self.mup_output_alpha / self.mup_width_multiplier
+
+    @property
+    def attention_scaling(self) -> float:
+        """Softmax scale of the attention scores: 1/d with muP's `scale_qk_dot_by_d`, else 1/sqrt(d)."""
+        return 1.0 / self.head_dim if self.mup_scale_qk_dot_by_d else 1.0 / math.sqrt(self.head_dim)
+
+    @property
+    def rotary_dim(self) -> int:
+        """Number of dimensions of each head that RoPE rotates (0 for ALiBi)."""
+        if self.position_embedding_type != "rope":
+            return 0
+        return int(self.head_dim * self.rope_parameters.get("partial_rotary_factor", 1.0))
+
+
+def validate_alibi_scaling(alibi_scaling: Any) -> None:
+    """Check `alibi_scaling` the way BTLM's published config class does: exactly one of `factor` or `train_seq_len`."""
+    if not isinstance(alibi_scaling, dict) or len(alibi_scaling) != 2 or alibi_scaling.get("type") != "linear":
+        raise ValueError(
+            f"alibi_scaling={alibi_scaling!r} must be a dict with two fields: {{'type': 'linear', 'factor': f}} "
+            "with f > 1, or {'type': 'linear', 'train_seq_len': n} with n > 1."
+        )
+    if "factor" in alibi_scaling:
+        factor = alibi_scaling["factor"]
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 1.0:
+            raise ValueError(f"alibi_scaling['factor']={factor!r} must be a number greater than 1.")
+    elif "train_seq_len" in alibi_scaling:
+        train_seq_len = alibi_scaling["train_seq_len"]
+        if isinstance(train_seq_len, bool) or not isinstance(train_seq_len, int) or train_seq_len <= 1:
+            raise ValueError(f"alibi_scaling['train_seq_len']={train_seq_len!r} must be an integer greater than 1.")
+    else:
+        raise ValueError(f"alibi_scaling={alibi_scaling!r} needs either 'factor' or 'train_seq_len'.")
+
+
+__all__ = ["SmallLLMConfig", "validate_alibi_scaling"]
