@@ -42,6 +42,7 @@ from .attention_smallllm import (
     is_flash_attention,
 )
 from .configuration_smallllm import SmallLLMConfig
+from .mup_smallllm import mup_param_groups
 
 
 logger = logging.get_logger(__name__)
@@ -331,6 +332,11 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, SmallLLMAlibi):
             init.copy_(module.slopes, alibi_slopes(module.num_heads))
+
+    def get_mup_param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict]:
+        """muP optimizer groups (see `mup_smallllm.py`): hidden matrices at lr / width multiplier, the MLP output at
+        lr / MLP multiplier, embeddings, norms and biases at lr; no weight decay on norms and biases."""
+        return mup_param_groups(self, lr, weight_decay)
 
     def save_pretrained(self, save_directory, *args, save_original_format: bool = False, **kwargs):
         """Save in the package's own layout. transformers would otherwise write back the layout a checkpoint was

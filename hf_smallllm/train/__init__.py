@@ -1,0 +1,1 @@
+"""Training: recipes, data loading, optimizers (incl. muP groups), Trainer and Accelerate entry points."""
