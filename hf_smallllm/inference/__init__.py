@@ -1,0 +1,27 @@
+"""Inference: fast CPU decoding, quantization, and streamed generation."""
+
+from .cpu_linear import PackedLinear, can_pack_linears, pack_linears, unpack_linears
+from .generation import InferenceOptions, enable_compiled_decoding, load_for_inference, stream_generate
+from .quantization import (
+    bnb_config,
+    load_bnb_quantized,
+    prepare_bnb_4bit_for_cpu,
+    quantize_int8_dynamic,
+    state_dict_bytes,
+)
+
+__all__ = [
+    "InferenceOptions",
+    "PackedLinear",
+    "bnb_config",
+    "enable_compiled_decoding",
+    "can_pack_linears",
+    "load_bnb_quantized",
+    "load_for_inference",
+    "pack_linears",
+    "prepare_bnb_4bit_for_cpu",
+    "quantize_int8_dynamic",
+    "state_dict_bytes",
+    "stream_generate",
+    "unpack_linears",
+]

@@ -1,0 +1,164 @@
+"""Loading a checkpoint for inference and generating with streamed output.
+
+`load_for_inference` applies the CPU options users expect (bf16, oneDNN-packed fp32 linears for decode
+bandwidth, torch.ao dynamic int8, bitsandbytes 8/4-bit) and `stream_generate` prints text as it is produced and
+returns timing statistics (prefill and decode tokens/s).
+"""
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from transformers import TextStreamer
+
+QUANTIZATION_CHOICES = ("none", "int8", "bnb-8bit", "bnb-4bit")
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class InferenceOptions:
+    """How to load a model for inference."""
+
+    dtype: str = "float32"
+    quantization: str = "none"  # one of QUANTIZATION_CHOICES
+    pack_linears: bool | None = None  # None: on for fp32 CPU models without quantization
+    compile: bool = False  # compile the decode step (static cache) with torch.compile
+    attn_implementation: str = "sdpa"
+    device: str = "cpu"
+    revision: str | None = None
+
+    def __post_init__(self):
+        if self.quantization not in QUANTIZATION_CHOICES:
+            raise ValueError(f"quantization={self.quantization!r}; choose one of {', '.join(QUANTIZATION_CHOICES)}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"dtype={self.dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}")
+
+
+def load_for_inference(model_path, options: InferenceOptions | None = None, tokenizer_path=None):
+    """(model, tokenizer) ready for generation. Raises FileNotFoundError if no tokenizer can be found."""
+    import hf_smallllm  # noqa: F401  (registers the model types)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .cpu_linear import can_pack_linears, pack_linears
+    from .quantization import load_bnb_quantized, quantize_int8_dynamic
+
+    options = options or InferenceOptions()
+    dtype = getattr(torch, options.dtype)
+    hub_kwargs = {"revision": options.revision} if options.revision else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or model_path, **hub_kwargs)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"no tokenizer found in {tokenizer_path or model_path}; pass --tokenizer PATH ({err.__class__.__name__})"
+        ) from err
+
+    if options.quantization.startswith("bnb-"):
+        bits = 8 if options.quantization == "bnb-8bit" else 4
+        model = load_bnb_quantized(model_path, bits, device=options.device, compute_dtype=dtype,
+                                   attn_implementation=options.attn_implementation, **hub_kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, attn_implementation=options.attn_implementation, **hub_kwargs
+        ).to(options.device)
+    model.eval()
+    if options.quantization == "int8":
+        if options.device != "cpu" or dtype != torch.float32:
+            raise ValueError("int8 dynamic quantization runs on CPU with float32 activations (--dtype float32)")
+        model = quantize_int8_dynamic(model)
+    pack = options.pack_linears
+    if pack is None:
+        pack = options.device == "cpu" and dtype == torch.float32 and options.quantization == "none" and (
+            can_pack_linears() and not options.compile)
+    if pack:
+        pack_linears(model)
+    if options.compile:
+        enable_compiled_decoding(model)
+    return model, tokenizer
+
+
+def enable_compiled_decoding(model) -> None:
+    """Make `generate` use a static KV cache and a torch.compile'd forward, on any device. transformers compiles
+    automatically only on accelerators; its `CompileConfig` has a private switch for the others."""
+    from transformers import CompileConfig
+
+    compile_config = CompileConfig(dynamic=False, mode="default")  # "reduce-overhead" means CUDA graphs
+    compile_config._compile_all_devices = True
+    model.generation_config.cache_implementation = "static"
+    model.generation_config.compile_config = compile_config
+
+
+class _CallbackStreamer(TextStreamer):
+    """A TextStreamer that hands finished text pieces to a callback and records when the first token arrived."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+        self.first_token_time = None
+        self.prompt_seen = False
+
+    def put(self, value):
+        if self.prompt_seen and self.first_token_time is None:
+            self.first_token_time = time.perf_counter()
+        self.prompt_seen = True
+        super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        self.on_text(text)
+
+
+@dataclass
+class GenerationStats:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        return (self.new_tokens - 1) / self.decode_seconds if self.new_tokens > 1 and self.decode_seconds > 0 else 0.0
+
+
+def stream_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 64, temperature: float = 0.0,
+                    top_p: float = 1.0, top_k: int = 0, repetition_penalty: float = 1.0, chat: bool = False,
+                    on_text: Callable[[str], None] = lambda s: print(s, end="", flush=True)) -> GenerationStats:
+    """Generate from `prompt`, streaming text pieces to `on_text`. Temperature 0 is greedy decoding. With `chat`, the
+    prompt is wrapped as one user turn with the tokenizer's chat template."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1")
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("this tokenizer has no chat template; drop --chat or use a fine-tuned model")
+        input_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                  return_tensors="pt", return_dict=True)["input_ids"]
+    else:
+        input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    if input_ids.shape[1] == 0:
+        raise ValueError("the prompt encodes to no tokens")
+    input_ids = input_ids.to(model.device)
+    streamer = _CallbackStreamer(tokenizer, on_text)
+    sampling = {"do_sample": temperature > 0}
+    if temperature > 0:
+        sampling.update(temperature=temperature, top_p=top_p, top_k=top_k)
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    start = time.perf_counter()
+    with torch.no_grad():
+        output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                                repetition_penalty=repetition_penalty, streamer=streamer, pad_token_id=pad_token_id,
+                                **sampling)
+    end = time.perf_counter()
+    new_tokens = output.shape[1] - input_ids.shape[1]
+    first = streamer.first_token_time or end
+    return GenerationStats(
+        text=tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True),
+        prompt_tokens=input_ids.shape[1],
+        new_tokens=new_tokens,
+        prefill_seconds=first - start,
+        decode_seconds=end - first,
+    )
+
+
+__all__ = ["DTYPE_CHOICES", "GenerationStats", "InferenceOptions", "QUANTIZATION_CHOICES", "enable_compiled_decoding",
+           "load_for_inference", "stream_generate"]

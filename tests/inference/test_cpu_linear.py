@@ -1,0 +1,84 @@
+"""oneDNN-packed linear layers: same function as nn.Linear (to float rounding), inference only, reversible."""
+
+import pytest
+import torch
+from torch import nn
+
+from hf_smallllm.inference import PackedLinear, can_pack_linears, pack_linears, unpack_linears
+
+from ..models.helpers import random_ids, tiny_model
+
+pytestmark = pytest.mark.skipif(not can_pack_linears(), reason="this torch build has no oneDNN CPU kernels")
+
+
+def test_packed_linear_matches_linear_on_any_leading_shape():
+    linear = nn.Linear(64, 96)
+    packed = PackedLinear(linear)
+    for shape in [(1, 64), (1, 1, 64), (3, 5, 64)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            torch.testing.assert_close(packed(x), linear(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["tinyllama", "geb", "btlm"])
+def test_packed_model_generates_like_the_original(family):
+    model = tiny_model(family)
+    ids = random_ids(model.config.vocab_size, (2, 9))
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
+    with torch.no_grad():
+        logits, tokens = model(ids).logits, model.generate(ids, **kwargs)
+        count = pack_linears(model)
+        packed_logits, packed_tokens = model(ids).logits, model.generate(ids, **kwargs)
+    layers = model.config.num_hidden_layers
+    tied = model.config.tie_word_embeddings
+    assert count == 7 * layers + (0 if tied else 1)  # q k v o gate up down per layer, plus an untied head
+    torch.testing.assert_close(packed_logits, logits, atol=1e-4, rtol=1e-4)
+    assert torch.equal(packed_tokens, tokens)
+    if tied:  # the tied head keeps sharing the embedding matrix
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
+def test_packing_is_reversible_and_saves_dense_weights(tmp_path):
+    model = tiny_model("tinyllama")
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    pack_linears(model)
+    packed_state = model.state_dict()
+    assert set(packed_state) == set(original)
+    for key, value in original.items():
+        torch.testing.assert_close(packed_state[key], value, atol=0, rtol=0)
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path)
+    for key, value in original.items():
+        torch.testing.assert_close(reloaded.state_dict()[key], value, atol=0, rtol=0)
+    assert unpack_linears(model) == 15
+    assert all(type(m) is not PackedLinear for m in model.modules())
+    for key, value in original.items():
+        torch.testing.assert_close(model.state_dict()[key], value, atol=0, rtol=0)
+
+
+def test_packed_layers_refuse_training_and_other_dtypes():
+    model = tiny_model("tinyllama")
+    pack_linears(model)
+    ids = random_ids(model.config.vocab_size, (1, 5))
+    embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        model(inputs_embeds=embeds)
+    with pytest.raises(ValueError, match="float32 CPU weight"):
+        PackedLinear(nn.Linear(4, 4).to(torch.bfloat16))
+    bf16 = tiny_model("tinyllama").to(torch.bfloat16)
+    assert pack_linears(bf16) == 0  # non-fp32 layers are left alone
+
+
+@pytest.mark.slow
+def test_compiled_static_cache_decoding_matches_eager():
+    from hf_smallllm.inference import enable_compiled_decoding
+
+    model = tiny_model("btlm")  # ALiBi: the bias must follow the static cache's fixed length
+    ids = random_ids(model.config.vocab_size, (1, 8))
+    kwargs = dict(max_new_tokens=10, do_sample=False, pad_token_id=0, eos_token_id=None)
+    with torch.no_grad():
+        eager = model.generate(ids, **kwargs)
+        enable_compiled_decoding(model)
+        compiled = model.generate(ids, **kwargs)
+        again = model.generate(ids, **kwargs)  # reuses the compiled graph
+    assert torch.equal(compiled, eager) and torch.equal(again, eager)
