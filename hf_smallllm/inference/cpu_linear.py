@@ -75,8 +75,14 @@ def can_pack_linears() -> bool:
     return torch.backends.mkldnn.is_available()
 
 
-def pack_linears(model: nn.Module, include_tied_output: bool = False) -> int:
-    """Replace every plain fp32 CPU `nn.Linear` in `model` by a `PackedLinear`; returns how many were packed.
+# Below this many weights the per-call layout conversions cost more than the faster inner product saves
+# (measured: a 4-layer, 256-wide model decodes ~30% slower packed, a 512-wide one ~20% faster).
+MIN_PACKED_WEIGHTS = 2**18
+
+
+def pack_linears(model: nn.Module, include_tied_output: bool = False, min_weights: int = MIN_PACKED_WEIGHTS) -> int:
+    """Replace every plain fp32 CPU `nn.Linear` with at least `min_weights` weights by a `PackedLinear`; returns how
+    many were packed.
 
     A tied output head is left alone unless `include_tied_output` (packing it would duplicate the embedding matrix
     and untie the saved checkpoint). Adapter (PEFT), quantized and non-fp32 layers are skipped: only modules whose
@@ -95,6 +101,8 @@ def pack_linears(model: nn.Module, include_tied_output: bool = False) -> int:
             if type(child) is not nn.Linear or id(child) in tied:
                 continue
             if child.weight.dtype != torch.float32 or child.weight.device.type != "cpu":
+                continue
+            if child.weight.numel() < min_weights:
                 continue
             setattr(parent, name, PackedLinear(child))
             packed += 1

@@ -1,0 +1,1 @@
+"""Benchmarks of the model classes against transformers' own implementations (see `suite.py`)."""

@@ -1,0 +1,114 @@
+"""Measurement primitives: wall-clock medians, peak resident memory, and memory read bandwidth.
+
+torch's CPU allocator keeps no peak counter, and the process's resident size hides short-lived tensors (freed
+blocks are reused or returned between samples). CPU peak memory is therefore taken from the profiler's allocation
+records: every allocation and free of the measured block, in order, summed into a running total whose maximum is
+the peak growth. CUDA uses torch's own counters.
+"""
+
+import os
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except OSError:
+        return 0
+
+
+@dataclass
+class PeakMemory:
+    baseline: int = 0
+    peak: int = 0
+
+    @property
+    def delta(self) -> int:
+        return max(0, self.peak - self.baseline)
+
+
+@contextmanager
+def track_peak_memory(device: str = "cpu"):
+    """Yields a PeakMemory whose `delta` is the peak growth of allocated tensor memory during the block."""
+    result = PeakMemory()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        result.baseline = torch.cuda.memory_allocated()
+        yield result
+        torch.cuda.synchronize()
+        result.peak = torch.cuda.max_memory_allocated()
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        yield result
+    allocations = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
+    )
+    running = 0
+    for _, nbytes in allocations:
+        running += nbytes
+        result.peak = max(result.peak, running)
+
+
+def median_seconds(fn, repeats: int = 3, warmup: int = 1, device: str = "cpu") -> float:
+    """Median wall time of `fn()` over `repeats` runs after `warmup` runs."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def read_bandwidth_bytes_per_second(gigabytes: float = 2.0, repeats: int = 5) -> float:
+    """Best-of-N rate at which this process streams a buffer far larger than the caches (a float32 sum)."""
+    buffer = torch.ones(int(gigabytes * 1e9) // 4, dtype=torch.float32)
+    best = min(median_seconds(lambda: buffer.sum(), repeats=1, warmup=0) for _ in range(repeats))
+    size = buffer.numel() * 4
+    del buffer
+    return size / best
+
+
+def machine_description() -> dict:
+    info = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": platform.processor() or "unknown",
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info

@@ -1,0 +1,109 @@
+"""`python -m benchmarks.run` / `hf-smallllm bench`: the model benchmark suite, written as JSON and Markdown."""
+
+import argparse
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ..models.auto import FAMILIES
+
+SIZES = ("small", "published")
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="short prompts, few decode steps, small models only (~5 minutes on 2 CPU cores)")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families to measure")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated sizes among small,published (default: small with --quick, else both)")
+    parser.add_argument("--skip-options", action="store_true",
+                        help="skip the CPU inference options table (trains a small model first, ~3 minutes)")
+    parser.add_argument("--skip-footprint", action="store_true", help="skip the bitsandbytes 4-bit BTLM-3B footprint")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--output-dir", default="benchmarks/results", help="where the JSON and Markdown go")
+    return parser
+
+
+def run(args) -> int:
+    from .footprint import quantized_footprint
+    from .measure import machine_description, read_bandwidth_bytes_per_second
+    from .suite import SuiteSettings, decode_ceiling_rows, format_markdown, measure_pair, not_measured_gpu_rows
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+    sizes = [s.strip() for s in (args.sizes or ("small" if args.quick else ",".join(SIZES))).split(",")]
+    if any(s not in SIZES for s in sizes):
+        raise ValueError(f"--sizes must be among {SIZES}, got {sizes}")
+    settings = (SuiteSettings.quick if args.quick else SuiteSettings)(families=tuple(families), sizes=tuple(sizes))
+    machine = machine_description()
+    started = time.perf_counter()
+    bandwidth = read_bandwidth_bytes_per_second()
+    machine["read_bandwidth_GBps"] = round(bandwidth / 1e9, 2)
+    print(f"{machine['cpu']}: {machine['threads']} threads, read bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
+
+    rows = []
+    for size in sizes:
+        for family in families:
+            print(f"measuring {family} ({size}) ...", flush=True)
+            pair_rows, ours = measure_pair(family, size, settings)
+            rows.extend(pair_rows)
+            if ours is not None and (size == "published" or args.quick):
+                rows.extend(decode_ceiling_rows(family, size, ours, bandwidth, settings))
+            del ours
+            for row in pair_rows:
+                print(f"  {row.metric}: ours {row.ours} reference {row.reference} ratio {row.ratio} {row.note}",
+                      flush=True)
+    if not args.skip_options:
+        from .inference_options import inference_option_rows
+
+        print("CPU inference options (trains a small byte-level model first) ...", flush=True)
+        rows.extend(inference_option_rows(steps=150 if args.quick else 400))
+    footprint = None
+    if not args.skip_footprint:
+        footprint = quantized_footprint("btlm", 4)
+        print(f"BTLM-3B with bitsandbytes 4-bit weights: {footprint['bytes'] / 1e9:.2f} GB "
+              f"(float32 {footprint['float32_bytes'] / 1e9:.1f} GB)", flush=True)
+    if not torch.cuda.is_available():
+        rows.extend(not_measured_gpu_rows())
+
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = f"models-{'quick' if args.quick else 'full'}"
+    result = {"machine": machine, "settings": {k: str(v) for k, v in vars(settings).items()},
+              "seconds": round(time.perf_counter() - started, 1), "rows": [r.to_dict() for r in rows],
+              "bnb_4bit_btlm_footprint": footprint, "created": stamp}
+    markdown = format_markdown(rows, machine)
+    if footprint:
+        markdown += (f"\nBTLM-3B-8K with bitsandbytes NF4 weights (double quantization, bf16 embeddings): "
+                     f"{footprint['bytes'] / 1e9:.2f} GB, computed from a quantized published-size layer's state "
+                     f"dict x {preset_layers('btlm')} layers (float32: {footprint['float32_bytes'] / 1e9:.1f} GB; "
+                     f"BTLM's card: about 3 GB).\n")
+    for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", markdown)):
+        path = output / f"{name}{suffix}"
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
+    print(markdown)
+    print(f"wrote {output / (name + '.json')} and {output / (name + '.md')} in {result['seconds']:.0f} s")
+    return 0
+
+
+def preset_layers(family: str) -> int:
+    from ..models.presets import preset_config
+
+    return preset_config(family).num_hidden_layers
+
+
+def main(argv=None) -> int:
+    return run(build_parser().parse_args(argv))
