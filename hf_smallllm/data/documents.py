@@ -1,0 +1,191 @@
+"""Where documents come from: local text, JSONL and Parquet files, the bundled corpus, or `datasets` datasets.
+
+A `DocumentSource` describes one source (files or a dataset, how a plain text file splits into documents, which
+field holds the text) and iterates its documents in a fixed order, from any document index, so that a training
+stream can be checkpointed as "source X at document N" and resumed exactly. Large datasets are read lazily
+(line by line, Parquet row group by row group, `datasets` streaming) so memory stays bounded.
+
+Text files split into documents by one rule:
+- `file`: the whole file is one document;
+- `line`: every non-empty line is a document (e.g. one Bible verse a line);
+- `blank_line`: paragraphs separated by one or more empty lines;
+- `heading`: a new document starts at every line matching `heading_pattern` (default: a Markdown `# ` title,
+  e.g. one Shakespeare play per document).
+"""
+
+import glob
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from ..resources import corpus_path
+
+TEXT_SPLITS = ("file", "line", "blank_line", "heading")
+FILE_FORMATS = ("text", "jsonl", "parquet")
+
+
+@dataclass
+class DocumentSource:
+    """One named source of documents.
+
+    Exactly one of `paths` (files or glob patterns; `bundled:<name>` names a file of the bundled corpus) or
+    `dataset` (a `datasets` name or local builder such as "json", or an already loaded Dataset/IterableDataset)
+    must be given.
+    """
+
+    name: str
+    paths: list[str] = field(default_factory=list)
+    format: str | None = None  # text | jsonl | parquet; inferred from the file suffix when None
+    text_field: str = "text"
+    split_by: str = "file"  # for text files, see the module docstring
+    heading_pattern: str = r"^# "
+    min_chars: int = 1  # documents shorter than this (after stripping) are skipped
+    dataset: Any = None
+    dataset_kwargs: dict = field(default_factory=dict)  # passed to datasets.load_dataset (split, data_files, ...)
+    streaming: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.paths, str):
+            self.paths = [self.paths]
+        if bool(self.paths) == (self.dataset is not None):
+            raise ValueError(f"source {self.name!r}: give exactly one of 'paths' or 'dataset'")
+        if self.split_by not in TEXT_SPLITS:
+            raise ValueError(f"source {self.name!r}: split_by={self.split_by!r}; choose one of {TEXT_SPLITS}")
+        if self.format is not None and self.format not in FILE_FORMATS:
+            raise ValueError(f"source {self.name!r}: format={self.format!r}; choose one of {FILE_FORMATS}")
+        if self.paths:
+            self._files = self._resolve_files()
+
+    # ------------------------------------------------------------------ files
+    def _resolve_files(self) -> list[Path]:
+        files = []
+        for pattern in self.paths:
+            if pattern.startswith("bundled:"):
+                files.append(corpus_path(pattern.removeprefix("bundled:")))
+                continue
+            matches = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"source {self.name!r}: no file matches {pattern!r}")
+            files.extend(Path(m) for m in matches if Path(m).is_file())
+        for path in files:
+            if self._format_of(path) not in FILE_FORMATS:
+                raise ValueError(f"source {self.name!r}: cannot tell the format of {path}; set 'format'")
+        return files
+
+    def _format_of(self, path: Path) -> str:
+        if self.format:
+            return self.format
+        suffixes = "".join(path.suffixes[-2:]).lower()
+        if suffixes.endswith((".jsonl", ".json", ".jsonl.gz")):
+            return "jsonl"
+        if suffixes.endswith(".parquet"):
+            return "parquet"
+        return "text"
+
+    def _text_documents(self, path: Path) -> Iterator[str]:
+        opener = _open_text(path)
+        with opener as handle:
+            if self.split_by == "file":
+                yield handle.read()
+                return
+            if self.split_by == "line":
+                for line in handle:
+                    yield line.rstrip("\n")
+                return
+            heading = re.compile(self.heading_pattern) if self.split_by == "heading" else None
+            lines: list[str] = []
+            for line in handle:
+                if heading is not None:
+                    if heading.match(line) and lines:
+                        yield "".join(lines)
+                        lines = []
+                    lines.append(line)
+                elif line.strip():
+                    lines.append(line)
+                elif lines:
+                    yield "".join(lines)
+                    lines = []
+            if lines:
+                yield "".join(lines)
+
+    def _record_documents(self, path: Path, fmt: str) -> Iterator[str]:
+        if fmt == "jsonl":
+            with _open_text(path) as handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+                    yield self._text_of(record, f"{path}:{number}")
+        else:
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(path)
+            if self.text_field not in parquet.schema_arrow.names:
+                raise ValueError(f"{path}: no column {self.text_field!r} (columns: {parquet.schema_arrow.names})")
+            for group in range(parquet.num_row_groups):
+                yield from parquet.read_row_group(group, columns=[self.text_field]).column(0).to_pylist()
+
+    def _text_of(self, record: dict, where: str) -> str:
+        if self.text_field not in record:
+            raise ValueError(f"{where}: no field {self.text_field!r} (fields: {sorted(record)})")
+        return record[self.text_field]
+
+    # ------------------------------------------------------------------ datasets
+    def _dataset_documents(self) -> Iterator[str]:
+        import datasets
+
+        dataset = self.dataset
+        if isinstance(dataset, str):
+            dataset = datasets.load_dataset(dataset, streaming=self.streaming, **self.dataset_kwargs)
+        if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict, dict)):
+            raise ValueError(f"source {self.name!r}: got several splits ({sorted(dataset)}); choose one with "
+                             "dataset_kwargs: {split: ...}")
+        for number, record in enumerate(dataset):
+            yield self._text_of(record, f"{self.name}[{number}]")
+
+    # ------------------------------------------------------------------ public
+    def iter_documents(self, start: int = 0) -> Iterator[str]:
+        """Documents in order, beginning with document number `start` (0-based); skipped ones are not tokenized."""
+        return islice(self._all_documents(), start, None)
+
+    def _all_documents(self) -> Iterator[str]:
+        if self.dataset is not None:
+            documents = self._dataset_documents()
+        else:
+            documents = (
+                document
+                for path in self._files
+                for document in (self._text_documents(path) if self._format_of(path) == "text"
+                                 else self._record_documents(path, self._format_of(path)))
+            )
+        for document in documents:
+            if document is None:
+                continue
+            if len(document.strip()) >= self.min_chars:
+                yield document
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "DocumentSource":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(spec) - known - {"weight"}
+        if unknown:
+            raise ValueError(f"source {spec.get('name')!r}: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{k: v for k, v in spec.items() if k in known})
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+__all__ = ["DocumentSource", "FILE_FORMATS", "TEXT_SPLITS"]
