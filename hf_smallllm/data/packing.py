@@ -7,8 +7,8 @@ concatenated into rows of `seq_len` tokens. Each row carries `input_ids`, `label
   packed-sequence handling restricts attention to the document (a block-diagonal causal mask; flash-attn's varlen
   path). The first token of a document gets label -100: nothing may be predicted across a document boundary, so the
   loss of a row equals the summed losses of its documents run on their own.
-- `causal` packing (TinyLlama): positions run 0..seq_len-1 over the whole row and every token is a target, so
-  attention and prediction cross document boundaries.
+- `causal` packing (TinyLlama): positions run 0..seq_len-1 over the whole row and every token but the row's first
+  is a target, so attention and prediction cross document boundaries.
 
 A document longer than the space left in a row continues in the next row; in `document` mode the continuation is a
 fresh segment (positions restart at 0). No token is dropped or duplicated: rows are the exact concatenation of the
@@ -151,7 +151,10 @@ class DocumentPacker:
                 labels.extend(segment_labels)
                 positions.extend(range(len(take)))
             else:
-                labels.extend(take)
+                segment_labels = list(take)
+                if not ids:  # a row's first token is never a target; saying so keeps token counts exact
+                    segment_labels[0] = IGNORE_INDEX
+                labels.extend(segment_labels)
                 positions.extend(range(len(ids), len(ids) + len(take)))
             ids.extend(take)
             self.pending = self.pending[len(take):]

@@ -202,10 +202,16 @@ class SmallLLMConfig(PreTrainedConfig):
         if self.mup_base_hidden_size is None:
             if self.mup_base_intermediate_size is not None:
                 raise ValueError("mup_base_intermediate_size needs mup_base_hidden_size (the muP base width).")
-            if self.mup_output_alpha != 1.0:
+            # Half a muP model (multipliers without the width scaling of init and learning rates) trains badly and
+            # silently; the multipliers are only meaningful next to a base width.
+            partial = [f"{name}={getattr(self, name)!r}" for name, off in
+                       (("mup_embeddings_scale", 1.0), ("mup_output_alpha", 1.0), ("mup_scale_qk_dot_by_d", False))
+                       if getattr(self, name) != off]
+            if partial:
                 raise ValueError(
-                    f"mup_output_alpha={self.mup_output_alpha} needs mup_base_hidden_size: the output multiplier is "
-                    "alpha / (hidden_size / mup_base_hidden_size)."
+                    f"{', '.join(partial)} needs mup_base_hidden_size (the muP base width; the output multiplier is "
+                    "alpha / (hidden_size / mup_base_hidden_size)): set it, or turn muP off completely with "
+                    "mup_embeddings_scale=1.0, mup_output_alpha=1.0, mup_scale_qk_dot_by_d=False."
                 )
 
     # ---------------------------------------------------------------- derived values

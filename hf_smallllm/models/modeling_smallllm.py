@@ -42,7 +42,7 @@ from .attention_smallllm import (
     is_flash_attention,
 )
 from .configuration_smallllm import SmallLLMConfig
-from .mup_smallllm import mup_param_groups
+from .mup_smallllm import init_mup_weights, mup_param_groups
 
 
 logger = logging.get_logger(__name__)
@@ -329,7 +329,9 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
+        # muP scales the init of each matrix by its width multiplier (mup_smallllm.py); other models keep the default.
+        if not (self.config.uses_mup and init_mup_weights(self, module)):
+            super()._init_weights(module)
         if isinstance(module, SmallLLMAlibi):
             init.copy_(module.slopes, alibi_slopes(module.num_heads))
 

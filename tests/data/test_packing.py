@@ -45,7 +45,7 @@ def test_document_mode_resets_positions_and_masks_boundary_labels(corpus_tokeniz
 
 def test_causal_mode_keeps_monotonic_positions(corpus_tokenizer):
     row = DocumentPacker(kjv(), corpus_tokenizer, mode="causal").next_row(64)
-    assert row.position_ids == list(range(64)) and row.labels == row.input_ids
+    assert row.position_ids == list(range(64)) and row.labels[1:] == row.input_ids[1:] and row.labels[0] == -100
 
 
 def test_long_documents_continue_in_the_next_row(corpus_tokenizer):

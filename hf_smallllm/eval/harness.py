@@ -1,0 +1,193 @@
+"""Benchmarks through EleutherAI's lm-evaluation-harness, with the package's models as ordinary `hf` models.
+
+lm-eval's `hf` model (`HFLM`) loads a path with `AutoConfig`/`AutoModelForCausalLM`, which resolve the package's
+`smallllm_*` model types once `hf_smallllm` is imported. Importing this module imports the package (and so
+registers them), so everything that goes through here (Python API, `hf-smallllm eval bench`,
+`hf-smallllm eval lm-eval ...`) runs any saved checkpoint without remote code. A loaded model object works too.
+
+Local tasks ship as YAML templates in `hf_smallllm/resources/lm_eval_tasks/` over data in
+`hf_smallllm/resources/benchmarks/`: lm-eval's `dataset_path: json` needs absolute data paths, so the templates are
+rendered into a folder at run time and that folder goes on lm-eval's include path:
+- `smallllm_mmlu` (group) / `smallllm_mmlu_<subject>`: five MMLU subjects, lm-eval's MMLU prompt, accuracy;
+- `smallllm_zh_poet`: which of four poets wrote a Song ci (Chinese multiple choice), accuracy;
+- `smallllm_humaneval`: HumanEval pass@1 by greedy generation; executes model-written code, so it only runs with
+  `confirm_run_unsafe_code=True` (see `hf_smallllm.eval.code_execution`).
+Every other lm-eval task name (hellaswag, piqa, arc_easy, ceval-valid, cmmlu, gsm8k, ...) resolves to lm-eval's
+built-in task, which reads its data set from the Hub or the local `datasets` cache.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from string import Template
+
+from ..resources import RESOURCES
+from .code_execution import ALLOW_ENV
+
+TASK_TEMPLATES = RESOURCES / "lm_eval_tasks"
+BENCHMARKS = RESOURCES / "benchmarks"
+LOCAL_GROUPS = ("smallllm_mmlu", "smallllm_zh_poet", "smallllm_humaneval")
+# Written next to the HumanEval YAML: lm-eval resolves `!function module.name` relative to the YAML file.
+_CODE_SHIM = "from hf_smallllm.eval.code_execution import build_predictions, pass_at_k  # noqa: F401\n"
+
+
+def mmlu_subjects(data_dir: str | Path = BENCHMARKS) -> list[str]:
+    """The MMLU subjects present in the shipped (or given) benchmark folder."""
+    return sorted(p.name[: -len("_test.jsonl")] for p in (Path(data_dir) / "mmlu").glob("*_test.jsonl"))
+
+
+def local_task_names(data_dir: str | Path = BENCHMARKS) -> list[str]:
+    """Every task and group name the shipped task definitions provide."""
+    return sorted([*LOCAL_GROUPS, *(f"smallllm_mmlu_{s}" for s in mmlu_subjects(data_dir))])
+
+
+def render_local_tasks(output_dir: str | Path, data_dir: str | Path = BENCHMARKS) -> Path:
+    """Write the shipped task YAMLs into `output_dir` with absolute paths to `data_dir`; returns `output_dir`,
+    ready for lm-eval's `include_path` (`--include_path` on its command line)."""
+    output_dir, data_dir = Path(output_dir), Path(data_dir).resolve()
+    if not (data_dir / "mmlu").is_dir():
+        raise FileNotFoundError(f"{data_dir} is not a benchmark folder (no mmlu/ inside)")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # The path sits inside double-quoted YAML strings: escape what YAML would read as escapes.
+    quoted_dir = json.dumps(data_dir.as_posix())[1:-1]
+    for name in ("smallllm_mmlu.yaml", "smallllm_zh_poet.yaml", "smallllm_humaneval.yaml"):
+        text = Template((TASK_TEMPLATES / name).read_text(encoding="utf-8")).substitute(data_dir=quoted_dir)
+        (output_dir / name).write_text(text, encoding="utf-8")
+    subject_template = Template((TASK_TEMPLATES / "mmlu_subject.yaml").read_text(encoding="utf-8"))
+    for subject in mmlu_subjects(data_dir):
+        text = subject_template.substitute(data_dir=quoted_dir, subject=subject,
+                                           subject_words=subject.replace("_", " "))
+        (output_dir / f"smallllm_mmlu_{subject}.yaml").write_text(text, encoding="utf-8")
+    (output_dir / "smallllm_code.py").write_text(_CODE_SHIM, encoding="utf-8")
+    return output_dir
+
+
+def task_manager(tasks: Sequence[str], include_path: Sequence[str | Path] = ()):
+    """A TaskManager over the given folders; lm-eval's several thousand built-in task files are indexed only when a
+    requested task is not in them (indexing them takes seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    paths = [str(p) for p in include_path]
+    manager = TaskManager(include_path=paths, include_defaults=False)
+    if all(task in manager.all_tasks for task in tasks):
+        return manager
+    return TaskManager(include_path=paths, include_defaults=True)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_lm(model, tokenizer=None, *, batch_size: int | str = 1, device: str | None = None, dtype: str = "auto",
+            max_length: int | None = None, **model_args):
+    """lm-eval's `HFLM` for a checkpoint path / Hub id or an already loaded model (then `tokenizer` is required)."""
+    from lm_eval.models.huggingface import HFLM
+
+    if isinstance(model, (str, os.PathLike)):
+        return HFLM(pretrained=str(model), tokenizer=tokenizer, batch_size=batch_size, backend="causal",
+                    device=device or default_device(), dtype=dtype, max_length=max_length, **model_args)
+    if tokenizer is None:
+        raise ValueError("an already loaded model needs its tokenizer")
+    # backend given explicitly: lm-eval guesses it from transformers' built-in name tables, which registered
+    # model types are not in.
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, backend="causal",
+                max_length=max_length, **model_args)
+
+
+@contextlib.contextmanager
+def _code_execution_allowed(allowed: bool):
+    previous = os.environ.get(ALLOW_ENV)
+    if allowed:
+        os.environ[ALLOW_ENV] = "1"
+    try:
+        yield
+    finally:
+        if allowed:
+            if previous is None:
+                os.environ.pop(ALLOW_ENV, None)
+            else:
+                os.environ[ALLOW_ENV] = previous
+
+
+def run_benchmarks(model, tasks: Sequence[str] | str, *, tokenizer=None, num_fewshot: int | None = None,
+                   limit: int | float | None = None, batch_size: int | str = 1, device: str | None = None,
+                   dtype: str = "auto", include_path: Sequence[str | Path] = (), confirm_run_unsafe_code: bool = False,
+                   log_samples: bool = False, seed: int = 0, apply_chat_template: bool = False,
+                   max_length: int | None = None, gen_kwargs: dict | None = None,
+                   model_args: dict | None = None) -> dict:
+    """Evaluate `model` (a path, Hub id, or loaded model with `tokenizer`) on lm-eval tasks, the shipped local ones
+    included; returns lm-eval's results dict (`results`, `groups`, `configs`, `n-shot`, ...).
+
+    limit: at most this many documents per task (a fraction for a share), for quick checks; scores with a limit
+        are not comparable to published ones.
+    confirm_run_unsafe_code: allow tasks that execute model-written code (HumanEval); read the safety note first.
+    gen_kwargs: overrides of the generation settings of generative tasks, e.g. {"max_gen_toks": 256}.
+    """
+    import lm_eval
+
+    tasks = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
+    tasks = [t for t in tasks if t]
+    if not tasks:
+        raise ValueError("no tasks given")
+    lm = load_lm(model, tokenizer, batch_size=batch_size, device=device, dtype=dtype, max_length=max_length,
+                 **(model_args or {}))
+    with tempfile.TemporaryDirectory(prefix="hf_smallllm_tasks_") as rendered:
+        render_local_tasks(rendered)
+        manager = task_manager(tasks, [rendered, *include_path])
+        unknown = [t for t in tasks if t not in manager.all_tasks]
+        if unknown:
+            raise ValueError(f"unknown lm-eval task(s): {', '.join(unknown)}; local tasks: "
+                             f"{', '.join(local_task_names())} (plus lm-eval's built-in tasks)")
+        with _code_execution_allowed(confirm_run_unsafe_code):
+            results = lm_eval.simple_evaluate(
+                model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
+                log_samples=log_samples, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                fewshot_random_seed=seed, confirm_run_unsafe_code=confirm_run_unsafe_code,
+                apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs,
+            )
+    if results is None:  # a non-zero rank of a distributed run
+        return {}
+    return results
+
+
+def results_table(results: dict) -> str:
+    """lm-eval's own Markdown table of the results (and of the groups, when there are any)."""
+    from lm_eval.utils import make_table
+
+    table = make_table(results)
+    if results.get("groups"):
+        table += "\n" + make_table(results, "groups")
+    return table
+
+
+def summary(results: dict) -> dict[str, dict[str, float]]:
+    """{task or group: {metric: value}} with lm-eval's `metric,filter` keys cut to the metric name; the standard
+    errors and aliases are dropped."""
+    out = {}
+    for section in ("results", "groups"):
+        for task, metrics in results.get(section, {}).items():
+            for key, value in metrics.items():
+                metric = key.split(",")[0]
+                if metric.endswith("_stderr") or metric in ("alias", "samples") or not isinstance(value, (int, float)):
+                    continue
+                out.setdefault(task, {})[metric] = value
+    return out
+
+
+__all__ = [
+    "BENCHMARKS",
+    "LOCAL_GROUPS",
+    "load_lm",
+    "local_task_names",
+    "mmlu_subjects",
+    "render_local_tasks",
+    "results_table",
+    "run_benchmarks",
+    "summary",
+    "task_manager",
+]

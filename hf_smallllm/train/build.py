@@ -1,0 +1,102 @@
+"""Turning a recipe into the objects a run needs: tokenizer, model, data stream, callbacks. Both entry points
+(transformers.Trainer and the Accelerate loop) build through here, so they train the same thing."""
+
+import torch
+
+from ..data import DocumentPacker, DocumentSource, MixtureSchedule, PackedBatchStream, PackedCollator
+from ..data import SequenceLengthSchedule
+from ..models.auto import FAMILIES, family_of
+from ..models.presets import preset_config
+from .extensions import RunContext, build_section_callbacks
+from .recipe import Recipe, RecipeError
+
+
+def load_tokenizer(recipe: Recipe):
+    from transformers import AutoTokenizer
+
+    if not recipe.tokenizer:
+        raise RecipeError("tokenizer: the recipe needs a tokenizer folder (train one with `hf-smallllm tokenizer "
+                          "train`, or set tokenizer: path)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer)
+    except (OSError, ValueError) as err:
+        raise RecipeError(f"tokenizer: cannot load {recipe.tokenizer!r} ({err})") from err
+    if tokenizer.eos_token_id is None:
+        raise RecipeError(f"tokenizer: {recipe.tokenizer!r} has no EOS token; documents must end with one")
+    return tokenizer
+
+
+def build_model(recipe: Recipe, tokenizer=None):
+    """A fresh model from family + preset + config overrides (vocabulary and special ids from the tokenizer), or the
+    checkpoint named in `model.init_from` for continued pretraining."""
+    section = recipe.model
+    if section.init_from:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(section.init_from)
+        if section.config:  # e.g. a raised rope_theta and a longer context for long-context training
+            values = {**config.to_dict(), **section.config}
+            if "rope_theta" in section.config and values.get("rope_parameters"):
+                values["rope_parameters"] = {**values["rope_parameters"], "rope_theta": section.config["rope_theta"]}
+            values.pop("model_type", None)
+            try:
+                config = type(config)(**values)
+            except ValueError as err:
+                raise RecipeError(f"model.config: {err}") from err
+        model = AutoModelForCausalLM.from_pretrained(section.init_from, config=config,
+                                                     attn_implementation=section.attn_implementation)
+    else:
+        overrides = dict(section.config)
+        if tokenizer is not None and section.vocab_from_tokenizer:
+            overrides.setdefault("vocab_size", len(tokenizer))
+            for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+                value = getattr(tokenizer, name)
+                if value is not None:
+                    overrides.setdefault(name, value)
+        try:
+            config = preset_config(section.family, section.preset, attn_implementation=section.attn_implementation,
+                                   **overrides)
+        except ValueError as err:
+            raise RecipeError(f"model: {err}") from err
+        model = FAMILIES[section.family].causal_lm_class(config)
+    if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
+        raise RecipeError(f"model: the tokenizer has {len(tokenizer)} entries but the model only "
+                          f"{model.config.vocab_size} embedding rows")
+    if section.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    model.config.use_cache = False  # training forwards never need a KV cache
+    return model
+
+
+def build_stream(recipe: Recipe, tokenizer, world_size: int = 1, rank: int = 0) -> PackedBatchStream:
+    data, training = recipe.data, recipe.training
+    packers = {}
+    for spec in data.sources:
+        try:
+            source = DocumentSource.from_dict(spec)
+        except (ValueError, FileNotFoundError) as err:
+            raise RecipeError(f"data.sources ({spec.get('name')}): {err}") from err
+        packers[source.name] = DocumentPacker(source, tokenizer, mode=data.packing, add_bos=data.add_bos,
+                                              tokenize_batch=data.tokenize_batch)
+    try:
+        mixture = MixtureSchedule(recipe.mixture_phases, training.max_steps, sources=list(packers))
+        lengths = SequenceLengthSchedule(recipe.seq_len_phases, training.max_steps, data.tokens_per_step)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return PackedBatchStream(packers, mixture, lengths, training.max_steps,
+                                 training.gradient_accumulation_steps, world_size, rank, training.seed,
+                                 PackedCollator(pad, data.flash_attn_kwargs))
+    except ValueError as err:
+        raise RecipeError(f"data: {err}") from err
+
+
+def build_callbacks(recipe: Recipe, model, tokenizer, is_main_process: bool) -> list:
+    context = RunContext(output_dir=recipe.training.output_dir, recipe=recipe.to_dict(), family=family_of(model.config),
+                         tokenizer=tokenizer, is_main_process=is_main_process)
+    return build_section_callbacks(recipe.to_dict(), context)
+
+
+def autocast_dtype(precision: str):
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+__all__ = ["autocast_dtype", "build_callbacks", "build_model", "build_stream", "load_tokenizer"]

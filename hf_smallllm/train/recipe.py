@@ -1,0 +1,278 @@
+"""Training recipes: one YAML file that drives both entry points (Trainer and Accelerate).
+
+A recipe has the sections `model`, `tokenizer`, `data`, `optimizer`, `schedule`, `training`, plus optional
+extension sections (`publish`, `domain_eval`; see `extensions.py`). Every field is documented on the dataclass
+that holds it; unknown keys, wrong types and inconsistent values fail at load time with the path of the field
+(`data.sources[1].weight`). Values can be overridden from the command line as `--set training.max_steps=50`
+(the value is parsed as YAML: numbers, booleans, lists).
+
+Shipped recipes live in `training/recipes/` and, for use after a wheel install, in
+`hf_smallllm/resources/recipes/`; `load_recipe("tiny-tinyllama")` finds a shipped recipe by name.
+"""
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..models.presets import PRESETS
+from .extensions import RECIPE_SECTIONS
+
+RECIPES_DIR = Path(__file__).parents[1] / "resources" / "recipes"
+LR_SCHEDULES = ("cosine", "linear", "constant", "cosine_then_constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+ENTRIES = ("trainer", "accelerate")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run, with the path of the offending field."""
+
+
+@dataclass
+class ModelSection:
+    family: str = "tinyllama"  # tinyllama | geb | chuxin | btlm | skywork
+    preset: str = "tiny"  # a preset of the family (published, tiny, small, ...)
+    config: dict = field(default_factory=dict)  # config field overrides, e.g. {num_hidden_layers: 4}
+    init_from: str | None = None  # a checkpoint to continue from (continued pretraining) instead of random init
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    vocab_from_tokenizer: bool = True  # set vocab_size and special-token ids from the tokenizer
+
+
+@dataclass
+class DataSection:
+    sources: list[dict] = field(default_factory=list)  # DocumentSource fields: name, paths | dataset, split_by, ...
+    mixture: list[dict] | None = None  # MixtureSchedule phases; default: one phase with each source's `weight`
+    seq_len: int | None = None  # a constant row length, or
+    sequence_length: list[dict] | None = None  # SequenceLengthSchedule phases [{until, seq_len}]
+    tokens_per_step: int = 4096  # global tokens per optimizer step (rows x seq_len x accumulation x processes)
+    packing: str = "document"  # document (positions restart, block-diagonal attention) | causal (TinyLlama)
+    add_bos: bool = False  # prepend BOS to every document (most of these families train without)
+    flash_attn_kwargs: bool = False  # add cu_seq_lens for flash-attn's varlen kernel to every batch
+    tokenize_batch: int = 64
+
+
+@dataclass
+class OptimizerSection:
+    lr: float = 3e-4  # peak learning rate (muP: the base lr of the hidden matrices' groups before scaling)
+    betas: tuple = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1  # not applied to norms and biases
+    max_grad_norm: float = 1.0  # gradient clipping; 0 disables
+    mup: bool = False  # muP learning-rate groups (needs a config with mup_base_hidden_size)
+
+
+@dataclass
+class ScheduleSection:
+    type: str = "cosine"  # cosine | linear | constant | cosine_then_constant
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1  # final lr as a fraction of the peak (cosine, linear, cosine_then_constant)
+    decay_until: float = 1.0  # cosine_then_constant: fraction of training where the decay ends and lr stays
+
+
+@dataclass
+class TrainingSection:
+    output_dir: str = "runs/pretrain"
+    max_steps: int = 100
+    gradient_accumulation_steps: int = 1
+    precision: str = "fp32"  # fp32 | bf16 (mixed precision via autocast) | fp16
+    seed: int = 0
+    logging_steps: int = 10
+    save_steps: int = 50  # checkpoint every N steps (and at the end)
+    save_total_limit: int | None = None  # keep at most N checkpoints (the newest); None keeps all
+    entry: str = "trainer"  # trainer (transformers.Trainer) | accelerate (the Accelerate-native loop)
+    tensorboard: bool = True
+    progress_bar: bool = True
+
+
+@dataclass
+class Recipe:
+    model: ModelSection = field(default_factory=ModelSection)
+    tokenizer: str | None = None  # a tokenizer folder (AutoTokenizer.from_pretrained)
+    data: DataSection = field(default_factory=DataSection)
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    extensions: dict = field(default_factory=dict)  # publish / domain_eval sections, passed through as dicts
+    source_path: str | None = None
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data.pop("source_path")
+        extensions = data.pop("extensions")
+        data.update(extensions)
+        data["optimizer"]["betas"] = list(data["optimizer"]["betas"])
+        return data
+
+    @property
+    def seq_len_phases(self) -> list[dict]:
+        if self.data.sequence_length:
+            return self.data.sequence_length
+        return [{"until": 1.0, "seq_len": self.data.seq_len}]
+
+    @property
+    def mixture_phases(self) -> list[dict]:
+        if self.data.mixture:
+            return self.data.mixture
+        return [{"until": 1.0, "weights": {s["name"]: s.get("weight", 1.0) for s in self.data.sources}}]
+
+
+SECTIONS = {"model": ModelSection, "data": DataSection, "optimizer": OptimizerSection, "schedule": ScheduleSection,
+            "training": TrainingSection}
+
+
+def _build(cls, values: dict, path: str):
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise RecipeError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        expected = type(default) if default is not None else None
+        if expected in (int, float) and isinstance(value, bool):
+            raise RecipeError(f"{path}.{name}: expected a number, got {value!r}")
+        if expected is float and isinstance(value, int):
+            value = float(value)
+        if expected is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if expected is tuple and isinstance(value, list):
+            value = tuple(value)
+        if expected is not None and value is not None and not isinstance(value, expected):
+            raise RecipeError(f"{path}.{name}: expected {expected.__name__}, got {value!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def recipe_from_dict(raw: dict, source_path: str | None = None) -> Recipe:
+    """Validate a parsed recipe mapping."""
+    if not isinstance(raw, dict):
+        raise RecipeError("a recipe must be a mapping of sections")
+    known = set(SECTIONS) | {"tokenizer"} | set(RECIPE_SECTIONS)
+    unknown = set(raw) - known
+    if unknown:
+        raise RecipeError(f"unknown recipe sections {sorted(unknown)}; known: {sorted(known)}")
+    sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in SECTIONS.items()}
+    tokenizer = raw.get("tokenizer")
+    if isinstance(tokenizer, dict):
+        tokenizer = tokenizer.get("path")
+    recipe = Recipe(tokenizer=tokenizer, extensions={k: raw[k] for k in RECIPE_SECTIONS if raw.get(k)},
+                    source_path=source_path, **sections)
+    validate(recipe)
+    return recipe
+
+
+def validate(recipe: Recipe) -> None:
+    model, data, opt, schedule, training = (recipe.model, recipe.data, recipe.optimizer, recipe.schedule,
+                                            recipe.training)
+    if model.init_from is None:
+        if model.family not in PRESETS:
+            raise RecipeError(f"model.family: unknown family {model.family!r}; choose one of {sorted(PRESETS)}")
+        if model.preset not in PRESETS[model.family]:
+            raise RecipeError(f"model.preset: {model.family} has no preset {model.preset!r}; "
+                              f"choose one of {sorted(PRESETS[model.family])}")
+    if not data.sources:
+        raise RecipeError("data.sources: at least one source is needed")
+    names = []
+    for index, source in enumerate(data.sources):
+        if not isinstance(source, dict) or "name" not in source:
+            raise RecipeError(f"data.sources[{index}]: a mapping with a 'name' is needed")
+        if not source.get("paths") and not source.get("dataset"):
+            raise RecipeError(f"data.sources[{index}] ({source['name']}): give 'paths' or 'dataset'")
+        weight = source.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or weight < 0:
+            raise RecipeError(f"data.sources[{index}].weight must be a number >= 0, got {weight!r}")
+        names.append(source["name"])
+    if len(set(names)) != len(names):
+        raise RecipeError(f"data.sources: names must be unique, got {names}")
+    if (data.seq_len is None) == (data.sequence_length is None):
+        raise RecipeError("data: give exactly one of 'seq_len' or 'sequence_length' (a schedule)")
+    for phase in recipe.seq_len_phases:
+        if recipe.data.tokens_per_step % phase["seq_len"]:
+            raise RecipeError(f"data.tokens_per_step={data.tokens_per_step} is not a multiple of the row length "
+                              f"{phase['seq_len']}")
+    if data.packing not in ("document", "causal"):
+        raise RecipeError(f"data.packing={data.packing!r}; choose 'document' or 'causal'")
+    if opt.lr <= 0:
+        raise RecipeError(f"optimizer.lr={opt.lr} must be positive")
+    if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
+        raise RecipeError(f"optimizer.betas={list(opt.betas)} must be two numbers in [0, 1)")
+    if schedule.type not in LR_SCHEDULES:
+        raise RecipeError(f"schedule.type={schedule.type!r}; choose one of {LR_SCHEDULES}")
+    if not 0 <= schedule.min_lr_ratio <= 1:
+        raise RecipeError(f"schedule.min_lr_ratio={schedule.min_lr_ratio} must be in [0, 1]")
+    if not 0 < schedule.decay_until <= 1:
+        raise RecipeError(f"schedule.decay_until={schedule.decay_until} must be in (0, 1]")
+    if schedule.warmup_steps < 0 or schedule.warmup_steps >= training.max_steps:
+        raise RecipeError(f"schedule.warmup_steps={schedule.warmup_steps} must be in [0, training.max_steps)")
+    if training.max_steps < 1:
+        raise RecipeError(f"training.max_steps={training.max_steps} must be at least 1")
+    if training.gradient_accumulation_steps < 1:
+        raise RecipeError("training.gradient_accumulation_steps must be at least 1")
+    if training.precision not in PRECISIONS:
+        raise RecipeError(f"training.precision={training.precision!r}; choose one of {PRECISIONS}")
+    if training.entry not in ENTRIES:
+        raise RecipeError(f"training.entry={training.entry!r}; choose one of {ENTRIES}")
+    if training.save_steps < 1 or training.logging_steps < 1:
+        raise RecipeError("training.save_steps and training.logging_steps must be at least 1")
+
+
+def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
+    """Apply `key.sub=value` overrides (YAML values) or a nested/dotted dict of them to a parsed recipe."""
+    raw = copy.deepcopy(raw)
+    if not overrides:
+        return raw
+    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+    for dotted, value in items:
+        target = raw
+        keys = dotted.split(".")
+        for key in keys[:-1]:
+            if not isinstance(target.get(key, {}), dict):
+                raise RecipeError(f"override {dotted}: {key} is not a section")
+            target = target.setdefault(key, {})
+        target[keys[-1]] = value
+    return raw
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise RecipeError(f"override {text!r} must look like section.key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file by path, or a shipped recipe by name (e.g. "tiny-tinyllama")."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if shipped.exists():
+        return shipped
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"no recipe {str(name_or_path)!r}: not a file and not a shipped recipe "
+                            f"({', '.join(names)})")
+
+
+def load_recipe(recipe: str | Path | dict | Recipe, overrides=None) -> Recipe:
+    """A validated Recipe from a path, a shipped recipe name, a parsed mapping, or a Recipe (overrides applied)."""
+    if isinstance(recipe, Recipe):
+        return recipe_from_dict(apply_overrides(recipe.to_dict(), overrides), recipe.source_path)
+    source_path = None
+    if isinstance(recipe, (str, Path)):
+        source_path = str(find_recipe(recipe))
+        try:
+            raw = yaml.safe_load(Path(source_path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise RecipeError(f"{source_path}: not valid YAML ({err})") from err
+    else:
+        raw = recipe
+    return recipe_from_dict(apply_overrides(raw or {}, overrides), source_path)
+
+
+__all__ = ["Recipe", "RecipeError", "apply_overrides", "find_recipe", "load_recipe", "recipe_from_dict"]

@@ -1,0 +1,136 @@
+"""Pretraining with `transformers.Trainer` (runs under `accelerate launch` / `torchrun` unchanged).
+
+`PretrainTrainer` adds to Trainer what pretraining needs: the resumable packed data stream as its dataloader
+(micro-batches whose size follows the sequence-length schedule), the recipe's optimizer (weight-decay groups or
+muP groups) and lr schedule, and atomic checkpoints that also record the data stream's position, so `--resume`
+continues with exactly the next batch.
+"""
+
+import os
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_callback import ExportableState, PrinterCallback, ProgressCallback
+
+from .build import build_stream
+from .checkpoint import DATA_STATE_NAME, TRAINER_STATE_NAME, atomic_checkpoint, read_data_state
+from .checkpoint import rotate_checkpoints, write_json
+from .lr_schedules import build_lr_scheduler
+from .optim import build_optimizer
+from .recipe import Recipe, RecipeError
+
+
+def training_arguments(recipe: Recipe) -> TrainingArguments:
+    training, opt = recipe.training, recipe.optimizer
+    on_cpu = not torch.cuda.is_available()
+    if training.precision == "fp16" and on_cpu:
+        raise RecipeError("training.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
+    return TrainingArguments(
+        output_dir=training.output_dir,
+        max_steps=training.max_steps,
+        per_device_train_batch_size=1,  # the stream yields whole micro-batches
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        learning_rate=opt.lr,
+        weight_decay=opt.weight_decay,
+        adam_beta1=opt.betas[0],
+        adam_beta2=opt.betas[1],
+        adam_epsilon=opt.eps,
+        max_grad_norm=opt.max_grad_norm or None,
+        logging_steps=training.logging_steps,
+        save_strategy="steps",
+        save_steps=training.save_steps,
+        save_total_limit=training.save_total_limit,
+        bf16=training.precision == "bf16",
+        fp16=training.precision == "fp16",
+        use_cpu=on_cpu,
+        ddp_backend="gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        seed=training.seed,
+        data_seed=training.seed,
+        report_to=["tensorboard"] if training.tensorboard else [],
+        include_num_input_tokens_seen="all",
+        ignore_data_skip=True,  # the data stream restores its own position
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=True,  # RunLogger draws the bar with tokens and tokens/s
+        average_tokens_across_devices=True,
+    )
+
+
+class PretrainTrainer(Trainer):
+    def __init__(self, *args, recipe: Recipe, stream, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recipe = recipe
+        self.stream = stream
+        self.remove_callback(PrinterCallback)
+        self.remove_callback(ProgressCallback)
+
+    def get_train_dataloader(self) -> DataLoader:
+        # The stream already yields this process's micro-batches; accelerate must not shard or re-batch it.
+        return DataLoader(self.stream, batch_size=None, num_workers=0)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = build_optimizer(model if model is not None else self.model, self.recipe.optimizer)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = build_lr_scheduler(optimizer or self.optimizer, self.recipe.schedule,
+                                                   self.recipe.training.max_steps)
+        return self.lr_scheduler
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint, written into a temporary folder and renamed when complete, plus the data state."""
+        run_dir = self._get_output_dir(trial=trial)
+        step = self.state.global_step
+        data_state = self.stream.state_dict()
+        staging = os.path.join(run_dir, f".tmp-checkpoint-{step}")
+        if self.args.should_save:
+            with atomic_checkpoint(run_dir, step) as staging_path:
+                staging = str(staging_path)
+                self._write_checkpoint(staging, data_state)
+        else:
+            self._write_checkpoint(staging, data_state)
+        if self.args.should_save:
+            rotate_checkpoints(run_dir, self.args.save_total_limit)
+
+    def _write_checkpoint(self, folder: str, data_state: dict) -> None:
+        self._barrier()  # the staging folder exists before other processes write their RNG state
+        self.save_model(folder, _internal_call=True)
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(folder)
+            self._save_scaler(folder)
+            self._save_rng_state(folder)
+        if self.args.should_save:
+            for callback in self.callback_handler.callbacks + [self.control]:
+                if isinstance(callback, ExportableState):
+                    name = callback.__class__.__name__
+                    if isinstance(self.state.stateful_callbacks.get(name), list):
+                        self.state.stateful_callbacks[name].append(callback.state())
+                    else:
+                        self.state.stateful_callbacks[name] = callback.state()
+            write_json(os.path.join(folder, DATA_STATE_NAME), data_state)
+            self.state.save_to_json(os.path.join(folder, TRAINER_STATE_NAME))
+        self._barrier()  # everyone has written before the main process renames the folder
+
+    def _barrier(self) -> None:
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+
+def train_with_trainer(recipe: Recipe, model, tokenizer, callbacks: list, resume_from=None) -> PretrainTrainer:
+    args = training_arguments(recipe)
+    stream = build_stream(recipe, tokenizer, world_size=args.world_size, rank=args.process_index)
+    if resume_from is not None:
+        state = read_data_state(resume_from)
+        if state is None:
+            raise RecipeError(f"{resume_from} has no {DATA_STATE_NAME}; it was not written by this pipeline")
+        stream.load_state_dict(state)
+    trainer = PretrainTrainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks, recipe=recipe,
+                              stream=stream)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    return trainer
+
+
+__all__ = ["PretrainTrainer", "train_with_trainer", "training_arguments"]
