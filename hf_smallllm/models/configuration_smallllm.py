@@ -57,6 +57,8 @@ class SmallLLMConfig(PreTrainedConfig):
         mup_embeddings_scale: multiplier applied to the token embeddings.
         mup_output_alpha: output logits are multiplied by `mup_output_alpha / width_multiplier`.
         mup_scale_qk_dot_by_d: scale attention scores by `1 / head_dim` (muP) instead of `1 / sqrt(head_dim)`.
+        loss_chunk_size: when set, a forward with `labels` computes the loss over chunks of this many tokens
+            without holding the [tokens, vocab] logits whole, and returns `logits=None` (see `loss_smallllm.py`).
     """
 
     model_type = "smallllm"
@@ -111,6 +113,7 @@ class SmallLLMConfig(PreTrainedConfig):
     mup_embeddings_scale: float = 1.0
     mup_output_alpha: float = 1.0
     mup_scale_qk_dot_by_d: bool = False
+    loss_chunk_size: int | None = None
 
     def __post_init__(self, **kwargs: Any):
         # Aliases such as BTLM's `n_head` or GEB's `kv_channels` are set by the parent, so derive defaults after it.
@@ -129,6 +132,10 @@ class SmallLLMConfig(PreTrainedConfig):
             raise ValueError(f"hidden_act={self.hidden_act!r} is not a known activation (see transformers ACT2FN).")
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"attention_dropout={self.attention_dropout} must be in [0, 1).")
+        if self.loss_chunk_size is not None and (
+            not isinstance(self.loss_chunk_size, int) or isinstance(self.loss_chunk_size, bool) or self.loss_chunk_size < 1
+        ):
+            raise ValueError(f"loss_chunk_size={self.loss_chunk_size!r} must be a positive number of tokens or None.")
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):

@@ -1,1 +1,30 @@
-"""Training: recipes, data loading, optimizers (incl. muP groups), Trainer and Accelerate entry points."""
+"""Training: recipes, data loading, optimizers (incl. muP groups), Trainer and Accelerate entry points.
+
+The public API is imported on first use (`from hf_smallllm.train import run_pretraining`), so importing a light
+submodule such as `metrics` does not pull in transformers' Trainer.
+"""
+
+import importlib
+
+_API = {
+    "run_pretraining": "api",
+    "PretrainResult": "api",
+    "load_recipe": "recipe",
+    "Recipe": "recipe",
+    "RecipeError": "recipe",
+    "append_metrics": "metrics",
+    "read_metrics": "metrics",
+    "latest_checkpoint": "checkpoint",
+    "list_checkpoints": "checkpoint",
+    "apply_fsdp2": "fsdp",
+    "get_mup_param_groups": "mup",
+}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_API)

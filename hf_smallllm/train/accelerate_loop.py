@@ -54,8 +54,9 @@ class AccelerateTrainer:
             raise RecipeError("training.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
         self.recipe = recipe
         self.args = training_arguments(recipe)  # what callbacks read (output_dir, save_steps, ...)
+        # Accumulation is done by hand below (the loss is already normalised by the step's target count, so
+        # accelerate must not divide it by the number of micro-batches again).
         self.accelerator = Accelerator(
-            gradient_accumulation_steps=training.gradient_accumulation_steps,
             mixed_precision={"fp32": "no"}.get(training.precision, training.precision),
             cpu=not torch.cuda.is_available(),
         )
@@ -172,6 +173,7 @@ class AccelerateTrainer:
             grad_norm = None
             if self.recipe.optimizer.max_grad_norm:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), self.recipe.optimizer.max_grad_norm)
+            step_lr = self.lr_scheduler.get_last_lr()[0]  # the lr this update used (what Trainer logs)
             self.optimizer.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -181,7 +183,7 @@ class AccelerateTrainer:
             logged_steps += 1
             self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
             if self.control.should_log:
-                logs = {"loss": logged_loss / logged_steps, "learning_rate": self.lr_scheduler.get_last_lr()[0]}
+                logs = {"loss": logged_loss / logged_steps, "learning_rate": step_lr}
                 if grad_norm is not None:
                     logs["grad_norm"] = float(grad_norm)
                 logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen

@@ -1,0 +1,94 @@
+"""Resume equivalence: a run interrupted after its checkpoint and resumed ends with the same parameters, the same
+loss curve and the same data order as an uninterrupted run, for both entry points; a run killed mid-save resumes
+from the previous complete checkpoint."""
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from hf_smallllm.train import read_metrics, run_pretraining
+from hf_smallllm.train.checkpoint import list_checkpoints
+from hf_smallllm.train.recipe import RecipeError
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAtStep(TrainerCallback):
+    """Simulates a killed process: raises when step `step` begins (after the earlier checkpoint was written)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Crash(f"killed before step {self.step + 1}")
+
+
+def final_weights(output_dir):
+    return load_file(str(output_dir / "checkpoint-6" / "model.safetensors"))
+
+
+def losses(path):
+    return {r["step"]: r["loss"] for r in read_metrics(path) if "loss" in r}
+
+
+@pytest.mark.parametrize("entry", ["trainer", "accelerate"])
+def test_interrupted_and_resumed_run_matches_the_straight_run(tiny_recipe, tmp_path, entry):
+    straight = copy.deepcopy(tiny_recipe)
+    straight["training"]["output_dir"] = str(tmp_path / "straight")
+    result = run_pretraining(straight, entry=entry)
+    assert result.global_step == 6 and [s for s, _ in list_checkpoints(result.output_dir)] == [3, 6]
+
+    interrupted = copy.deepcopy(tiny_recipe)
+    interrupted["training"]["output_dir"] = str(tmp_path / "interrupted")
+    with pytest.raises(Crash):
+        run_pretraining(interrupted, entry=entry, extra_callbacks=[CrashAtStep(4)])
+    run_dir = tmp_path / "interrupted"
+    assert [s for s, _ in list_checkpoints(run_dir)] == [3]
+    with pytest.raises(RecipeError, match="--resume"):
+        run_pretraining(interrupted, entry=entry)  # refuses to overwrite a run silently
+    resumed = run_pretraining(interrupted, entry=entry, resume=True)
+    assert resumed.global_step == 6 and resumed.tokens_seen == result.tokens_seen == 6 * 256
+
+    expected, actual = final_weights(result.output_dir), final_weights(run_dir)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+    straight_losses, resumed_losses = losses(result.metrics_path), losses(resumed.metrics_path)
+    assert sorted(straight_losses) == list(range(1, 7))
+    for step in range(1, 7):
+        assert resumed_losses[step] == pytest.approx(straight_losses[step], abs=1e-5), step
+
+
+def test_run_killed_mid_save_resumes_from_the_previous_checkpoint(tiny_recipe, tmp_path):
+    recipe = copy.deepcopy(tiny_recipe)
+    run_dir = tmp_path / "run"
+    with pytest.raises(Crash):
+        run_pretraining(recipe, extra_callbacks=[CrashAtStep(4)])
+    # What a kill during the next save leaves behind: a half-written temporary folder.
+    partial = run_dir / ".tmp-checkpoint-6"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"\0" * 10)
+    assert [s for s, _ in list_checkpoints(run_dir)] == [3]
+    resumed = run_pretraining(recipe, resume=True)
+    assert resumed.global_step == 6 and not partial.exists()
+    assert [s for s, _ in list_checkpoints(run_dir)] == [3, 6]
+
+
+def test_trainer_and_accelerate_entries_train_the_same_model(tiny_recipe, tmp_path):
+    runs = {}
+    for entry in ("trainer", "accelerate"):
+        recipe = copy.deepcopy(tiny_recipe)
+        recipe["training"]["output_dir"] = str(tmp_path / entry)
+        runs[entry] = run_pretraining(recipe, entry=entry)
+    trainer_losses, accelerate_losses = losses(runs["trainer"].metrics_path), losses(runs["accelerate"].metrics_path)
+    for step in range(1, 7):
+        assert accelerate_losses[step] == pytest.approx(trainer_losses[step], rel=1e-4), step
+    a, b = final_weights(runs["trainer"].output_dir), final_weights(runs["accelerate"].output_dir)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
