@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         result = args.func(args)
-    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, KeyError) as err:
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as err:
         if args.traceback:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
