@@ -1,0 +1,50 @@
+"""`hf-smallllm snapshots`: the snapshot revisions of a Hub repo with their step and tokens."""
+
+COMMAND = "snapshots"
+HELP = "list a Hub repo's snapshot branches with their training step and tokens"
+DESCRIPTION = (
+    "List the snapshot branches of a Hub repo (OLMo-style step{N}-tokens{T}B and TinyLlama-style "
+    "step-{N}k-token-{T}B names are recognised, or pass --branch-template), with step, training tokens and commit. "
+    "Load one with `from_pretrained(repo, revision=BRANCH)` or `hf_smallllm.hub.load_snapshot(repo, step=N)`."
+)
+
+
+def register(parser):
+    parser.add_argument("repo_id", help="the Hub repo, owner/name")
+    parser.add_argument("--branch-template", default=None, help="only branches of this template (default: any known)")
+    parser.add_argument("--exact-tokens", action="store_true",
+                        help="read each branch's trainer_state.json for the exact token count (one download each)")
+    parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    parser.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or https://huggingface.co)")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    from ..hub.snapshots import list_snapshots
+    from . import UsageError
+
+    try:
+        snapshots = list_snapshots(args.repo_id, branch_template=args.branch_template, endpoint=args.endpoint,
+                                   token=args.token, exact_tokens=args.exact_tokens)
+    except RepositoryNotFoundError:
+        raise UsageError(f"repository {args.repo_id} not found (or not visible with this token)") from None
+    except HfHubHTTPError as err:
+        raise UsageError(f"the Hub refused to list {args.repo_id}: {str(err).splitlines()[0]}") from None
+    if args.json:
+        for s in snapshots:
+            print(json.dumps({"branch": s.branch, "step": s.step, "tokens": s.tokens, "commit": s.commit}))
+        return 0
+    if not snapshots:
+        print(f"{args.repo_id} has no snapshot branches")
+        return 0
+    width = max(len(s.branch) for s in snapshots)
+    print(f"{'branch':{width}s}  {'step':>10s}  {'tokens':>16s}  commit")
+    for s in snapshots:
+        approx = "" if args.exact_tokens else "~"
+        print(f"{s.branch:{width}s}  {s.step:>10,d}  {approx + format(s.tokens, ','):>16s}  {s.commit[:10]}")
+    return 0

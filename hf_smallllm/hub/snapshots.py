@@ -1,0 +1,118 @@
+"""Finding and loading the snapshot revisions of a published repo.
+
+`list_snapshots` reads the repo's branches and keeps those that parse under a branch template (the given one, or
+each known one: OLMo, TinyLlama), giving each one's step and tokens (as precise as the branch name). `load_snapshot`
+picks a branch by step and loads it:
+
+- `match="exact"` (default): the snapshot at exactly that step; otherwise an error listing the steps there are.
+- `match="nearest"`: the snapshot whose step is closest (the earlier one on a tie).
+- `match="floor"`: the latest snapshot at or before that step (what a "model at step N" would have been).
+
+Downloads go through `snapshot_download` with the given endpoint and token, so this works against any Hub endpoint
+in-process; the model is then loaded from the downloaded folder with `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .revisions import BRANCH_TEMPLATES, BranchTemplate
+
+MATCH_MODES = ("exact", "nearest", "floor")
+
+
+@dataclass(frozen=True)
+class SnapshotRevision:
+    branch: str
+    step: int
+    tokens: int
+    commit: str
+
+
+def list_snapshots(repo_id: str, *, branch_template: str | None = None, endpoint: str | None = None,
+                   token: str | None = None, exact_tokens: bool = False) -> list[SnapshotRevision]:
+    """Snapshot branches of a repo by step. RepositoryNotFoundError (huggingface_hub) when the repo is missing.
+    `exact_tokens` reads each branch's `trainer_state.json` (one small download per branch) instead of trusting the
+    rounded number in the branch name."""
+    from huggingface_hub import HfApi
+
+    templates = [BranchTemplate(branch_template)] if branch_template else [BranchTemplate(t) for t in BRANCH_TEMPLATES]
+    refs = HfApi(endpoint=endpoint, token=token).list_repo_refs(repo_id)
+    found = []
+    for branch in refs.branches:
+        for template in templates:
+            snapshot = template.parse(branch.name)
+            if snapshot is not None:
+                found.append(SnapshotRevision(branch.name, snapshot.step, snapshot.tokens, branch.target_commit))
+                break
+    found = sorted(found, key=lambda s: (s.step, s.branch))
+    if exact_tokens:
+        found = [_with_exact_tokens(repo_id, s, endpoint, token) for s in found]
+    return found
+
+
+def _with_exact_tokens(repo_id, snapshot: SnapshotRevision, endpoint, token) -> SnapshotRevision:
+    import json
+
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = hf_hub_download(repo_id, "trainer_state.json", revision=snapshot.commit, endpoint=endpoint, token=token)
+    except EntryNotFoundError:
+        return snapshot
+    state = json.loads(open(path, encoding="utf-8").read())
+    return SnapshotRevision(snapshot.branch, int(state.get("global_step", snapshot.step)),
+                            int(state.get("num_input_tokens_seen") or snapshot.tokens), snapshot.commit)
+
+
+def pick_snapshot(snapshots: list[SnapshotRevision], step: int, match: str = "exact") -> SnapshotRevision:
+    if match not in MATCH_MODES:
+        raise ValueError(f"match={match!r}; choose one of {MATCH_MODES}")
+    if not snapshots:
+        raise ValueError("the repo has no snapshot branches")
+    steps = [s.step for s in snapshots]
+    if match == "exact":
+        exact = [s for s in snapshots if s.step == step]
+        if not exact:
+            raise ValueError(f"no snapshot at step {step}; snapshots exist at steps {steps} "
+                             f"(use match='nearest' or 'floor')")
+        return exact[0]
+    if match == "floor":
+        before = [s for s in snapshots if s.step <= step]
+        if not before:
+            raise ValueError(f"no snapshot at or before step {step}; the first is at step {steps[0]}")
+        return before[-1]
+    return min(snapshots, key=lambda s: (abs(s.step - step), s.step))
+
+
+def download_snapshot(repo_id: str, *, step: int | None = None, revision: str | None = None, match: str = "exact",
+                      branch_template: str | None = None, endpoint: str | None = None, token: str | None = None,
+                      cache_dir: str | None = None) -> tuple[str, str]:
+    """(local folder, revision) of a snapshot chosen by `step` (or an explicit `revision`; main when neither)."""
+    from huggingface_hub import snapshot_download
+
+    if step is not None and revision is not None:
+        raise ValueError("pass step or revision, not both")
+    if step is not None:
+        revision = pick_snapshot(list_snapshots(repo_id, branch_template=branch_template, endpoint=endpoint,
+                                                token=token), step, match).branch
+    revision = revision or "main"
+    folder = snapshot_download(repo_id, revision=revision, endpoint=endpoint, token=token, cache_dir=cache_dir)
+    return folder, revision
+
+
+def load_snapshot(repo_id: str, *, step: int | None = None, revision: str | None = None, match: str = "exact",
+                  branch_template: str | None = None, endpoint: str | None = None, token: str | None = None,
+                  cache_dir: str | None = None, model_class=None, **from_pretrained_kwargs):
+    """The model of one snapshot (see the module docstring for `match`); keyword arguments go to `from_pretrained`.
+    With hf_smallllm imported the package's classes are used, not the repo's remote code."""
+    import hf_smallllm  # noqa: F401  registers the architectures
+    from transformers import AutoModelForCausalLM
+
+    folder, _ = download_snapshot(repo_id, step=step, revision=revision, match=match, branch_template=branch_template,
+                                  endpoint=endpoint, token=token, cache_dir=cache_dir)
+    return (model_class or AutoModelForCausalLM).from_pretrained(folder, **from_pretrained_kwargs)
+
+
+__all__ = ["MATCH_MODES", "SnapshotRevision", "download_snapshot", "list_snapshots", "load_snapshot", "pick_snapshot"]
