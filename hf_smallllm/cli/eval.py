@@ -22,7 +22,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
     happens then)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, [], argparse.SUPPRESS):
+        if action.default is None or action.default is False or action.default == [] \
+                or action.default == argparse.SUPPRESS:
             return action.help
         return super()._get_help_string(action)
 
@@ -51,8 +52,10 @@ def register(parser):
                      help="tokenizer (folder or Hub id) whose token counts normalise every model; without it: the "
                           "first model's tokenizer")
     ppl.add_argument("--max-chars", type=int, default=None,
-                     help="characters per document; without it: the smallest max_position_embeddings // 3 of the models")
-    ppl.add_argument("--max-documents", type=int, default=None, help="documents per domain, evenly spaced (without it: all)")
+                     help="characters per document; without it: the smallest max_position_embeddings // 3 of "
+                          "the models")
+    ppl.add_argument("--max-documents", type=int, default=None,
+                     help="documents per domain, evenly spaced (without it: all)")
     ppl.add_argument("--text-field", default="text", help="the text field of JSON-lines records")
     _model_options(ppl, batch_size=4)
     ppl.add_argument("--output", default="domain_ppl.json", help="JSON file with every number")
@@ -63,7 +66,8 @@ def register(parser):
     sliding.add_argument("--model", required=True, help="model folder or Hub id")
     sliding.add_argument("--file", action="append", required=True, help="a text file (repeatable)")
     sliding.add_argument("--window", type=int, default=None, help="tokens per window (without it: the model's context)")
-    sliding.add_argument("--stride", type=int, default=None, help="new tokens scored per window (without it: half the window)")
+    sliding.add_argument("--stride", type=int, default=None,
+                         help="new tokens scored per window (without it: half the window)")
     sliding.add_argument("--add-bos", action="store_true", help="prepend BOS so the first token is scored too")
     _model_options(sliding, batch_size=1)
     sliding.add_argument("--output", default=None, help="JSON file for the results")
@@ -90,6 +94,18 @@ def register(parser):
     _model_options(contamination, batch_size=8)
     contamination.add_argument("--output", default=None, help="JSON file for the report")
 
+    demo = add("contamination-demo", "train two tiny models, one with leaked test data, and check both",
+               run_contamination_demo,
+               "Demonstrates the contamination check on the shipped MMLU `miscellaneous` QA splits: trains a tiny "
+               "TinyLlama-shaped model on the bundled corpus and another one on the corpus plus the first "
+               "--leak-fraction of the test split (each sample --leak-repeats times), then prints both reports. "
+               "About a minute on one CPU core; nothing is downloaded.")
+    demo.add_argument("--steps", type=int, default=300, help="training steps of each tiny model")
+    demo.add_argument("--leak-fraction", type=float, default=0.5, help="share of the test split mixed into training")
+    demo.add_argument("--leak-repeats", type=int, default=16, help="times each leaked sample is repeated")
+    demo.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and leak order")
+    demo.add_argument("--output", default=None, help="JSON file for both reports")
+
     bench = add("bench", "benchmarks through lm-eval (offline local tasks or any lm-eval task)", run_bench,
                 "Runs lm-eval with the model as an ordinary `hf` model. Shipped offline tasks: smallllm_mmlu "
                 "(5 MMLU subjects), smallllm_zh_poet (Chinese poet attribution), smallllm_humaneval (executes "
@@ -98,7 +114,8 @@ def register(parser):
     bench.add_argument("--model", required=True, help="model folder or Hub id")
     bench.add_argument("--tokenizer", default=None, help="tokenizer folder or Hub id (without it: the model's)")
     bench.add_argument("--tasks", default="smallllm_mmlu,smallllm_zh_poet", help="comma-separated task names")
-    bench.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (without it: each task's default)")
+    bench.add_argument("--num-fewshot", type=int, default=None,
+                       help="few-shot examples (without it: each task's default)")
     bench.add_argument("--limit", type=float, default=None,
                        help="documents per task (a fraction below 1); for quick checks only")
     bench.add_argument("--include-path", action="append", default=[], help="another folder of task YAMLs")
@@ -142,7 +159,8 @@ def _print_help(parser) -> int:
 
 def _model_options(parser, batch_size: int):
     parser.add_argument("--batch-size", type=int, default=batch_size, help="sequences per forward pass")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (without it: cuda when available, else cpu)")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, cuda:1, ... (without it: cuda when available, else cpu)")
     parser.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: the checkpoint's)")
 
 
@@ -264,6 +282,22 @@ def run_contamination(args) -> int:
         write_json_atomic(args.output, {"model": args.model, "train": args.train, "test": args.test,
                                         "reference": args.reference, **report.to_dict()})
     return 1 if args.fail_if_flagged and report.flagged else 0
+
+
+def run_contamination_demo(args) -> int:
+    from ..eval.contamination_demo import demonstrate_contamination
+    from ..eval.outputs import write_json_atomic
+
+    _positive("--steps", args.steps, allow_none=False)
+    _positive("--leak-repeats", args.leak_repeats, allow_none=False)
+    if not 0 < args.leak_fraction <= 1:
+        raise UsageError(f"--leak-fraction must be in (0, 1], got {args.leak_fraction}")
+    demo = demonstrate_contamination(steps=args.steps, leak_fraction=args.leak_fraction,
+                                     leak_repeats=args.leak_repeats, seed=args.seed, progress=True)
+    print(demo.to_markdown())
+    if args.output:
+        write_json_atomic(args.output, demo.to_dict())
+    return 0
 
 
 def run_bench(args) -> int:

@@ -11,6 +11,7 @@ perplexity, Skywork's contamination check, and benchmarks through lm-eval with s
 | `recipe.py` | the training recipe's `domain_eval:` section |
 | `sliding_window.py` | perplexity of texts longer than the context |
 | `contamination.py` | delta1 / delta2 contamination check |
+| `contamination_demo.py` | tiny clean vs contaminated models showing the check at work |
 | `harness.py` | lm-eval glue and the shipped local tasks |
 | `code_execution.py` | running HumanEval programs (opt-in) and pass@k |
 | `benchmark_data.py` | how the shipped benchmark files are built |
@@ -18,6 +19,7 @@ perplexity, Skywork's contamination check, and benchmarks through lm-eval with s
 """
 
 from .contamination import ContaminationReport, SplitLoss, compare_splits, contamination_check, load_qa_texts
+from .contamination_demo import ContaminationDemo, demonstrate_contamination
 from .documents import Domain, default_domains, read_documents, resolve_domains
 from .domain_ppl import (
     DomainPerplexityReport,
@@ -36,6 +38,7 @@ from .recipe import build_domain_eval_callbacks
 from .sliding_window import SlidingWindowResult, sliding_window_perplexity
 
 __all__ = [
+    "ContaminationDemo",
     "ContaminationReport",
     "DocumentLoss",
     "Domain",
@@ -51,6 +54,7 @@ __all__ = [
     "contamination_check",
     "default_domains",
     "default_max_chars",
+    "demonstrate_contamination",
     "document_losses",
     "load_domain_documents",
     "load_qa_texts",

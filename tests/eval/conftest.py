@@ -2,7 +2,7 @@
 
 import pytest
 
-from .helpers import bpe_tokenizer, corpus_documents, train_tiny_lm
+from .helpers import corpus_bpe_tokenizer, corpus_documents, train_tiny_lm
 
 TRAIN_STEPS = 300  # ~10 s on one CPU thread; enough for clearly different per-domain losses
 
@@ -10,7 +10,7 @@ TRAIN_STEPS = 300  # ~10 s on one CPU thread; enough for clearly different per-d
 @pytest.fixture(scope="session")
 def tokenizer():
     """Byte-level BPE with 512 entries trained on the bundled corpus."""
-    return bpe_tokenizer(512)
+    return corpus_bpe_tokenizer(512)
 
 
 @pytest.fixture(scope="session")

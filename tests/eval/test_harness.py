@@ -1,0 +1,129 @@
+"""lm-eval end to end and offline: a trained tiny checkpoint runs as an ordinary `hf` model on the shipped MMLU
+subset, the Chinese poet-attribution task and HumanEval (model-written code executed only with the opt-in)."""
+
+import gzip
+import json
+import math
+
+import pytest
+import yaml
+
+from hf_smallllm.eval.code_execution import (ALLOW_ENV, CodeExecutionNotAllowed, build_predictions,
+                                             estimate_pass_at_k, pass_at_k, run_program)
+from hf_smallllm.eval.harness import local_task_names, mmlu_subjects, render_local_tasks, run_benchmarks, summary
+
+from .helpers import BENCHMARKS, read_jsonl
+
+SUBJECTS = ["astronomy", "college_computer_science", "high_school_geography", "us_foreign_policy", "world_religions"]
+
+
+def humaneval_problems() -> list[dict]:
+    with gzip.open(BENCHMARKS / "humaneval" / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_rendered_tasks_point_at_the_shipped_data(tmp_path):
+    assert mmlu_subjects() == SUBJECTS
+    assert set(local_task_names()) == {"smallllm_mmlu", "smallllm_zh_poet", "smallllm_humaneval",
+                                       *(f"smallllm_mmlu_{s}" for s in SUBJECTS)}
+    folder = render_local_tasks(tmp_path)
+    task = yaml.safe_load((folder / "smallllm_mmlu_astronomy.yaml").read_text())
+    assert task["dataset_path"] == "json"
+    for path in task["dataset_kwargs"]["data_files"].values():
+        assert (BENCHMARKS / "mmlu").resolve() / path.rsplit("/", 1)[1] == __import__("pathlib").Path(path)
+    assert "${" not in (folder / "smallllm_humaneval.yaml").read_text()
+
+
+def test_shipped_multiple_choice_data_is_well_formed():
+    for subject in SUBJECTS:
+        rows = read_jsonl(BENCHMARKS / "mmlu" / f"{subject}_test.jsonl")
+        assert rows and all(len(r["choices"]) == 4 and r["answer"] in range(4) for r in rows)
+    poems = read_jsonl(BENCHMARKS / "zh_poet" / "zh_poet_test.jsonl")
+    assert len(poems) == 240
+    for row in poems:
+        assert len(set(row["choices"])) == 4 and row["answer"] in range(4) and row["text"] and row["title"]
+    answers = [row["answer"] for row in poems]
+    assert all(answers.count(i) > 30 for i in range(4)), "the correct letter must not be guessable from position"
+    assert len(humaneval_problems()) == 164
+
+
+@pytest.mark.slow
+def test_lm_eval_end_to_end_offline(trained_checkpoint):
+    results = run_benchmarks(str(trained_checkpoint), ["smallllm_mmlu", "smallllm_zh_poet", "smallllm_humaneval"],
+                             limit=2, batch_size=4, device="cpu", confirm_run_unsafe_code=True,
+                             gen_kwargs={"max_gen_toks": 24})
+    scores = summary(results)
+    assert results["config"]["model"] == str(trained_checkpoint)  # loaded by HFLM through the Auto classes
+    for subject in SUBJECTS:
+        assert 0.0 <= scores[f"smallllm_mmlu_{subject}"]["acc"] <= 1.0
+    assert 0.0 <= scores["smallllm_mmlu"]["acc"] <= 1.0
+    assert 0.0 <= scores["smallllm_zh_poet"]["acc"] <= 1.0
+    assert scores["smallllm_humaneval"]["pass@1"] == 0.0  # a 64-wide model trained for seconds writes no solutions
+    assert results["n-samples"]["smallllm_zh_poet"]["effective"] == 2
+    assert results["n-samples"]["smallllm_humaneval"]["effective"] == 2
+
+
+def test_humaneval_needs_the_opt_in(trained_checkpoint):
+    with pytest.raises(Exception, match="(?i)unsafe"):
+        run_benchmarks(str(trained_checkpoint), ["smallllm_humaneval"], limit=1, device="cpu")
+
+
+def test_code_execution_runs_only_when_allowed_and_scores_canonical_solutions(monkeypatch):
+    problems = humaneval_problems()[:3]
+    references = [f"{p['test']}\ncheck({p['entry_point']})" for p in problems]
+    right = build_predictions([[p["canonical_solution"]] for p in problems], problems)
+    wrong = build_predictions([["    return None\n"] for _ in problems], problems)
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    with pytest.raises(CodeExecutionNotAllowed, match=ALLOW_ENV):
+        pass_at_k(references, right)
+    monkeypatch.setenv(ALLOW_ENV, "1")
+    assert pass_at_k(references, right) == {"pass@1": 1.0}
+    assert pass_at_k(references, wrong) == {"pass@1": 0.0}
+    assert not run_program("while True:\n    pass\n", timeout=1.0)
+
+
+def test_pass_at_k_estimator():
+    assert estimate_pass_at_k(10, 0, 1) == 0.0
+    assert estimate_pass_at_k(10, 10, 5) == 1.0
+    assert estimate_pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert estimate_pass_at_k(5, 2, 2) == pytest.approx(1 - math.comb(3, 2) / math.comb(5, 2))
+    with pytest.raises(ValueError):
+        estimate_pass_at_k(3, 4, 1)
+
+
+def test_a_loaded_model_object_runs_too(trained_model, tokenizer):
+    results = run_benchmarks(trained_model, "smallllm_zh_poet", tokenizer=tokenizer, limit=3, batch_size=3)
+    assert results["n-samples"]["smallllm_zh_poet"]["effective"] == 3
+    assert 0.0 <= summary(results)["smallllm_zh_poet"]["acc"] <= 1.0
+
+
+def test_humaneval_task_scores_correct_programs_through_lm_eval(tmp_path, monkeypatch):
+    """The shipped task's prompt, filter and metric wired together: an 'LM' answering with the canonical solutions
+    gets pass@1 = 1, one answering with a wrong body 0."""
+    import lm_eval
+    from lm_eval.api.model import LM
+
+    from hf_smallllm.eval.harness import task_manager
+
+    solutions = {p["prompt"]: p["canonical_solution"] for p in humaneval_problems()}
+
+    class Oracle(LM):
+        def __init__(self, correct: bool):
+            super().__init__()
+            self.correct = correct
+
+        def generate_until(self, requests):
+            return [solutions[r.args[0]] if self.correct else "    return None\n" for r in requests]
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests):
+            raise NotImplementedError
+
+    monkeypatch.setenv(ALLOW_ENV, "1")
+    manager = task_manager(["smallllm_humaneval"], [render_local_tasks(tmp_path)])
+    for correct, expected in ((True, 1.0), (False, 0.0)):
+        results = lm_eval.simple_evaluate(model=Oracle(correct), tasks=["smallllm_humaneval"], limit=3,
+                                          task_manager=manager, confirm_run_unsafe_code=True)
+        assert summary(results)["smallllm_humaneval"]["pass@1"] == expected
