@@ -8,8 +8,8 @@ from pathlib import Path
 from ..models.auto import family_of
 from .build import build_callbacks, build_model, load_tokenizer
 from .callbacks import RunLogger
-from .checkpoint import latest_checkpoint
-from .recipe import Recipe, RecipeError, load_recipe
+from .checkpoint import latest_checkpoint, resolve_resume
+from .recipe import Recipe, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +39,7 @@ def run_pretraining(recipe, overrides=None, resume: bool | str = False, entry: s
             overrides.append(f"training.entry={entry}")
     recipe = load_recipe(recipe, overrides)
     output_dir = Path(recipe.training.output_dir)
-    resume_from = None
-    if resume:
-        resume_from = Path(resume) if isinstance(resume, (str, Path)) else latest_checkpoint(output_dir)
-        if resume_from is None or not resume_from.exists():
-            raise RecipeError(f"--resume: no complete checkpoint in {output_dir}")
-    elif latest_checkpoint(output_dir) is not None:
-        raise RecipeError(f"{output_dir} already holds checkpoints; pass --resume to continue, or choose another "
-                          "training.output_dir")
+    resume_from = resolve_resume(output_dir, resume)
 
     from transformers import set_seed
 

@@ -43,6 +43,23 @@ def latest_checkpoint(output_dir) -> Path | None:
     return checkpoints[-1][1] if checkpoints else None
 
 
+def resolve_resume(output_dir, resume) -> Path | None:
+    """The checkpoint a run starts from: None for a fresh run (refused when `output_dir` already holds checkpoints,
+    so a run is never silently overwritten), the newest complete checkpoint for `resume=True`, or the given path."""
+    from .recipe import RecipeError
+
+    output_dir = Path(output_dir)
+    if not resume:
+        if latest_checkpoint(output_dir) is not None:
+            raise RecipeError(f"{output_dir} already holds checkpoints; pass --resume to continue, or choose another "
+                              "training.output_dir")
+        return None
+    resume_from = Path(resume) if isinstance(resume, (str, os.PathLike)) else latest_checkpoint(output_dir)
+    if resume_from is None or not resume_from.exists():
+        raise RecipeError(f"--resume: no complete checkpoint in {output_dir}")
+    return resume_from
+
+
 def remove_stale_temporaries(output_dir) -> None:
     output_dir = Path(output_dir)
     if output_dir.is_dir():
@@ -115,6 +132,7 @@ __all__ = [
     "list_checkpoints",
     "read_data_state",
     "remove_stale_temporaries",
+    "resolve_resume",
     "rotate_checkpoints",
     "write_json",
 ]

@@ -263,16 +263,21 @@ def load_recipe(recipe: str | Path | dict | Recipe, overrides=None) -> Recipe:
     """A validated Recipe from a path, a shipped recipe name, a parsed mapping, or a Recipe (overrides applied)."""
     if isinstance(recipe, Recipe):
         return recipe_from_dict(apply_overrides(recipe.to_dict(), overrides), recipe.source_path)
-    source_path = None
-    if isinstance(recipe, (str, Path)):
-        source_path = str(find_recipe(recipe))
-        try:
-            raw = yaml.safe_load(Path(source_path).read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise RecipeError(f"{source_path}: not valid YAML ({err})") from err
-    else:
-        raw = recipe
+    source_path, raw = read_recipe_source(recipe, find_recipe)
     return recipe_from_dict(apply_overrides(raw or {}, overrides), source_path)
 
 
-__all__ = ["Recipe", "RecipeError", "apply_overrides", "find_recipe", "load_recipe", "recipe_from_dict"]
+def read_recipe_source(recipe, find) -> tuple[str | None, Any]:
+    """(source path, parsed YAML) for a recipe given as a path or shipped name (located with `find`), or
+    (None, recipe) for an already parsed mapping."""
+    if not isinstance(recipe, (str, Path)):
+        return None, recipe
+    source_path = str(find(recipe))
+    try:
+        return source_path, yaml.safe_load(Path(source_path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{source_path}: not valid YAML ({err})") from err
+
+
+__all__ = ["Recipe", "RecipeError", "apply_overrides", "find_recipe", "load_recipe", "read_recipe_source",
+           "recipe_from_dict"]

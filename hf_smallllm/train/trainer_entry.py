@@ -21,15 +21,16 @@ from .optim import build_optimizer
 from .recipe import Recipe, RecipeError
 
 
-def training_arguments(recipe: Recipe) -> TrainingArguments:
+def shared_training_kwargs(recipe) -> dict:
+    """The TrainingArguments every run of this package shares (pretraining and SFT): optimizer numbers, precision,
+    checkpointing, logging and the CPU/gloo choices, from the recipe's `training` and `optimizer` sections."""
     training, opt = recipe.training, recipe.optimizer
     on_cpu = not torch.cuda.is_available()
     if training.precision == "fp16" and on_cpu:
         raise RecipeError("training.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
-    return TrainingArguments(
+    return dict(
         output_dir=training.output_dir,
         max_steps=training.max_steps,
-        per_device_train_batch_size=1,  # the stream yields whole micro-batches
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         learning_rate=opt.lr,
         weight_decay=opt.weight_decay,
@@ -49,10 +50,17 @@ def training_arguments(recipe: Recipe) -> TrainingArguments:
         data_seed=training.seed,
         report_to=["tensorboard"] if training.tensorboard else [],
         include_num_input_tokens_seen="all",
-        ignore_data_skip=True,  # the data stream restores its own position
         dataloader_num_workers=0,
         remove_unused_columns=False,
         disable_tqdm=True,  # RunLogger draws the bar with tokens and tokens/s
+    )
+
+
+def training_arguments(recipe: Recipe) -> TrainingArguments:
+    return TrainingArguments(
+        **shared_training_kwargs(recipe),
+        per_device_train_batch_size=1,  # the stream yields whole micro-batches
+        ignore_data_skip=True,  # the data stream restores its own position
         average_tokens_across_devices=True,
     )
 
@@ -133,4 +141,4 @@ def train_with_trainer(recipe: Recipe, model, tokenizer, callbacks: list, resume
     return trainer
 
 
-__all__ = ["PretrainTrainer", "train_with_trainer", "training_arguments"]
+__all__ = ["PretrainTrainer", "shared_training_kwargs", "train_with_trainer", "training_arguments"]

@@ -1,0 +1,97 @@
+"""`hf-smallllm sft`: instruction fine-tuning (full, LoRA, QLoRA) from a YAML recipe, and adapter merging."""
+
+import os
+
+COMMAND = "sft"
+HELP = "instruction fine-tuning: train (full/LoRA/QLoRA from a recipe) or merge an adapter into its base"
+DESCRIPTION = """Instruction fine-tuning. `sft train --recipe sft_lora --set model.init_from=CHECKPOINT` trains on
+chat data (`messages` or instruction/input/output records, JSONL/JSON/Parquet or a datasets dataset) with the loss on
+assistant tokens only; shipped recipes: sft_lora, sft_qlora, sft_full (hf_smallllm/resources/recipes/sft_*.yaml).
+`sft merge --adapter DIR --output DIR` merges a LoRA adapter into its full-precision base and saves the package
+format. `sft template --tokenizer DIR --family geb --output DIR` installs a chat template into a tokenizer."""
+
+
+def register(parser):
+    sub = parser.add_subparsers(dest="sft_command", metavar="ACTION")
+    train = sub.add_parser("train", help="fine-tune from a recipe", description=DESCRIPTION)
+    train.add_argument("--recipe", required=True, help="an SFT recipe file or shipped name (sft_lora, sft_qlora, "
+                       "sft_full)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe field, e.g. --set training.max_steps=20 (repeatable; YAML values)")
+    train.add_argument("--model", help="shorthand for --set model.init_from=PATH (the checkpoint to fine-tune)")
+    train.add_argument("--data", action="append", default=[], metavar="PATH",
+                       help="replace the recipe's data sources with these files (repeatable; format auto-detected)")
+    train.add_argument("--output-dir", help="shorthand for --set training.output_dir=PATH")
+    train.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                       help="continue from the newest complete checkpoint in the output folder, or from CHECKPOINT")
+    train.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
+    train.set_defaults(func=run_train)
+
+    merge = sub.add_parser("merge", help="merge a LoRA adapter into its base model and save it")
+    merge.add_argument("--adapter", required=True, help="an adapter folder (e.g. OUTPUT/checkpoint-N)")
+    merge.add_argument("--output", required=True, help="folder for the merged model (written atomically)")
+    merge.add_argument("--base", help="the base model folder (default: the adapter's base_model_name_or_path)")
+    merge.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                       help="dtype to load the base and save the merged model in")
+    merge.set_defaults(func=run_merge)
+
+    template = sub.add_parser("template", help="install a chat template (and its tokens) into a tokenizer folder")
+    template.add_argument("--tokenizer", required=True, help="a tokenizer folder")
+    template.add_argument("--format", default="auto", help="generic, chatglm3, skywork, or auto (from --family)")
+    template.add_argument("--family", help="the model family, for --format auto")
+    template.add_argument("--output", required=True, help="where to save the tokenizer with the template")
+    template.set_defaults(func=run_template)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def overrides_from_args(args) -> list:
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"model.init_from={args.model}")
+    if args.output_dir:
+        overrides.append(f"training.output_dir={args.output_dir}")
+    return overrides
+
+
+def run_train(args) -> int:
+    from ..sft.recipe import load_sft_recipe
+
+    recipe = load_sft_recipe(args.recipe, overrides_from_args(args))
+    if args.data:
+        recipe.data.sources = [{"name": f"data{i}", "path": path} for i, path in enumerate(args.data)]
+    if args.print_recipe:
+        import yaml
+
+        print(yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True), end="")
+        return 0
+    from ..sft.api import run_sft
+
+    result = run_sft(recipe, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # in a multi-process run the main process reports
+    print(f"fine-tuned for {result.global_step} steps (train loss {result.train_loss:.4f}"
+          + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "") + f"); data: "
+          f"{result.report.summary()}; last checkpoint {result.final_checkpoint}; model {result.merged_dir}")
+    return 0
+
+
+def run_merge(args) -> int:
+    from ..sft.adapters import export_merged
+
+    path = export_merged(args.adapter, args.output, base=args.base, dtype=args.dtype)
+    print(f"merged {args.adapter} into {path}")
+    return 0
+
+
+def run_template(args) -> int:
+    from transformers import AutoTokenizer
+
+    from ..sft.templates import chat_format_for, install_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    fmt = chat_format_for(args.family, args.format)
+    added = install_chat_template(tokenizer, fmt)
+    tokenizer.save_pretrained(args.output)
+    note = f" (added tokens {fmt.special_tokens}; the model's embedding needs {len(tokenizer)} rows)" if added else ""
+    print(f"installed the {fmt.name} chat template into {args.output}{note}")
+    return 0

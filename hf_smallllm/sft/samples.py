@@ -1,0 +1,134 @@
+"""Conversations to training examples: token ids with labels only on what the assistant says.
+
+Labels come from the chat template's `{% generation %}` blocks (transformers' `return_assistant_tokens_mask`):
+every token of an assistant reply, including its end-of-turn marker, is a target; system, user and role-marker
+tokens are -100. This holds turn by turn in multi-turn conversations. Labels are aligned with `input_ids` (the
+model shifts them), as in pretraining's packed rows.
+
+Bad records are either fatal (`on_bad_sample="error"`: the first one raises with its origin) or skipped and counted
+by reason (`"skip"`: `SampleReport` says how many and shows the first few); never dropped silently.
+SFT packing (`pack_examples`) concatenates whole examples into rows of at most `seq_len` tokens with positions
+restarting at 0 per example, the pretraining data code's per-document convention: the model then attends only
+within an example, and `PackedCollator` batches rows of either kind.
+"""
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..data.packing import IGNORE_INDEX, PackedRow
+from .records import RecordSource, SampleError, to_messages
+
+logger = logging.getLogger(__name__)
+BAD_SAMPLE_POLICIES = ("skip", "error")
+
+
+@dataclass
+class SampleReport:
+    """How many records were read, kept and skipped (by reason), with the first few skipped ones named."""
+
+    read: int = 0
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)  # "origin: reason: detail" of the first skipped records
+    max_examples: int = 5
+
+    def skip(self, origin: str, error: SampleError) -> None:
+        self.skipped[error.reason] += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append(f"{origin}: {error}")
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        text = f"{self.kept} of {self.read} records kept"
+        if self.skipped:
+            reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(self.skipped.items()))
+            text += f"; skipped {self.total_skipped} ({reasons}); first: " + " | ".join(self.examples)
+        return text
+
+    def to_dict(self) -> dict:
+        return {"read": self.read, "kept": self.kept, "skipped": dict(self.skipped), "examples": self.examples}
+
+
+def encode_conversation(tokenizer, messages: list[dict], max_length: int | None = None) -> dict:
+    """`{"input_ids", "labels"}` of one conversation through the tokenizer's chat template; SampleError when the
+    sample is longer than `max_length` or the template marks no assistant token."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat template; install one with install_chat_template()")
+    encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+    ids = list(encoded["input_ids"])
+    mask = list(encoded["assistant_masks"])
+    if max_length is not None and len(ids) > max_length:
+        raise SampleError("too_long", f"{len(ids)} tokens > max_length {max_length}")
+    if not any(mask):
+        raise SampleError("no_assistant", "the chat template marks no assistant token in this sample")
+    labels = [token if keep else IGNORE_INDEX for token, keep in zip(ids, mask)]
+    return {"input_ids": ids, "labels": labels}
+
+
+def build_examples(sources: list[RecordSource], tokenizer, max_length: int, on_bad_sample: str = "skip",
+                   progress: bool = False) -> tuple[list[dict], SampleReport]:
+    """Every usable example of `sources`, in order, and the report of what was skipped."""
+    if on_bad_sample not in BAD_SAMPLE_POLICIES:
+        raise ValueError(f"on_bad_sample={on_bad_sample!r}; choose one of {BAD_SAMPLE_POLICIES}")
+    report = SampleReport()
+    examples = []
+    records = ((source, origin, record) for source in sources for origin, record in source.iter_records())
+    if progress:
+        from tqdm.auto import tqdm
+
+        records = tqdm(records, desc="building SFT examples", unit="sample")
+    for source, origin, record in records:
+        report.read += 1
+        try:
+            messages = to_messages(record, source.format, source.messages_field)
+            example = encode_conversation(tokenizer, messages, max_length)
+        except SampleError as err:
+            if on_bad_sample == "error":
+                raise SampleError(err.reason, f"{origin}: {err.detail} (set data.on_bad_sample: skip to skip and "
+                                  "count such records)") from None
+            report.skip(origin, err)
+            continue
+        example["source"] = source.name
+        examples.append(example)
+        report.kept += 1
+    if report.skipped:
+        logger.warning("SFT data: %s", report.summary())
+    if not examples:
+        raise ValueError(f"no usable SFT examples: {report.summary()}")
+    return examples, report
+
+
+def example_row(example: dict) -> PackedRow:
+    return PackedRow(list(example["input_ids"]), list(example["labels"]), list(range(len(example["input_ids"]))),
+                     example.get("source", ""))
+
+
+def pack_examples(examples: list[dict], seq_len: int) -> list[PackedRow]:
+    """Whole examples, in order, concatenated into rows of at most `seq_len` tokens (an example that does not fit in
+    the current row starts the next one; none is split). Positions restart at 0 per example, so attention stays
+    within an example; labels are the examples' own (prompt tokens -100)."""
+    rows: list[PackedRow] = []
+    current = PackedRow([], [], [])
+    for example in examples:
+        length = len(example["input_ids"])
+        if length > seq_len:
+            raise ValueError(f"an example of {length} tokens does not fit a packed row of {seq_len}; "
+                             "raise data.seq_len or lower data.max_length")
+        if current.input_ids and len(current.input_ids) + length > seq_len:
+            rows.append(current)
+            current = PackedRow([], [], [])
+        current.input_ids.extend(example["input_ids"])
+        current.labels.extend(example["labels"])
+        current.position_ids.extend(range(length))
+    if current.input_ids:
+        rows.append(current)
+    return rows
+
+
+__all__ = ["BAD_SAMPLE_POLICIES", "SampleReport", "build_examples", "encode_conversation", "example_row",
+           "pack_examples"]
