@@ -91,7 +91,8 @@ class DocumentPacker:
 
     # ------------------------------------------------------------------ documents
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        # verbose=False: documents longer than the tokenizer's model_max_length are expected (they span rows)
+        encoded = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         bos = [self.tokenizer.bos_token_id] if self.add_bos else []
         return [bos + ids + [self.tokenizer.eos_token_id] for ids in encoded]
 
