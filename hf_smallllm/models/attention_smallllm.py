@@ -167,6 +167,109 @@ def alibi_flash_attention_forward(
     return (out[0] if isinstance(out, tuple) else out), None
 
 
+# Above this many query x key entries per head, sdpa ALiBi attention of an unpadded causal row (no packed documents)
+# runs query block by query block (`alibi_blockwise_attention_forward`) instead of with one dense [batch, heads, q,
+# kv] bias; at 2,048 x 2,048 the dense bias is 16 MiB per head in fp32.
+ALIBI_DENSE_MAX_ENTRIES = 2048 * 2048
+# Bias entries (heads x block queries x keys) built at a time by the blockwise path: 64 MiB of fp32.
+ALIBI_BLOCK_ENTRIES = 16 * 1024 * 1024
+
+
+def wants_blockwise_alibi(query_length: int, kv_length: int) -> bool:
+    """Whether a row is long enough for the blockwise ALiBi path (read at call time, so tests can lower the limit)."""
+    return query_length * kv_length > ALIBI_DENSE_MAX_ENTRIES
+
+
+def _alibi_causal_block(query, key, value, slopes, query_start: int, scaling: float, dropout: float):
+    """sdpa over one block of queries starting at key index `query_start`, with the ALiBi bias and the causal mask
+    of that block only ([heads, block, keys]); `key`/`value` end at the block's last query."""
+    query_positions = torch.arange(query_start, query_start + query.shape[-2], device=query.device)
+    key_positions = torch.arange(key.shape[-2], device=query.device)
+    distance = (query_positions[:, None] - key_positions[None, :]).to(torch.float32)  # >= 0 where attended
+    bias = (-slopes[:, None, None] * distance.abs()).masked_fill(distance < 0, torch.finfo(torch.float32).min)
+    return nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=bias.to(query.dtype).unsqueeze(0), dropout_p=dropout, scale=scaling
+    )
+
+
+class _AlibiBlockwiseAttention(torch.autograd.Function):
+    """Causal ALiBi attention over query blocks whose backward recomputes one block at a time: only q, k, v and the
+    output are kept for the backward pass, never a block's bias or probabilities (activation checkpointing through
+    `torch.utils.checkpoint` kept every block's key slice alive until the backward pass)."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, slopes, scaling, block):
+        offset = key.shape[-2] - query.shape[-2]
+        outputs = [
+            _alibi_causal_block(query[:, :, s:s + block], key[:, :, : offset + s + block],
+                                value[:, :, : offset + s + block], slopes, offset + s, scaling, 0.0)
+            for s in range(0, query.shape[-2], block)
+        ]
+        ctx.save_for_backward(query, key, value, slopes)
+        ctx.scaling, ctx.block = scaling, block
+        return torch.cat(outputs, dim=2)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        query, key, value, slopes = ctx.saved_tensors
+        block, offset = ctx.block, key.shape[-2] - query.shape[-2]
+        grad_query, grad_key, grad_value = torch.zeros_like(query), torch.zeros_like(key), torch.zeros_like(value)
+        for s in range(0, query.shape[-2], block):
+            end = offset + min(query.shape[-2], s + block)
+            with torch.enable_grad():
+                q = query[:, :, s:s + block].detach().requires_grad_()
+                k, v = key[:, :, :end].detach().requires_grad_(), value[:, :, :end].detach().requires_grad_()
+                out = _alibi_causal_block(q, k, v, slopes, offset + s, ctx.scaling, 0.0)
+                dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad_output[:, :, s:s + block])
+            grad_query[:, :, s:s + block] = dq
+            grad_key[:, :, :end] += dk
+            grad_value[:, :, :end] += dv
+        return grad_query, grad_key, grad_value, None, None, None
+
+
+def alibi_blockwise_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Causal ALiBi attention (sdpa) without a [q, kv] bias: queries go in blocks sized so that one block's bias
+    holds `ALIBI_BLOCK_ENTRIES` entries, each block attends only to the keys up to its last query, and the backward
+    pass recomputes block by block, so neither pass holds more than one block's bias. Same result as the dense path;
+    queries are bottom-right aligned with the keys (a cached forward). Only for rows without padding or packed
+    documents (`attention_mask` None)."""
+    if attention_mask is not None:
+        raise ValueError("the blockwise ALiBi path handles unpadded causal rows only; pass the dense mask path")
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    num_heads, query_length, kv_length = query.shape[1], query.shape[-2], key.shape[-2]
+    slopes = alibi_slopes.to(device=query.device, dtype=torch.float32)
+    block = max(1, ALIBI_BLOCK_ENTRIES // (num_heads * kv_length))
+    if dropout > 0.0:  # dropout masks cannot be replayed by the recomputing backward: checkpoint each block instead
+        from torch.utils.checkpoint import checkpoint
+
+        offset = kv_length - query_length
+        outputs = [checkpoint(_alibi_causal_block, query[:, :, s:s + block], key[:, :, : offset + s + block],
+                              value[:, :, : offset + s + block], slopes, offset + s, scaling, dropout,
+                              use_reentrant=False) for s in range(0, query_length, block)]
+        output = torch.cat(outputs, dim=2)
+    else:
+        output = _AlibiBlockwiseAttention.apply(query, key, value, slopes, scaling, block)
+    return output.transpose(1, 2).contiguous(), None  # [batch, seq, heads, dim]
+
+
+def alibi_slopes_attention_forward(module: nn.Module, *args, **kwargs) -> tuple[torch.Tensor, None]:
+    """ALiBi given as per-head slopes: flash-attn's kernel under flash implementations, else the blockwise path."""
+    if is_flash_attention(module.config._attn_implementation):
+        return alibi_flash_attention_forward(module, *args, **kwargs)
+    return alibi_blockwise_attention_forward(module, *args, **kwargs)
+
+
 def is_flash_attention(attn_implementation: str | None) -> bool:
     return attn_implementation is not None and "flash" in attn_implementation
 
@@ -174,9 +277,12 @@ def is_flash_attention(attn_implementation: str | None) -> bool:
 __all__ = [
     "SmallLLMAlibi",
     "add_bias_to_mask",
+    "alibi_blockwise_attention_forward",
     "alibi_flash_attention_forward",
     "alibi_slopes",
+    "alibi_slopes_attention_forward",
     "eager_attention_forward",
     "is_flash_attention",
     "repeat_kv",
+    "wants_blockwise_alibi",
 ]

@@ -36,12 +36,14 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention_smallllm import (
     SmallLLMAlibi,
     add_bias_to_mask,
-    alibi_flash_attention_forward,
     alibi_slopes,
+    alibi_slopes_attention_forward,
     eager_attention_forward,
     is_flash_attention,
+    wants_blockwise_alibi,
 )
 from .configuration_smallllm import SmallLLMConfig
+from .loss_smallllm import chunked_causal_lm_loss
 from .mup_smallllm import init_mup_weights, mup_param_groups
 
 
@@ -215,7 +217,7 @@ class SmallLLMAttention(nn.Module):
             key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
 
         if kwargs.get("alibi_slopes") is not None:
-            attention_interface: Callable = alibi_flash_attention_forward
+            attention_interface: Callable = alibi_slopes_attention_forward
         else:
             attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
                 self.config._attn_implementation, eager_attention_forward
@@ -397,6 +399,9 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
 
         attn_implementation = self.config._attn_implementation
         uses_alibi = self.alibi is not None
+        # Long unpadded ALiBi rows on sdpa attend block by block from the slopes instead of a dense [q, kv] bias.
+        blockwise_alibi = (uses_alibi and attn_implementation == "sdpa"
+                           and wants_blockwise_alibi(query_length, past_seen_tokens + query_length))
         # The mask is built from the caller's cache, before a fresh one is created below: an empty cache adds nothing
         # to it, but its mere presence stops transformers from detecting packed documents in `position_ids`.
         causal_mask = create_causal_mask(
@@ -405,8 +410,8 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             attention_mask=attention_mask,
             past_key_values=past_key_values,
             position_ids=position_ids,
-            # ALiBi folds its bias into a materialised mask for eager/sdpa
-            allow_is_causal_skip=not uses_alibi,
+            # ALiBi folds its bias into a materialised mask for eager/sdpa (short rows, padding, packed documents)
+            allow_is_causal_skip=not uses_alibi or blockwise_alibi,
         )
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
@@ -426,7 +431,7 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             kv_length = (
                 past_key_values.get_mask_sizes(query_length, 0)[0] if past_key_values is not None else query_length
             )
-            if is_flash_attention(attn_implementation):
+            if is_flash_attention(attn_implementation) or (blockwise_alibi and causal_mask is None):
                 kwargs["alibi_slopes"] = self.alibi.scaled_slopes(kv_length)
             else:
                 query_positions = torch.arange(query_length, device=inputs_embeds.device) + past_seen_tokens
@@ -501,6 +506,14 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
         )
 
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        if labels is not None and self.config.loss_chunk_size:  # long rows: never hold [tokens, vocab] logits whole
+            loss = chunked_causal_lm_loss(
+                hidden_states, self.lm_head, labels, self.config.loss_chunk_size,
+                logits_multiplier=self.config.output_logits_multiplier,
+                num_items_in_batch=kwargs.get("num_items_in_batch"), shift_labels=kwargs.get("shift_labels"),
+            )
+            return CausalLMOutputWithPast(loss=loss, past_key_values=outputs.past_key_values,
+                                          hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         logits = self.lm_head(hidden_states)
         if self.config.output_logits_multiplier != 1.0:
             logits = logits * self.config.output_logits_multiplier

@@ -1,0 +1,173 @@
+"""`hf-smallllm longctx`: long-context evaluation, passkey retrieval and loss-by-position curves.
+
+Thin argparse fronts over `hf_smallllm.longctx`; each subcommand prints a Markdown table and writes JSON and a PNG
+atomically. The same model folder may be given twice under different names with different `--set` config
+overrides, e.g. to compare an ALiBi model with and without `alibi_scaling` or a RoPE model under rope scalings.
+"""
+
+import argparse
+
+from . import UsageError
+
+COMMAND = "longctx"
+HELP = "long-context evaluation: passkey / needle-in-a-haystack retrieval and loss-by-position curves"
+DESCRIPTION = """Long-context evaluation of saved models (any folder AutoModelForCausalLM loads). `passkey` hides a
+number at several depths of filler text of exact token lengths and checks that greedy generation repeats it;
+`position-loss` plots the next-token loss against position on bundled held-out text, past the training length.
+Config fields can be overridden at load time with --set, e.g. --set 'alibi_scaling={type: linear, train_seq_len:
+2048}' or --set 'rope_parameters={rope_type: dynamic, factor: 4.0, rope_theta: 10000.0}'. See docs/long_context.md."""
+
+
+def register(parser):
+    parser.set_defaults(func=lambda args: parser.print_help() or 0)
+    subparsers = parser.add_subparsers(dest="longctx_command", metavar="SUBCOMMAND")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+
+    passkey = subparsers.add_parser("passkey", formatter_class=formatter,
+                                    help="passkey retrieval accuracy per context length and depth",
+                                    description="Passkey retrieval (Mohtashami & Jaggi 2023): accuracy per "
+                                                "(context length, depth); Markdown table, JSON and a heatmap PNG.")
+    _model_options(passkey)
+    passkey.add_argument("--lengths", type=_int_list, default=[1024, 2048, 4096],
+                         help="comma-separated prompt lengths in tokens")
+    passkey.add_argument("--depths", type=_float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                         help="comma-separated needle depths in [0, 1] (fraction of the filler before the needle)")
+    passkey.add_argument("--samples", type=int, default=2, help="prompts per (length, depth) cell, each a new key")
+    passkey.add_argument("--filler", choices=["repeat", "corpus"], default="repeat",
+                         help="repeated sentences (the original test) or bundled Shakespeare (needle in a haystack)")
+    passkey.add_argument("--seed", type=int, default=0, help="seed of the random keys")
+    passkey.add_argument("--output-dir", default="longctx_passkey", help="folder for passkey.json and passkey.png")
+    passkey.set_defaults(func=run_passkey)
+
+    curve = subparsers.add_parser("position-loss", formatter_class=formatter,
+                                  help="next-token loss against position (PNG), past the training length",
+                                  description="Loss by position on contiguous bundled held-out text (KJV and "
+                                              "Shakespeare validation files), one curve per --model.")
+    _model_options(curve)
+    curve.add_argument("--length", type=int, default=4096, help="tokens per row")
+    curve.add_argument("--rows", type=int, default=4, help="rows averaged")
+    curve.add_argument("--bucket", type=int, default=128, help="positions per point of the curve")
+    curve.add_argument("--train-length", type=int, default=None,
+                       help="draw a line at this training length (default: the first model's max_position_embeddings)")
+    curve.add_argument("--output-dir", default="longctx_position_loss",
+                       help="folder for position_loss.json and position_loss.png")
+    curve.set_defaults(func=run_position_loss)
+
+
+def _model_options(parser):
+    parser.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
+                        help="a model folder or Hub id (repeatable; NAME labels it in tables and plots)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the first model's)")
+    parser.add_argument("--set", action="append", default=[], metavar="[NAME:]KEY=VALUE", dest="overrides",
+                        help="config field override at load time (YAML value), for the model NAME or for all")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights dtype")
+    parser.add_argument("--attn-implementation", default="sdpa", help="attention backend (eager, sdpa, flash_attention_2, flex_attention)")
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _float_list(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def parse_models(specs: list[str], overrides: list[str]) -> list[tuple[str, str, dict]]:
+    """[(name, path, config overrides)] from `--model [NAME=]PATH` and `--set [NAME:]KEY=VALUE`."""
+    import yaml
+
+    models = []
+    for spec in specs:
+        name, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
+        models.append((name or path, path, {}))
+    names = [name for name, _, _ in models]
+    if len(set(names)) != len(names):
+        raise UsageError(f"model names must differ: {names}; label them NAME=PATH")
+    for text in overrides:
+        if "=" not in text:
+            raise UsageError(f"--set {text!r} must look like [NAME:]KEY=VALUE")
+        target, value = text.split("=", 1)
+        target_name, _, key = target.rpartition(":")
+        if target_name and target_name not in names:
+            raise UsageError(f"--set {text!r} names model {target_name!r}; models are {names}")
+        for name, _, config in models:
+            if not target_name or target_name == name:
+                config[key.strip()] = yaml.safe_load(value)
+    return models
+
+
+def _load(path: str, overrides: dict, args):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import hf_smallllm  # noqa: F401  (registers the families)
+
+    config = AutoConfig.from_pretrained(path)
+    if overrides:  # rebuilt, not patched, so that the config class validates the overridden fields
+        values = {key: value for key, value in config.to_dict().items() if key != "model_type"}
+        if "rope_theta" in overrides and values.get("rope_parameters"):  # a new base inside the rope dictionary
+            values["rope_parameters"] = {**values["rope_parameters"], "rope_theta": overrides["rope_theta"]}
+        config = type(config)(**{**values, **overrides})
+    return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=getattr(torch, args.dtype),
+                                                attn_implementation=args.attn_implementation).eval()
+
+
+def _tokenizer(args, models):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(args.tokenizer or models[0][1])
+
+
+def run_passkey(args) -> int:
+    from pathlib import Path
+
+    from ..eval.outputs import write_json_atomic
+    from ..longctx import make_passkey_samples, plot_passkey_grid, score_passkey
+
+    models = parse_models(args.model, args.overrides)
+    tokenizer = _tokenizer(args, models)
+    samples = make_passkey_samples(tokenizer, args.lengths, args.depths, args.samples, args.filler, seed=args.seed)
+    output_dir = Path(args.output_dir)
+    results = {}
+    for name, path, overrides in models:
+        report = score_passkey(_load(path, overrides, args), tokenizer, samples)
+        results[name] = {"path": path, "overrides": overrides, **report.to_dict()}
+        print(f"## {name}\n\n{report.to_markdown()}\n")
+        stem = "passkey" if len(models) == 1 else f"passkey_{_safe(name)}"
+        plot_passkey_grid(report, output_dir / f"{stem}.png", title=f"{name}: passkey accuracy {report.accuracy:.2f}")
+    write_json_atomic(output_dir / "passkey.json", results)
+    print(f"wrote {output_dir / 'passkey.json'} and the heatmaps next to it")
+    return 0
+
+
+def run_position_loss(args) -> int:
+    from pathlib import Path
+
+    from ..eval.outputs import write_json_atomic
+    from ..longctx import corpus_token_rows, loss_by_position, plot_loss_by_position
+
+    models = parse_models(args.model, args.overrides)
+    tokenizer = _tokenizer(args, models)
+    rows = corpus_token_rows(tokenizer, args.length, args.rows)
+    curves, results, train_length = {}, {}, args.train_length
+    for name, path, overrides in models:
+        model = _load(path, overrides, args)
+        train_length = train_length or model.config.max_position_embeddings
+        curve = loss_by_position(model, rows, bucket_size=args.bucket)
+        curves[name] = curve
+        results[name] = {"path": path, "overrides": overrides, **curve.to_dict()}
+    output_dir = Path(args.output_dir)
+    print("| model | loss before " + f"{train_length} | loss after {train_length} |\n|---|---:|---:|")
+    for name, curve in curves.items():
+        before = curve.mean_between(0, min(train_length, args.length))
+        after = curve.mean_between(train_length, args.length) if args.length >= train_length + args.bucket else None
+        results[name].update({"loss_before_train_length": before, "loss_after_train_length": after})
+        print(f"| {name} | {before:.4f} | {'-' if after is None else f'{after:.4f}'} |")
+    plot_loss_by_position(curves, output_dir / "position_loss.png", train_length=train_length)
+    write_json_atomic(output_dir / "position_loss.json", {"train_length": train_length, "models": results})
+    print(f"wrote {output_dir / 'position_loss.json'} and {output_dir / 'position_loss.png'}")
+    return 0
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
