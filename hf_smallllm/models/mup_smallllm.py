@@ -70,6 +70,8 @@ def truncated_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
     the same distribution as `torch.nn.init.trunc_normal_`, whose inverse-CDF method is ~10x slower on CPU, minutes
     for a 2.6B-parameter model."""
     bound = INIT_TRUNCATION_SIGMAS * std
+    if tensor.device.type == "meta":  # models built without storage (init_empty_weights) get their values later
+        return tensor
     if not tensor.is_contiguous():
         return init.trunc_normal_(tensor, mean=0.0, std=std, a=-bound, b=bound)
     init.normal_(tensor, mean=0.0, std=std)
