@@ -1,0 +1,75 @@
+"""`hf-smallllm convert`: official checkpoints in and out of the package format, each conversion verified by
+logits (see hf_smallllm/convert/converter.py and docs/conversion.md)."""
+
+COMMAND = "convert"
+HELP = "convert official / lit-gpt checkpoints to the package format and back, or export to native Llama/GLM"
+DESCRIPTION = """Convert checkpoints, shard by shard, into a temporary folder renamed when complete. Every
+conversion runs the source and the converted model on the same tokens and fails when the max |logit difference|
+exceeds --tolerance (--no-verify skips it for models too large to run twice)."""
+
+DIRECTIONS = {
+    "official-to-package": "a family's official Hugging Face checkpoint -> the package format",
+    "package-to-official": "the package format -> the family's official layout (exact round trip)",
+    "litgpt": "a TinyLlama lit-gpt training checkpoint (iter-XXXXXX-ckpt.pth) -> the package format",
+    "to-native": "the package format -> stock LlamaForCausalLM (or GlmForCausalLM for GEB), for vLLM, llama.cpp, TGI",
+}
+FAMILY_CHOICES = ["tinyllama", "geb", "chuxin", "btlm", "skywork"]
+
+
+def register(parser):
+    subparsers = parser.add_subparsers(dest="direction", metavar="DIRECTION")
+    for name, help_text in DIRECTIONS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("source", help="checkpoint folder (or the .pth file for litgpt)")
+        sub.add_argument("output", help="output folder (must not exist unless --overwrite)")
+        if name == "official-to-package":
+            sub.add_argument("--family", choices=FAMILY_CHOICES,
+                             help="needed when the official model_type is shared (llama: tinyllama or chuxin)")
+        if name == "litgpt":
+            sub.add_argument("--config", help="a package config.json or checkpoint folder describing the model "
+                                              "(default: the --family preset)")
+            sub.add_argument("--family", choices=FAMILY_CHOICES, default="tinyllama", help="family (default: %(default)s)")
+            sub.add_argument("--preset", default="published", help="preset of the family (default: %(default)s)")
+            sub.add_argument("--tokenizer", help="tokenizer folder to copy into the output")
+        if name == "to-native":
+            sub.add_argument("--target", choices=["auto", "llama", "glm"], default="auto",
+                             help="native class (default: llama for Llama-shaped configs, glm for GEB)")
+        sub.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                         help="dtype of the written tensors (default: the source's)")
+        sub.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard (default: %(default)s)")
+        sub.add_argument("--tolerance", type=float, default=1e-4,
+                         help="max |logit difference| allowed by the check (default: %(default)s)")
+        sub.add_argument("--no-verify", action="store_true", help="skip the logit check (very large models)")
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+        sub.add_argument("--no-progress", action="store_true", help="no progress bar")
+        sub.add_argument("--json", help="also write the conversion report as JSON to this file")
+        sub.set_defaults(func=run)
+    parser.set_defaults(func=lambda args: _missing_direction(parser))
+
+
+def _missing_direction(parser) -> int:
+    parser.print_help()
+    return 2
+
+
+def run(args) -> int:
+    import json
+
+    from .. import convert
+
+    common = dict(dtype=args.dtype, max_shard_size=args.max_shard_size, verify=not args.no_verify,
+                  tolerance=args.tolerance, overwrite=args.overwrite, progress=not args.no_progress)
+    if args.direction == "official-to-package":
+        report = convert.official_to_package(args.source, args.output, family=args.family, **common)
+    elif args.direction == "package-to-official":
+        report = convert.package_to_official(args.source, args.output, **common)
+    elif args.direction == "litgpt":
+        report = convert.litgpt_to_package(args.source, args.output, config=args.config, family=args.family,
+                                           preset=args.preset, tokenizer=args.tokenizer, **common)
+    else:
+        report = convert.package_to_native(args.source, args.output, target=args.target, **common)
+    print(report.summary())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report.to_dict(), f, indent=2)
+    return 0

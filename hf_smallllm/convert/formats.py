@@ -1,0 +1,207 @@
+"""The checkpoint formats conversions read and write, and how to run each one for the logit check.
+
+A `Layout` ties together a key table (`tables.py`), how its config.json is written (`configs.py`) and a `runner`:
+the model that computes logits from a checkpoint in that layout, as the layout's own code would.
+
+| layout            | weights / config                                   | runner (what "the model" is in the logit check)   |
+|-------------------|----------------------------------------------------|---------------------------------------------------|
+| package           | hf_smallllm names, `smallllm_<family>` config      | the package's `<Family>ForCausalLM`               |
+| llama             | transformers Llama (TinyLlama, ChuXin; native)     | transformers `LlamaForCausalLM`                   |
+| skywork-official  | Llama weights, Skywork remote-code config          | transformers `LlamaForCausalLM` (same math)       |
+| glm               | transformers GLM (native export of GEB)            | transformers `GlmForCausalLM`                     |
+| geb-official      | ChatGLM3 tree, GEB remote-code config              | `GlmForCausalLM` on the official tensors          |
+| btlm-official     | GPT-2 Conv1D tree, BTLM remote-code config         | `references.btlm_official_logits`                 |
+| litgpt            | lit-gpt training checkpoint (TinyLlama)            | `references.litgpt_logits`                        |
+
+`OFFICIAL_FORMATS` says which layout each family publishes, which `model_type` strings its config.json carries, and
+whether that file's special-token ids can be trusted (ChuXin's cannot: ARCHITECTURES.md 4.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GlmForCausalLM, LlamaForCausalLM
+from transformers.utils import logging as hf_logging
+
+from ..models.auto import FAMILIES, family_of
+from ..models.configuration_smallllm import SmallLLMConfig
+from ..models.modeling_smallllm import SmallLLMForCausalLM
+from . import configs
+from .checkpoint_files import CheckpointReader
+from .plan import TO_PACKAGE, model_tensors, plan_conversion, run_plan
+from .references import btlm_official_logits, litgpt_logits
+from .tables import BTLM_OFFICIAL, GEB_OFFICIAL, GEB_OFFICIAL_AS_GLM, GLM, LITGPT, LLAMA, KeyTable
+
+
+# runner(checkpoint path, package config, input ids, weight_dtype) -> float32 logits. `weight_dtype` rounds the
+# weights to that dtype before computing in float32, so a check of a cast conversion compares like with like.
+Runner = Callable[[Path, SmallLLMConfig, torch.Tensor, "torch.dtype | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    table: KeyTable
+    write_config: Callable[[SmallLLMConfig], dict[str, Any]] | None
+    runner: Runner
+    remote_code: str | None = None  # where the modeling code named by its auto_map lives
+
+
+def causal_lm_class(config: SmallLLMConfig) -> type[SmallLLMForCausalLM]:
+    family = FAMILIES.get(family_of(config))
+    return family.causal_lm_class if family is not None else SmallLLMForCausalLM
+
+
+def _rounded(state: dict[str, torch.Tensor], weight_dtype) -> dict[str, torch.Tensor]:
+    if weight_dtype is None:
+        return {k: v.float() for k, v in state.items()}
+    return {k: v.to(weight_dtype).float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+@contextmanager
+def _quiet_loading():
+    """The conversion shows its own progress; transformers' per-load weight bar would only interleave with it."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+@torch.no_grad()
+def _model_logits(model: torch.nn.Module, input_ids: torch.Tensor, weight_dtype) -> torch.Tensor:
+    model = model.float().eval()
+    if weight_dtype is not None:
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.to(weight_dtype).float()
+    return model(input_ids).logits.float()
+
+
+def run_package(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None) -> torch.Tensor:
+    with _quiet_loading():
+        model = causal_lm_class(config).from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    return _model_logits(model, input_ids, weight_dtype)
+
+
+def run_llama(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None) -> torch.Tensor:
+    native = configs.llama_config(config)
+    native._attn_implementation = "eager"
+    with _quiet_loading():
+        model = LlamaForCausalLM.from_pretrained(path, config=native, dtype=torch.float32)
+    return _model_logits(model, input_ids, weight_dtype)
+
+
+def run_glm(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None) -> torch.Tensor:
+    native = configs.glm_config(config)
+    native._attn_implementation = "eager"
+    with _quiet_loading():
+        model = GlmForCausalLM.from_pretrained(path, config=native, dtype=torch.float32)
+    return _model_logits(model, input_ids, weight_dtype)
+
+
+def run_geb_official(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None) -> torch.Tensor:
+    """GlmForCausalLM loaded straight from GEB's official tensors (`GEB_OFFICIAL_AS_GLM`), not via the package."""
+    native = configs.glm_config(config)
+    native._attn_implementation = "eager"
+    reader = CheckpointReader.open(path)
+    shapes, tied = model_tensors(GlmForCausalLM, native)
+    plan = plan_conversion(GEB_OFFICIAL_AS_GLM, config, TO_PACKAGE, reader.infos(), shapes, tied, location=str(path))
+    state: dict[str, torch.Tensor] = {}
+    run_plan(plan, reader.tensors(), state.__setitem__, progress=False)
+    model = GlmForCausalLM(native)
+    model.load_state_dict(_rounded(state, weight_dtype), strict=False)  # strict=False: a tied head is absent
+    return _model_logits(model, input_ids, None)
+
+
+def run_btlm_official(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None) -> torch.Tensor:
+    return btlm_official_logits(_rounded(CheckpointReader.open(path).load_all(), weight_dtype), config, input_ids)
+
+
+def run_litgpt(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None) -> torch.Tensor:
+    return litgpt_logits(_rounded(CheckpointReader.open(path).load_all(), weight_dtype), config, input_ids)
+
+
+LLAMA_LAYOUT = Layout("llama", LLAMA, configs.llama_official_config, run_llama)
+SKYWORK_LAYOUT = Layout("skywork-official", LLAMA, configs.skywork_official_config, run_llama,
+                        remote_code="https://huggingface.co/Skywork/Skywork-13B-base")
+BTLM_LAYOUT = Layout("btlm-official", BTLM_OFFICIAL, configs.btlm_official_config, run_btlm_official,
+                     remote_code="https://huggingface.co/cerebras/btlm-3b-8k-base")
+GEB_LAYOUT = Layout("geb-official", GEB_OFFICIAL, configs.geb_official_config, run_geb_official,
+                    remote_code="https://huggingface.co/GEB-AGI/geb-1.3b")
+GLM_LAYOUT = Layout("glm", GLM, lambda config: configs.native_config_dict(configs.glm_config(config),
+                                                                          "GlmForCausalLM"), run_glm)
+LITGPT_LAYOUT = Layout("litgpt", LITGPT, None, run_litgpt)
+
+# native transformers models that a package config may be exported to, in order of preference
+NATIVE_LAYOUTS = {"llama": LLAMA_LAYOUT, "glm": GLM_LAYOUT}
+
+
+@dataclass(frozen=True)
+class OfficialFormat:
+    """What a family publishes on the Hub."""
+
+    family: str
+    layout: Layout
+    model_types: tuple[str, ...]  # `model_type` of its official config.json
+    read_config: Callable[[dict[str, Any], type[SmallLLMConfig]], SmallLLMConfig]
+    config_json_ids_trusted: bool = True  # False: its config.json's bos/eos/pad ids are known wrong
+
+
+OFFICIAL_FORMATS: dict[str, OfficialFormat] = {
+    "tinyllama": OfficialFormat("tinyllama", LLAMA_LAYOUT, ("llama",), configs.read_llama_named),
+    # config.json says bos 1 / eos 2; the DeepSeek tokenizer it ships with uses 100000 / 100001
+    "chuxin": OfficialFormat("chuxin", LLAMA_LAYOUT, ("llama",), configs.read_llama_named,
+                             config_json_ids_trusted=False),
+    "skywork": OfficialFormat("skywork", SKYWORK_LAYOUT, ("skywork",), configs.read_llama_named),
+    "btlm": OfficialFormat("btlm", BTLM_LAYOUT, ("btlm",), configs.read_with_config_class),
+    "geb": OfficialFormat("geb", GEB_LAYOUT, ("geblm", "chatglm"), configs.read_with_config_class),
+}
+
+
+def official_format_for(model_type: str | None, family: str | None) -> OfficialFormat:
+    """The official format of a folder whose config.json has `model_type`, or of `family` when given."""
+    if model_type and model_type.startswith("smallllm"):
+        raise ValueError(f"config.json has model_type {model_type!r}: this is already an hf_smallllm checkpoint")
+    if family is not None:
+        if family not in OFFICIAL_FORMATS:
+            raise ValueError(f"unknown family {family!r}; choose one of {', '.join(OFFICIAL_FORMATS)}")
+        official = OFFICIAL_FORMATS[family]
+        if model_type not in official.model_types:
+            raise ValueError(f"config.json has model_type {model_type!r}, but {family}'s official checkpoints have "
+                             f"{' or '.join(repr(t) for t in official.model_types)}")
+        return official
+    candidates = [f for f in OFFICIAL_FORMATS.values() if model_type in f.model_types]
+    if not candidates:
+        known = sorted({t for f in OFFICIAL_FORMATS.values() for t in f.model_types})
+        raise ValueError(f"config.json has model_type {model_type!r}, which is not an official layout of any family "
+                         f"(known: {', '.join(known)})")
+    if len(candidates) > 1:
+        names = " or ".join(f.family for f in candidates)
+        raise ValueError(f"model_type {model_type!r} is published by {names}; say which with family= (--family)")
+    return candidates[0]
+
+
+__all__ = [
+    "BTLM_LAYOUT",
+    "GEB_LAYOUT",
+    "GLM_LAYOUT",
+    "LITGPT_LAYOUT",
+    "LLAMA_LAYOUT",
+    "NATIVE_LAYOUTS",
+    "OFFICIAL_FORMATS",
+    "SKYWORK_LAYOUT",
+    "Layout",
+    "OfficialFormat",
+    "causal_lm_class",
+    "official_format_for",
+    "run_package",
+]
