@@ -273,15 +273,8 @@ def package_to_official(
     if layout.remote_code:
         notes.append(f"config.json's auto_map names {family}'s remote code, which is not included: copy its "
                      f"configuration/modeling files from {layout.remote_code} to load with trust_remote_code=True")
-    generation = configs.generation_config_for(config, source)
-    return _convert(
-        reader=reader, output=Path(output), table_layout=layout, direction=FROM_PACKAGE, config=config,
-        source=_Side(source, _PACKAGE_LABEL, run_package),
-        write_support=_write_foreign_support(config_json, generation, source, notes),
-        source_format="package", target_format=f"{family} {layout.name}", target_label=_runner_label(layout),
-        target_runner=layout.runner, notes=notes, **_common(dtype, max_shard_size, verify, tolerance, verify_length,
-                                                            overwrite, progress),
-    )
+    return _from_package(source, reader, output, layout, config, config_json, notes, f"{family} {layout.name}",
+                         _common(dtype, max_shard_size, verify, tolerance, verify_length, overwrite, progress))
 
 
 def package_to_native(
@@ -306,14 +299,20 @@ def package_to_native(
     if config.uses_mup:
         notes.append("the muP base widths (mup_base_*) are training metadata without a native field; they are not "
                      "exported (the model computes the same logits)")
+    return _from_package(source, reader, output, layout, config, config_json, notes, f"native {layout.name}",
+                         _common(dtype, max_shard_size, verify, tolerance, verify_length, overwrite, progress))
+
+
+def _from_package(source: Path, reader, output, layout: Layout, config, config_json: dict, notes: list[str],
+                  target_format: str, common: dict) -> ConversionReport:
+    """The export half shared by `package_to_official` and `package_to_native`."""
     generation = configs.generation_config_for(config, source)
     return _convert(
         reader=reader, output=Path(output), table_layout=layout, direction=FROM_PACKAGE, config=config,
         source=_Side(source, _PACKAGE_LABEL, run_package),
         write_support=_write_foreign_support(config_json, generation, source, notes),
-        source_format="package", target_format=f"native {layout.name}", target_label=_runner_label(layout),
-        target_runner=layout.runner, notes=notes, **_common(dtype, max_shard_size, verify, tolerance, verify_length,
-                                                            overwrite, progress),
+        source_format="package", target_format=target_format, target_label=_runner_label(layout),
+        target_runner=layout.runner, notes=notes, **common,
     )
 
 
