@@ -65,17 +65,17 @@ def training_arguments(recipe: Recipe) -> TrainingArguments:
     )
 
 
-class PretrainTrainer(Trainer):
-    def __init__(self, *args, recipe: Recipe, stream, **kwargs):
+class RecipeTrainer(Trainer):
+    """Trainer driven by a recipe: its optimizer (weight-decay groups or muP groups) and lr schedule, no printer or
+    stock progress callbacks (RunLogger draws the bar), and atomic checkpoints: everything is written into
+    `.tmp-checkpoint-<step>` and renamed to `checkpoint-<step>` only when complete. Subclasses add files to a
+    checkpoint through `write_extra_checkpoint_files`."""
+
+    def __init__(self, *args, recipe, **kwargs):
         super().__init__(*args, **kwargs)
         self.recipe = recipe
-        self.stream = stream
         self.remove_callback(PrinterCallback)
         self.remove_callback(ProgressCallback)
-
-    def get_train_dataloader(self) -> DataLoader:
-        # The stream already yields this process's micro-batches; accelerate must not shard or re-batch it.
-        return DataLoader(self.stream, batch_size=None, num_workers=0)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -85,25 +85,28 @@ class PretrainTrainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
             self.lr_scheduler = build_lr_scheduler(optimizer or self.optimizer, self.recipe.schedule,
-                                                   self.recipe.training.max_steps)
+                                                   num_training_steps)
         return self.lr_scheduler
 
+    def checkpoint_extras(self) -> dict:
+        """What a subclass needs at save time, captured before anything is written (e.g. the data position)."""
+        return {}
+
+    def write_extra_checkpoint_files(self, folder: str, extras: dict) -> None:
+        """Called on the main process inside the staging folder, before trainer_state.json is written."""
+
     def _save_checkpoint(self, model, trial) -> None:
-        """Trainer's checkpoint, written into a temporary folder and renamed when complete, plus the data state."""
         run_dir = self._get_output_dir(trial=trial)
         step = self.state.global_step
-        data_state = self.stream.state_dict()
-        staging = os.path.join(run_dir, f".tmp-checkpoint-{step}")
+        extras = self.checkpoint_extras()
         if self.args.should_save:
-            with atomic_checkpoint(run_dir, step) as staging_path:
-                staging = str(staging_path)
-                self._write_checkpoint(staging, data_state)
-        else:
-            self._write_checkpoint(staging, data_state)
-        if self.args.should_save:
+            with atomic_checkpoint(run_dir, step) as staging:
+                self._write_checkpoint(str(staging), extras)
             rotate_checkpoints(run_dir, self.args.save_total_limit)
+        else:
+            self._write_checkpoint(os.path.join(run_dir, f".tmp-checkpoint-{step}"), extras)
 
-    def _write_checkpoint(self, folder: str, data_state: dict) -> None:
+    def _write_checkpoint(self, folder: str, extras: dict) -> None:
         self._barrier()  # the staging folder exists before other processes write their RNG state
         self.save_model(folder, _internal_call=True)
         if not self.args.save_only_model:
@@ -118,13 +121,32 @@ class PretrainTrainer(Trainer):
                         self.state.stateful_callbacks[name].append(callback.state())
                     else:
                         self.state.stateful_callbacks[name] = callback.state()
-            write_json(os.path.join(folder, DATA_STATE_NAME), data_state)
+            self.write_extra_checkpoint_files(folder, extras)
             self.state.save_to_json(os.path.join(folder, TRAINER_STATE_NAME))
         self._barrier()  # everyone has written before the main process renames the folder
 
     def _barrier(self) -> None:
         if self.args.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.barrier()
+
+
+class PretrainTrainer(RecipeTrainer):
+    """Pretraining: the resumable packed data stream as the dataloader (micro-batches whose size follows the
+    sequence-length schedule), and the stream's position saved in every checkpoint (`data_state.json`)."""
+
+    def __init__(self, *args, recipe: Recipe, stream, **kwargs):
+        super().__init__(*args, recipe=recipe, **kwargs)
+        self.stream = stream
+
+    def get_train_dataloader(self) -> DataLoader:
+        # The stream already yields this process's micro-batches; accelerate must not shard or re-batch it.
+        return DataLoader(self.stream, batch_size=None, num_workers=0)
+
+    def checkpoint_extras(self) -> dict:
+        return {"data_state": self.stream.state_dict()}
+
+    def write_extra_checkpoint_files(self, folder: str, extras: dict) -> None:
+        write_json(os.path.join(folder, DATA_STATE_NAME), extras["data_state"])
 
 
 def train_with_trainer(recipe: Recipe, model, tokenizer, callbacks: list, resume_from=None) -> PretrainTrainer:
@@ -141,4 +163,4 @@ def train_with_trainer(recipe: Recipe, model, tokenizer, callbacks: list, resume
     return trainer
 
 
-__all__ = ["PretrainTrainer", "shared_training_kwargs", "train_with_trainer", "training_arguments"]
+__all__ = ["PretrainTrainer", "RecipeTrainer", "shared_training_kwargs", "train_with_trainer", "training_arguments"]
