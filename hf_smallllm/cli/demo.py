@@ -2,7 +2,7 @@
 
 COMMAND = "demo"
 HELP = "train a tokenizer, pretrain, publish snapshots to a local Hub, reload, generate, evaluate (no network)"
-DESCRIPTION = """Run the package end to end on the bundled corpus, with no network and no GPU (about 10 minutes on
+DESCRIPTION = """Run the package end to end on the bundled corpus, with no network and no GPU (under 15 minutes on
 2 CPU cores with the defaults): train a bilingual DeepSeek-style tokenizer; pretrain a tiny model with packed
 EOS-reset rows, a two-stage mixture and per-domain validation; publish intermediate snapshots and the final model
 with a model card to a local Hub-protocol server on 127.0.0.1 (or to a real Hub with --repo-id and a token);
