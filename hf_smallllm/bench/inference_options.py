@@ -9,6 +9,7 @@ tokens/s, and the weight memory from the state dict.
 
 import copy
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from ..models.auto import FAMILIES
 from ..models.presets import preset_config
 from ..resources import corpus_path
-from .suite import Row, _decode_run, _interleaved_self_timed
+from .suite import Row, _decode_run, paired_rounds
 
 BYTE_VOCAB = 256 + 3  # raw bytes shifted by the three special ids
 
@@ -97,11 +98,13 @@ def inference_option_rows(steps: int = 300, decode_steps: int = 16, repeats: int
 
     settings = SuiteSettings(decode_steps=decode_steps, repeats=repeats)
     base_ppl = perplexity(model, heldout)
+    # all variants decode in the same rounds, so that machine noise hits them alike
+    seconds = paired_rounds({label: _decode_run(variant, 1, settings, BYTE_VOCAB) for label, variant in variants.items()},
+                            repeats, self_timed=True)
     rows = []
     for label, variant in variants.items():
         ppl = perplexity(variant, heldout)
-        seconds = _interleaved_self_timed({"v": _decode_run(variant, 1, settings, BYTE_VOCAB)}, settings)["v"]
-        rate = decode_steps / seconds
+        rate = decode_steps / statistics.median(seconds[label])
         note = (f"held-out byte perplexity {ppl:.3f} ({(ppl / base_ppl - 1):+.2%} vs float32); weights "
                 f"{state_dict_bytes(variant) / 2**20:.1f} MiB")
         rows.append(Row("tinyllama", f"byte model trained {steps} steps ({trained_seconds:.0f} s)",

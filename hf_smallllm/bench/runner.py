@@ -10,7 +10,7 @@ import torch
 
 from ..models.auto import FAMILIES
 
-SIZES = ("small", "published")
+SIZES = ("tiny", "small", "published")  # tiny: a seconds-long smoke run of the suite itself
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -21,11 +21,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="short prompts, few decode steps, small models only (~5 minutes on 2 CPU cores)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families to measure")
     parser.add_argument("--sizes", default=None,
-                        help="comma-separated sizes among small,published (default: small with --quick, else both)")
+                        help="comma-separated sizes among tiny,small,published (default: small with --quick, else small,published)")
     parser.add_argument("--skip-options", action="store_true",
                         help="skip the CPU inference options table (trains a small model first, ~3 minutes)")
     parser.add_argument("--skip-footprint", action="store_true", help="skip the bitsandbytes 4-bit BTLM-3B footprint")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="paired measuring rounds per row (default: 5); odd rounds run the reference first")
     parser.add_argument("--output-dir", default="benchmarks/results", help="where the JSON and Markdown go")
     return parser
 
@@ -33,7 +35,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def run(args) -> int:
     from .footprint import quantized_footprint
     from .measure import machine_description, read_bandwidth_bytes_per_second
-    from .suite import SuiteSettings, decode_ceiling_rows, format_markdown, measure_pair, not_measured_gpu_rows
+    from .suite import SuiteSettings, format_markdown, measure_pair, not_measured_gpu_rows
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -41,10 +43,14 @@ def run(args) -> int:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
-    sizes = [s.strip() for s in (args.sizes or ("small" if args.quick else ",".join(SIZES))).split(",")]
+    sizes = [s.strip() for s in (args.sizes or ("small" if args.quick else "small,published")).split(",")]
     if any(s not in SIZES for s in sizes):
         raise ValueError(f"--sizes must be among {SIZES}, got {sizes}")
-    settings = (SuiteSettings.quick if args.quick else SuiteSettings)(families=tuple(families), sizes=tuple(sizes))
+    if args.repeats is not None and args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    overrides = {"repeats": args.repeats} if args.repeats else {}
+    settings = (SuiteSettings.quick if args.quick else SuiteSettings)(families=tuple(families), sizes=tuple(sizes),
+                                                                       **overrides)
     machine = machine_description()
     started = time.perf_counter()
     bandwidth = read_bandwidth_bytes_per_second()
@@ -55,14 +61,12 @@ def run(args) -> int:
     for size in sizes:
         for family in families:
             print(f"measuring {family} ({size}) ...", flush=True)
-            pair_rows, ours = measure_pair(family, size, settings)
+            pair_rows = measure_pair(family, size, settings, bandwidth)
             rows.extend(pair_rows)
-            if ours is not None and (size == "published" or args.quick):
-                rows.extend(decode_ceiling_rows(family, size, ours, bandwidth, settings))
-            del ours
             for row in pair_rows:
-                print(f"  {row.metric}: ours {row.ours} reference {row.reference} ratio {row.ratio} {row.note}",
-                      flush=True)
+                ratio = "-" if row.ratio is None else f"{row.ratio:.3f}"
+                print(f"  {row.metric}: ours {row.ours or '-'} reference {row.reference or '-'} ratio {ratio} "
+                      f"{row.verdict} {row.note}".rstrip(), flush=True)
     if not args.skip_options:
         from .inference_options import inference_option_rows
 
@@ -83,7 +87,7 @@ def run(args) -> int:
     result = {"machine": machine, "settings": {k: str(v) for k, v in vars(settings).items()},
               "seconds": round(time.perf_counter() - started, 1), "rows": [r.to_dict() for r in rows],
               "bnb_4bit_btlm_footprint": footprint, "created": stamp}
-    markdown = format_markdown(rows, machine)
+    markdown = format_markdown(rows, machine, settings.repeats)
     if footprint:
         markdown += (f"\nBTLM-3B-8K with bitsandbytes NF4 weights (double quantization, bf16 embeddings): "
                      f"{footprint['bytes'] / 1e9:.2f} GB, computed from a quantized published-size layer's state "

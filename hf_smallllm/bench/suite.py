@@ -2,15 +2,19 @@
 
 Rows per family and size: prefill tokens/s (one prompt), decode tokens/s with a KV cache at batch 1 and 8,
 forward+backward tokens/s on packed rows (per-document positions), and peak memory growth. Each row times our
-class and its twin (same weight tensors, see `twins.py`) alternately, after a warm-up, and reports medians and
-the ratio ours/reference (for memory: reference/ours, so that > 1 is always better for us). Decode rows are
-also set against the memory-bandwidth ceiling: every decoded token reads every weight once, so
-tokens/s <= read bandwidth / weight bytes. Rows that cannot run here (no GPU, too little memory) are reported as
-"not measured" with the reason, never with a made-up number.
+class and its twin (same weight tensors, see `twins.py`) in rounds after a warm-up, the order alternating from
+round to round so that neither side always runs first (on a warmer cache, or just after a burst of machine noise).
+The ratio is the median of the per-round ratios ours/reference (for memory: reference/ours, so that > 1 is always
+better for us) and its spread is their interquartile range: a ratio whose range includes 1.00 is a tie within this
+machine's noise. Our CPU inference path (oneDNN-packed linears, what `hf-smallllm generate` uses) is measured
+against the same twin in rows of its own. Decode rows are also set against the memory-bandwidth ceiling: every
+decoded token reads every weight once, so tokens/s <= read bandwidth / weight bytes. Rows that cannot run here (no
+GPU, too little memory) are reported as "not measured" with the reason, never with a made-up number.
 """
 
 import gc
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -18,7 +22,7 @@ import torch
 
 from ..models.auto import FAMILIES
 from ..models.presets import preset_config
-from .measure import median_seconds, track_peak_memory
+from .measure import track_peak_memory
 from .twins import reference_twin
 
 
@@ -33,15 +37,40 @@ class Row:
     reference_name: str = ""
     higher_is_better: bool = True
     note: str = ""
+    # ours/reference (or reference/ours for lower-is-better) of each measuring round, when rounds were paired
+    round_ratios: list = field(default_factory=list)
+    # False where `reference` is a limit (the bandwidth ceiling) rather than a competitor
+    is_comparison: bool = True
 
     @property
     def ratio(self) -> float | None:
+        if self.round_ratios:
+            return statistics.median(self.round_ratios)
         if not self.ours or not self.reference:
             return None
         return self.ours / self.reference if self.higher_is_better else self.reference / self.ours
 
+    @property
+    def ratio_range(self) -> tuple[float, float] | None:
+        """Interquartile range of the per-round ratios (None with fewer than 4 rounds)."""
+        if len(self.round_ratios) < 4:
+            return None
+        q1, _, q3 = statistics.quantiles(self.round_ratios, n=4, method="inclusive")
+        return q1, q3
+
+    @property
+    def verdict(self) -> str:
+        """'ahead' (ratio >= 1), 'tie' (below 1 but the range reaches 1), 'behind', or '' for rows that compare
+        nothing."""
+        if self.ratio is None or not self.is_comparison:
+            return ""
+        if self.ratio >= 1.0:
+            return "ahead"
+        spread = self.ratio_range
+        return "tie" if spread is not None and spread[1] >= 1.0 else "behind"
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "ratio": self.ratio}
+        return {**asdict(self), "ratio": self.ratio, "ratio_range": self.ratio_range, "verdict": self.verdict}
 
 
 @dataclass
@@ -55,14 +84,14 @@ class SuiteSettings:
     decode_steps: int = 16
     train_rows: int = 2
     train_length: int = 512
-    repeats: int = 3
+    repeats: int = 5
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
     memory_budget_bytes: int = field(default_factory=lambda: _available_memory_bytes())
 
     @classmethod
     def quick(cls, **overrides):
-        return cls(**{"prompt_length": 256, "decode_steps": 8, "train_length": 256, "repeats": 2, **overrides})
+        return cls(**{"prompt_length": 256, "decode_steps": 8, "train_length": 256, "repeats": 5, **overrides})
 
 
 def _available_memory_bytes() -> int:
@@ -86,15 +115,37 @@ def weight_bytes_per_decoded_token(model) -> int:
     return total
 
 
-def _interleaved(functions: dict, settings: SuiteSettings) -> dict:
-    """Median seconds per function, measuring them in turns so that machine noise hits all alike."""
-    times = {name: [] for name in functions}
+def paired_rounds(functions: dict, repeats: int, device: str = "cpu", self_timed: bool = False) -> dict:
+    """Seconds per round for each function, measured in `repeats` rounds after one warm-up call each. Every round
+    calls every function once; odd rounds call them in reverse order. `self_timed` functions return their own
+    seconds (e.g. decoding after an untimed prefill); the others are timed around the call."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def timed(fn) -> float:
+        if self_timed:
+            return fn()
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - start
+
     for fn in functions.values():
-        median_seconds(fn, repeats=1, warmup=0, device=settings.device)  # warm-up
-    for _ in range(settings.repeats):
-        for name, fn in functions.items():
-            times[name].append(median_seconds(fn, repeats=1, warmup=0, device=settings.device))
-    return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+        timed(fn)
+    times = {name: [] for name in functions}
+    names = list(functions)
+    for round_index in range(repeats):
+        for name in (names if round_index % 2 == 0 else names[::-1]):
+            times[name].append(timed(functions[name]))
+    return times
+
+
+def _compare(functions: dict, settings: SuiteSettings, self_timed: bool = False) -> tuple[dict, list]:
+    """(median seconds per function, per-round ratios reference/ours) for {"ours": fn, "reference": fn}: the ratio
+    of rates, > 1 when ours is faster."""
+    times = paired_rounds(functions, settings.repeats, settings.device, self_timed)
+    ratios = [reference / ours for ours, reference in zip(times["ours"], times["reference"])]
+    return {name: statistics.median(values) for name, values in times.items()}, ratios
 
 
 def _decode_run(model, batch: int, settings: SuiteSettings, vocab: int):
@@ -118,17 +169,6 @@ def _decode_run(model, batch: int, settings: SuiteSettings, vocab: int):
     return run
 
 
-def _interleaved_self_timed(functions: dict, settings: SuiteSettings) -> dict:
-    """Like `_interleaved` for functions that time themselves (return seconds)."""
-    for fn in functions.values():
-        fn()  # warm-up
-    times = {name: [] for name in functions}
-    for _ in range(settings.repeats):
-        for name, fn in functions.items():
-            times[name].append(fn())
-    return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
-
-
 def _packed_rows(settings: SuiteSettings, vocab: int):
     """`train_rows` rows of `train_length` tokens, each packed with documents of varied lengths."""
     generator = torch.Generator().manual_seed(0)
@@ -144,9 +184,12 @@ def _packed_rows(settings: SuiteSettings, vocab: int):
     return ids.to(settings.device), torch.stack(positions).to(settings.device)
 
 
-def measure_pair(family: str, size: str, settings: SuiteSettings):
-    """(rows, our model) for one family at one size; the model is None when the size does not fit in memory."""
-    config = preset_config(family, "published" if size == "published" else size, attn_implementation="sdpa")
+def measure_pair(family: str, size: str, settings: SuiteSettings, bandwidth: float | None = None) -> list[Row]:
+    """All rows for one family at one size: ours against the twin (defaults on both sides, then our packed CPU
+    inference path), and, given the machine's read `bandwidth` in bytes/s, batch-1 decode against its ceiling."""
+    from ..inference.cpu_linear import can_pack_linears, pack_linears, unpack_linears
+
+    config = preset_config(family, size, attn_implementation="sdpa")
     with torch.device("meta"):
         probe = FAMILIES[family].causal_lm_class(config)
     need = probe.num_parameters() * torch.finfo(settings.dtype).bits // 8
@@ -154,7 +197,7 @@ def measure_pair(family: str, size: str, settings: SuiteSettings):
     # ours + twin share weights; decoding and GLM's fused copy need headroom
     if need * 1.6 > settings.memory_budget_bytes:
         reason = f"not measured: needs ~{need * 1.6 / 2**30:.0f} GiB, {settings.memory_budget_bytes / 2**30:.0f} GiB free"
-        return [Row(family, size, "all", "", None, None, note=reason)], None
+        return [Row(family, size, "all", "", None, None, note=reason)]
 
     torch.manual_seed(0)
     ours = FAMILIES[family].causal_lm_class(config).to(settings.device, settings.dtype).eval()
@@ -162,11 +205,10 @@ def measure_pair(family: str, size: str, settings: SuiteSettings):
     vocab = config.vocab_size
     rows = []
 
-    def add(metric, unit, values, higher=True, note=""):
+    def add(metric, unit, values, ratios=(), higher=True, note=""):
         rows.append(Row(family, size, metric, unit, values.get("ours"), values.get("reference"), reference_name,
-                        higher, note))
+                        higher, note, list(ratios)))
 
-    # prefill
     prompt = torch.randint(3, vocab, (1, settings.prompt_length), device=settings.device)
 
     def prefill(model):
@@ -175,22 +217,27 @@ def measure_pair(family: str, size: str, settings: SuiteSettings):
                 model(prompt, use_cache=True)
         return run
 
-    seconds = _interleaved({"ours": prefill(ours), "reference": prefill(twin)}, settings)
-    add(f"prefill tokens/s (prompt {settings.prompt_length})", "tok/s",
-        {k: settings.prompt_length / v for k, v in seconds.items()})
+    def compare_inference(label: str = "") -> dict:
+        """Prefill and decode rows, ours against the twin; returns our batch-1 decode tokens/s."""
+        seconds, ratios = _compare({"ours": prefill(ours), "reference": prefill(twin)}, settings)
+        add(f"{label}prefill tokens/s (prompt {settings.prompt_length})", "tok/s",
+            {k: settings.prompt_length / v for k, v in seconds.items()}, ratios)
+        rates = {}
+        for batch in (1, 8):
+            runs = {name: _decode_run(model, batch, settings, vocab) for name, model in (("ours", ours), ("reference", twin))}
+            seconds, ratios = _compare(runs, settings, self_timed=True)
+            values = {k: batch * settings.decode_steps / v for k, v in seconds.items()}
+            add(f"{label}decode tokens/s (batch {batch})", "tok/s", values, ratios)
+            rates[batch] = values["ours"]
+        return rates[1]
+
+    decode_rates = {"plain nn.Linear": compare_inference()}
     peaks = {}
     for name, model in (("ours", ours), ("reference", twin)):
         with track_peak_memory(settings.device) as peak:
             prefill(model)()
         peaks[name] = peak.delta / 2**20
     add(f"prefill peak memory (prompt {settings.prompt_length})", "MiB", peaks, higher=False)
-
-    # decode
-    for batch in (1, 8):
-        seconds = _interleaved_self_timed(
-            {name: _decode_run(model, batch, settings, vocab) for name, model in (("ours", ours), ("reference", twin))},
-            settings)
-        add(f"decode tokens/s (batch {batch})", "tok/s", {k: batch * settings.decode_steps / v for k, v in seconds.items()})
 
     # forward + backward on packed rows (small sizes only: training a published size needs optimizer memory too)
     if size != "published":
@@ -205,10 +252,10 @@ def measure_pair(family: str, size: str, settings: SuiteSettings):
 
         ours.train()
         twin.train()
-        seconds = _interleaved({"ours": train_step(ours), "reference": train_step(twin)}, settings)
+        seconds, ratios = _compare({"ours": train_step(ours), "reference": train_step(twin)}, settings)
         tokens = settings.train_rows * settings.train_length
         add(f"forward+backward tokens/s (packed {settings.train_rows}x{settings.train_length})", "tok/s",
-            {k: tokens / v for k, v in seconds.items()})
+            {k: tokens / v for k, v in seconds.items()}, ratios)
         peaks = {}
         for name, model in (("ours", ours), ("reference", twin)):
             model.zero_grad(set_to_none=True)
@@ -222,30 +269,33 @@ def measure_pair(family: str, size: str, settings: SuiteSettings):
         ours.eval()
         twin.eval()
 
-    del twin
+    # our CPU inference path: the packed layers are a second copy of the weights while the twin holds the first
+    packable = settings.device == "cpu" and settings.dtype == torch.float32 and can_pack_linears()
+    if packable and need * 2.2 <= settings.memory_budget_bytes:
+        pack_linears(ours)
+        decode_rates["oneDNN-packed linears"] = compare_inference("packed linears: ")
+        unpack_linears(ours)
+    elif packable:
+        rows.append(Row(family, size, "packed linears: all", "", None, None,
+                        note=f"not measured: needs ~{need * 2.2 / 2**30:.0f} GiB"))
+
+    if bandwidth:
+        rows.extend(decode_ceiling_rows(family, size, ours, decode_rates, bandwidth))
+    del twin, ours
     gc.collect()
-    return rows, ours
+    return rows
 
 
-def decode_ceiling_rows(family: str, size: str, model, bandwidth: float, settings: SuiteSettings) -> list[Row]:
-    """Batch-1 decode of `model` as is and with oneDNN-packed linear layers, against the bandwidth ceiling."""
-    from ..inference.cpu_linear import can_pack_linears, pack_linears, unpack_linears
-
+def decode_ceiling_rows(family: str, size: str, model, decode_rates: dict, bandwidth: float) -> list[Row]:
+    """Measured batch-1 decode tokens/s ({label: rate}) against the bandwidth ceiling of `model`."""
     bytes_per_token = weight_bytes_per_decoded_token(model)
     ceiling = bandwidth / bytes_per_token
-    rows = []
-    variants = {"plain nn.Linear": lambda: None}
-    if settings.device == "cpu" and settings.dtype == torch.float32 and can_pack_linears():
-        variants["oneDNN-packed linears"] = lambda: pack_linears(model)
-    for label, prepare in variants.items():
-        prepare()
-        seconds = _interleaved_self_timed({"v": _decode_run(model, 1, settings, model.config.vocab_size)}, settings)
-        rate = settings.decode_steps / seconds["v"]
-        rows.append(Row(family, size, f"decode b1, {label}: fraction of bandwidth ceiling", "tok/s", rate, ceiling,
-                        f"ceiling {bandwidth / 1e9:.1f} GB/s / {bytes_per_token / 1e9:.2f} GB per token",
-                        note=f"{rate / ceiling:.0%} of the ceiling"))
-    unpack_linears(model)
-    return rows
+    return [
+        Row(family, size, f"decode b1, {label}: fraction of bandwidth ceiling", "tok/s", rate, ceiling,
+            f"ceiling {bandwidth / 1e9:.1f} GB/s / {bytes_per_token / 1e9:.2f} GB per token",
+            note=f"{rate / ceiling:.0%} of the ceiling", is_comparison=False)
+        for label, rate in decode_rates.items()
+    ]
 
 
 def not_measured_gpu_rows() -> list[Row]:
@@ -257,17 +307,43 @@ def not_measured_gpu_rows() -> list[Row]:
     ]
 
 
-def format_markdown(rows: list[Row], machine: dict) -> str:
+def verdict_summary(rows: list[Row]) -> str:
+    """One line per kind of comparison: how many rows are ahead, tied within noise, or behind."""
+    groups: dict[str, dict[str, int]] = {}
+    for row in rows:
+        if row.verdict:
+            group = "packed CPU inference path" if row.metric.startswith("packed linears") else "same settings"
+            counts = groups.setdefault(group, {"ahead": 0, "tie": 0, "behind": 0})
+            counts[row.verdict] += 1
+    return "\n".join(
+        f"- ours vs reference, {group}: {c['ahead']} rows at ratio >= 1.00, {c['tie']} below 1.00 but tied within "
+        f"noise (the interquartile range of the per-round ratios reaches 1.00), {c['behind']} behind"
+        for group, c in groups.items()
+    )
+
+
+def format_markdown(rows: list[Row], machine: dict, repeats: int | None = None) -> str:
+    rounds = f", {repeats} paired rounds per row" if repeats else ""
     lines = [
-        f"Machine: {machine.get('cpu')}, {machine.get('threads')} threads; torch {machine.get('torch')}, "
-        f"transformers {machine.get('transformers')}; dtype float32 unless stated.",
+        f"Machine: {machine.get('cpu')}, {machine.get('threads')} threads, read bandwidth "
+        f"{machine.get('read_bandwidth_GBps', '?')} GB/s; torch {machine.get('torch')}, transformers "
+        f"{machine.get('transformers')}; dtype float32 unless stated{rounds}.",
         "",
-        "| family | size | metric | ours | reference | ratio | note |",
+    ]
+    summary = verdict_summary(rows)
+    if summary:
+        lines += [summary, ""]
+    lines += [
+        "| family | size | metric | ours | reference | ratio (IQR) | note |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         fmt = (lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"))
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
+        if row.ratio_range:
+            ratio += f" ({row.ratio_range[0]:.2f}-{row.ratio_range[1]:.2f})"
+        if row.verdict == "tie":
+            ratio += " tie"
         reference = fmt(row.reference) + (f" ({row.reference_name})" if row.reference_name and row.reference else "")
         lines.append(f"| {row.family} | {row.size} | {row.metric} | {fmt(row.ours)} {row.unit} | {reference} | "
                      f"{ratio} | {row.note} |")

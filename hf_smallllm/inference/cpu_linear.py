@@ -1,16 +1,40 @@
 """Bandwidth-bound CPU decoding: linear layers with oneDNN-packed weights.
 
 Decoding one token multiplies every weight matrix by a single vector, so tokens/s is bounded by how fast the
-weights stream from memory. On the CPUs we measured (2 cores, AVX-512, fp32), torch's default path for a batch-1
-`nn.Linear` (MKL sgemv) streams about 17 GB/s, while oneDNN's inner product on a weight reordered once into its
-blocked layout streams about 34 GB/s, close to the machine's read bandwidth: published-size TinyLlama decodes
-at ~6.3 instead of ~3.6 tokens/s. `pack_linears` swaps a model's `nn.Linear` modules for `PackedLinear`; logits
-change only by float rounding (max |diff| ~2e-5 on TinyLlama-1.1B). Inference only: packed layers have no
-gradient; `unpack_linears` restores plain `nn.Linear` modules, and saving a packed model writes dense weights.
+weights stream from memory. On the machine we measured (AMD EPYC, 2 threads, fp32), torch's default path for an
+`nn.Linear` (MKL) streams a batch-1 product at 10-20 GB/s for the shapes of these models, while oneDNN's inner
+product on a weight reordered once into its blocked layout streams at 30-45 GB/s, at or above what a plain read
+of memory reaches; its batch-8 and 512-row products are also 1.3-4x faster. Published-size TinyLlama decodes at
+~6.5 instead of ~4.1 tokens/s. `pack_linears` swaps a model's `nn.Linear` modules for `PackedLinear`; logits change
+only by float rounding (max |diff| ~2e-5 on TinyLlama-1.1B). Inference only: packed layers have no gradient;
+`unpack_linears` restores plain `nn.Linear` modules, and saving a packed model writes dense weights.
+
+The product is oneDNN's dense-in, dense-out inner product (`mkldnn::_linear_pointwise`, the kernel torch's
+inductor uses for frozen CPU linears), so no activation is converted to or from oneDNN's layout per call. Torch
+builds without it fall back to `mkldnn_linear`, which converts the activation each call.
 """
 
 import torch
 from torch import nn
+
+
+def _has_pointwise_linear() -> bool:
+    try:
+        return hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return False
+
+
+_HAS_POINTWISE = _has_pointwise_linear()
+# The layout oneDNN picks for a weight depends on the batch it expects; batch 1 (decoding) was faster for the
+# published-size matrices (e.g. 44 vs 37 GB/s for 5632x2048), the default layout for 512-wide ones.
+PACKED_FOR_BATCH = 1
+
+
+def _pack(weight: torch.Tensor) -> torch.Tensor:
+    if _HAS_POINTWISE:
+        return torch.ops.mkldnn._reorder_linear_weight(weight, PACKED_FOR_BATCH)
+    return weight.to_mkldnn()
 
 
 class PackedLinear(nn.Module):
@@ -24,20 +48,25 @@ class PackedLinear(nn.Module):
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         # oneDNN tensors cannot be parameters or buffers (no storage to save); `_save_to_state_dict` densifies them.
-        self.packed_weight = weight.to_mkldnn()
+        self.packed_weight = _pack(weight)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.requires_grad and torch.is_grad_enabled():
             raise RuntimeError("PackedLinear is inference-only; call hf_smallllm.inference.unpack_linears() to train.")
+        if x.dtype != torch.float32:
+            raise ValueError(f"PackedLinear computes in float32, got input of dtype {x.dtype}")
+        if _HAS_POINTWISE:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
         shape = x.shape
-        x2d = x.reshape(-1, self.in_features)
-        if x2d.dtype != torch.float32:
-            raise ValueError(f"PackedLinear computes in float32, got input of dtype {x2d.dtype}")
-        y = torch._C._nn.mkldnn_linear(x2d.to_mkldnn(), self.packed_weight, None).to_dense()
+        y = torch._C._nn.mkldnn_linear(x.reshape(-1, self.in_features).to_mkldnn(), self.packed_weight, None)
+        y = y.to_dense()
         if self.bias is not None:
             y = y + self.bias
         return y.view(*shape[:-1], self.out_features)
+
+    def __deepcopy__(self, memo):
+        return PackedLinear(self.to_linear())
 
     def to_linear(self) -> nn.Linear:
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
@@ -56,7 +85,7 @@ class PackedLinear(nn.Module):
                               error_msgs):
         key = prefix + "weight"
         if key in state_dict:
-            self.packed_weight = state_dict[key].detach().to(torch.float32).contiguous().to_mkldnn()
+            self.packed_weight = _pack(state_dict[key].detach().to(torch.float32).contiguous())
         elif strict:
             missing_keys.append(key)
         if self.bias is not None:
@@ -75,8 +104,8 @@ def can_pack_linears() -> bool:
     return torch.backends.mkldnn.is_available()
 
 
-# Below this many weights the per-call layout conversions cost more than the faster inner product saves
-# (measured: a 4-layer, 256-wide model decodes ~30% slower packed, a 512-wide one ~20% faster).
+# Below this many weights oneDNN's fixed cost per call (20-45 us) exceeds what its faster kernel saves (measured
+# batch-1: 688x256 26 us packed vs 20 us plain; 512x512 even; 1408x512 and larger faster packed).
 MIN_PACKED_WEIGHTS = 2**18
 
 

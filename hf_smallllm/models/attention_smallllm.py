@@ -77,7 +77,8 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
 
 
 class SmallLLMAlibi(nn.Module):
-    """Per-head ALiBi slopes and the additive bias built from them, once per forward pass."""
+    """Per-head ALiBi slopes and the additive bias built from them, once per forward pass. One-token decoding steps
+    take their bias as a view of a table kept across steps (`decode_bias`), so a step computes no bias at all."""
 
     def __init__(self, config):
         super().__init__()
@@ -85,6 +86,8 @@ class SmallLLMAlibi(nn.Module):
         self.alibi_scaling = config.alibi_scaling
         # Derived from the head count, never learned: non-persistent, and recomputed in `_init_weights`.
         self.slopes = nn.Buffer(alibi_slopes(self.num_heads), persistent=False)
+        # decode_bias's (table, slopes it was built from): a plain tuple attribute, so never saved, moved or traced
+        self._decode_table: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def scaled_slopes(self, kv_length: int) -> torch.Tensor:
         """Slopes after position interpolation: divided by a fixed `factor`, or (dynamic) by
@@ -103,6 +106,31 @@ class SmallLLMAlibi(nn.Module):
         distance = (query_positions[:, None] - key_positions[None, :]).abs().to(torch.float32)  # [q, kv]
         slopes = self.scaled_slopes(kv_length).to(query_positions.device)
         return (-slopes[:, None, None] * distance).unsqueeze(0).to(dtype)
+
+
+    def decode_bias(self, past_length: int, dtype: torch.dtype) -> torch.Tensor:
+        """Bias [1, heads, 1, past_length + 1] of one query at key index `past_length` over every key up to itself.
+
+        Served as a slice of a table `T[h, t] = -slope_h * (capacity - 1 - t)`: the query's bias over keys
+        0..past_length is T[h, capacity - 1 - past_length :], so consecutive steps read overlapping views of one
+        tensor, and the table is rebuilt (doubling its capacity) only when the sequence outgrows it, or when the
+        slopes, dtype or device change (dynamic interpolation past the training length changes them every step)."""
+        slopes = self.scaled_slopes(past_length + 1)
+        table, built_from = self._decode_table or (None, None)
+        if (
+            table is None
+            or table.shape[-1] < past_length + 1
+            or table.dtype != dtype
+            or table.device != slopes.device
+            or not torch.equal(built_from, slopes)
+        ):
+            capacity = max(2 * (past_length + 1), 256)
+            if table is not None and table.shape[-1] >= past_length + 1:
+                capacity = table.shape[-1]
+            distance = torch.arange(capacity - 1, -1, -1, device=slopes.device, dtype=torch.float32)
+            table = (-slopes.to(torch.float32)[:, None] * distance).to(dtype)
+            self._decode_table = (table, slopes.detach().clone())
+        return table[None, :, None, table.shape[-1] - 1 - past_length :]
 
 
 def add_bias_to_mask(mask: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -360,6 +360,8 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             [SmallLLMDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
         )
         self.norm = build_norm(config)
+        # muP's input multiplier, read once: config attribute reads cost ~1.5 us each, per forward pass
+        self.embedding_multiplier = config.mup_embeddings_scale
         if config.position_embedding_type == "rope":
             self.rotary_emb = SmallLLMRotaryEmbedding(config=config)
             self.alibi = None
@@ -385,11 +387,13 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        if self.config.mup_embeddings_scale != 1.0:
-            inputs_embeds = inputs_embeds * self.config.mup_embeddings_scale
+        if self.embedding_multiplier != 1.0:
+            inputs_embeds = inputs_embeds * self.embedding_multiplier
         batch_size, query_length = inputs_embeds.shape[:2]
 
         past_seen_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
+        # Positions made here from `arange` hold one document per row: nothing for the mask to detect.
+        may_be_packed = position_ids is not None or kwargs.get("cu_seq_lens_q") is not None
         if position_ids is None:
             if kwargs.get("cu_seq_lens_q") is not None:  # packed documents given as boundaries only
                 position_ids = position_ids_from_cu_seq_lens(kwargs["cu_seq_lens_q"], inputs_embeds.shape[:2])
@@ -397,8 +401,9 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
                 position_ids = torch.arange(query_length, device=inputs_embeds.device) + past_seen_tokens
                 position_ids = position_ids.unsqueeze(0)
 
-        attn_implementation = self.config._attn_implementation
         uses_alibi = self.alibi is not None
+        # only ALiBi and packed rows depend on the kernel (a config read costs microseconds in every decode step)
+        attn_implementation = self.config._attn_implementation if uses_alibi or may_be_packed else None
         # Long unpadded ALiBi rows on sdpa attend block by block from the slopes instead of a dense [q, kv] bias.
         blockwise_alibi = (uses_alibi and attn_implementation == "sdpa"
                            and wants_blockwise_alibi(query_length, past_seen_tokens + query_length))
@@ -409,15 +414,17 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             past_key_values=past_key_values,
-            position_ids=position_ids,
-            # ALiBi folds its bias into a materialised mask for eager/sdpa (short rows, padding, packed documents)
-            allow_is_causal_skip=not uses_alibi or blockwise_alibi,
+            position_ids=position_ids if may_be_packed else None,
+            # ALiBi folds its bias into a materialised mask for eager/sdpa (short rows, padding, packed documents);
+            # an unpadded decoding step needs no mask: its cached bias is the whole mask
+            allow_is_causal_skip=not uses_alibi or blockwise_alibi or query_length == 1,
         )
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
 
         if (
-            is_flash_attention(attn_implementation)
+            may_be_packed
+            and is_flash_attention(attn_implementation)
             and kwargs.get("cu_seq_lens_q") is None
             and attention_mask is None
             and past_seen_tokens == 0
@@ -433,10 +440,16 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             )
             if is_flash_attention(attn_implementation) or (blockwise_alibi and causal_mask is None):
                 kwargs["alibi_slopes"] = self.alibi.scaled_slopes(kv_length)
+            elif (causal_mask is None and isinstance(past_seen_tokens, int) and kv_length == past_seen_tokens + 1
+                  and not torch.compiler.is_compiling()):
+                # an unpadded decoding step on a growing cache: the bias kept across steps is the whole mask
+                causal_mask = self.alibi.decode_bias(past_seen_tokens, inputs_embeds.dtype)
             else:
                 query_positions = torch.arange(query_length, device=inputs_embeds.device) + past_seen_tokens
                 bias = self.alibi(query_positions, kv_length, inputs_embeds.dtype)
-                if isinstance(causal_mask, torch.Tensor):
+                if causal_mask is None:  # an unpadded one-token step (e.g. on a static cache)
+                    causal_mask = bias
+                elif isinstance(causal_mask, torch.Tensor):
                     causal_mask = add_bias_to_mask(causal_mask, bias, inputs_embeds.dtype)
                 else:  # flex attention's BlockMask: the bias goes in as a score modification
                     kwargs["position_bias"] = bias.expand(batch_size, -1, -1, -1)
@@ -473,6 +486,7 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
         self.model = self.base_model_class(config)
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.logits_multiplier = config.output_logits_multiplier  # derived from five config fields: read once
         self.post_init()
 
     @can_return_tuple
@@ -509,14 +523,14 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
         if labels is not None and self.config.loss_chunk_size:  # long rows: never hold [tokens, vocab] logits whole
             loss = chunked_causal_lm_loss(
                 hidden_states, self.lm_head, labels, self.config.loss_chunk_size,
-                logits_multiplier=self.config.output_logits_multiplier,
+                logits_multiplier=self.logits_multiplier,
                 num_items_in_batch=kwargs.get("num_items_in_batch"), shift_labels=kwargs.get("shift_labels"),
             )
             return CausalLMOutputWithPast(loss=loss, past_key_values=outputs.past_key_values,
                                           hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         logits = self.lm_head(hidden_states)
-        if self.config.output_logits_multiplier != 1.0:
-            logits = logits * self.config.output_logits_multiplier
+        if self.logits_multiplier != 1.0:
+            logits = logits * self.logits_multiplier
 
         loss = None
         if labels is not None:

@@ -83,3 +83,15 @@ def test_compiled_static_cache_decoding_matches_eager():
         compiled = model.generate(ids, **kwargs)
         again = model.generate(ids, **kwargs)  # reuses the compiled graph
     assert torch.equal(compiled, eager) and torch.equal(again, eager)
+
+
+def test_packed_model_can_be_deep_copied():
+    import copy
+
+    model = tiny_model("geb")
+    pack_linears(model, min_weights=0)
+    clone = copy.deepcopy(model)
+    ids = random_ids(model.config.vocab_size, (1, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(clone(ids).logits, model(ids).logits, atol=0, rtol=0)
+    assert all(type(m) is PackedLinear for m in (clone.lm_head, clone.model.layers[0].mlp.down_proj))

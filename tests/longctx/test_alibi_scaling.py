@@ -101,3 +101,17 @@ def test_generation_past_training_length_with_cache(attn):
         bias = dynamic.model.alibi(torch.tensor([kv_length - 1]), kv_length, torch.float32)[0]
         torch.testing.assert_close(bias, published_bias(4, {"type": "linear", "train_seq_len": TRAIN}, 1,
                                                         kv_length - 1))
+
+
+@pytest.mark.parametrize("alibi_scaling", [None, {"type": "linear", "factor": 2.0},
+                                           {"type": "linear", "train_seq_len": 8}])
+def test_decode_bias_is_the_fresh_bias_served_from_a_kept_table(alibi_scaling):
+    config = preset_config("btlm", "tiny", alibi_scaling=alibi_scaling)
+    alibi = SmallLLMAlibi(config)
+    for past in [0, 1, 7, 8, 9, 255, 256, 600, 3]:  # crosses the training length and the table's first capacity
+        fresh = alibi(torch.tensor([past]), past + 1, torch.float32)
+        torch.testing.assert_close(alibi.decode_bias(past, torch.float32), fresh, atol=0, rtol=0)
+    if alibi_scaling is None or "factor" in alibi_scaling:  # fixed slopes: consecutive steps are views of one table
+        first, second = alibi.decode_bias(40, torch.float32), alibi.decode_bias(41, torch.float32)
+        assert first.untyped_storage().data_ptr() == second.untyped_storage().data_ptr()
+    assert alibi.decode_bias(5, torch.bfloat16).dtype == torch.bfloat16

@@ -75,3 +75,21 @@ def test_monotonic_positions_keep_plain_causal_attention():
         plain = model(ids).logits
         explicit = model(ids, position_ids=torch.arange(16)[None]).logits
     torch.testing.assert_close(plain, explicit, atol=0, rtol=0)
+
+
+def test_packed_document_detection_runs_only_on_caller_positions(monkeypatch):
+    """Positions the model makes itself (arange) cannot hold several documents: prefill and decoding skip the
+    detection, which LlamaForCausalLM also skips (it creates its cache before the mask)."""
+    import transformers.masking_utils as masking_utils
+
+    calls = []
+    detect = masking_utils.find_packed_sequence_indices
+    monkeypatch.setattr(masking_utils, "find_packed_sequence_indices", lambda p: calls.append(p) or detect(p))
+    model = tiny_model("tinyllama")
+    ids = random_ids(model.config.vocab_size, (1, 8))
+    with torch.no_grad():
+        model(ids)
+        model(ids, use_cache=True)
+        assert calls == []
+        model(ids, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4]]))
+    assert len(calls) == 1

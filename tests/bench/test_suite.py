@@ -1,0 +1,114 @@
+"""The model benchmark's machinery: twins that really compute the same function, paired rounds that alternate
+their order, ratios and verdicts read from those rounds, and a complete (tiny) run of the suite and its runner."""
+
+import json
+
+import pytest
+import torch
+
+from hf_smallllm.bench.runner import main as bench_main
+from hf_smallllm.bench.suite import (
+    Row,
+    SuiteSettings,
+    format_markdown,
+    measure_pair,
+    paired_rounds,
+    verdict_summary,
+    weight_bytes_per_decoded_token,
+)
+from hf_smallllm.bench.twins import reference_twin
+from hf_smallllm.inference import can_pack_linears
+
+from ..models.helpers import ALL_FAMILIES, random_ids, tiny_model
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_reference_twin_computes_the_same_logits_from_the_same_tensors(family):
+    model = tiny_model(family)
+    twin, name = reference_twin(model)
+    ids = random_ids(model.config.vocab_size, (2, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(twin(ids).logits, model(ids).logits, atol=1e-5, rtol=1e-5)
+    expected = {"geb": "GlmForCausalLM", "btlm": "BTLMForCausalLM (eager ALiBi)"}.get(family, "LlamaForCausalLM")
+    assert name == expected
+    # the twin holds our tensors rather than copies (GLM's fused gate/up matrix is the one exception)
+    shared = {p.data_ptr() for p in model.parameters()} & {p.data_ptr() for p in twin.parameters()}
+    assert len(shared) >= len(list(twin.parameters())) - model.config.num_hidden_layers
+
+
+def test_paired_rounds_alternate_which_side_runs_first():
+    calls = []
+    functions = {"ours": lambda: calls.append("ours"), "reference": lambda: calls.append("reference")}
+    times = paired_rounds(functions, repeats=4)
+    assert calls[:2] == ["ours", "reference"]  # warm-up
+    assert calls[2:] == ["ours", "reference", "reference", "ours", "ours", "reference", "reference", "ours"]
+    assert [len(v) for v in times.values()] == [4, 4] and all(t >= 0 for v in times.values() for t in v)
+    self_timed = paired_rounds({"a": lambda: 2.0, "b": lambda: 3.0}, repeats=3, self_timed=True)
+    assert self_timed == {"a": [2.0, 2.0, 2.0], "b": [3.0, 3.0, 3.0]}
+
+
+def test_ratio_spread_and_verdict_come_from_the_rounds():
+    tie = Row("x", "tiny", "decode", "tok/s", 99.0, 100.0, "Ref", round_ratios=[0.97, 0.99, 1.02, 1.01, 0.98])
+    assert tie.ratio == pytest.approx(0.99) and tie.verdict == "tie"
+    low, high = tie.ratio_range
+    assert low == pytest.approx(0.98) and high == pytest.approx(1.01)
+    behind = Row("x", "tiny", "prefill", "tok/s", 90.0, 100.0, "Ref", round_ratios=[0.90, 0.91, 0.92, 0.93])
+    assert behind.verdict == "behind"
+    ahead = Row("x", "tiny", "memory", "MiB", 10.0, 12.0, "Ref", higher_is_better=False)
+    assert ahead.ratio == pytest.approx(1.2) and ahead.verdict == "ahead" and ahead.ratio_range is None
+    ceiling = Row("x", "tiny", "decode b1: fraction of bandwidth ceiling", "tok/s", 5.0, 8.0, is_comparison=False)
+    assert ceiling.ratio == pytest.approx(0.625) and ceiling.verdict == ""
+    summary = verdict_summary([tie, behind, ahead, ceiling])
+    assert "1 rows at ratio >= 1.00, 1 below 1.00 but tied within noise" in summary and "1 behind" in summary
+    markdown = format_markdown([tie, ceiling], {"cpu": "test"}, repeats=5)
+    assert "0.99 (0.98-1.01) tie" in markdown and "5 paired rounds per row" in markdown
+
+
+def test_decoded_token_reads_every_weight_but_one_embedding_row():
+    untied = tiny_model("tinyllama")
+    total = sum(p.numel() * 4 for p in untied.parameters())
+    assert weight_bytes_per_decoded_token(untied) == total - untied.get_input_embeddings().weight.numel() * 4
+    tied = tiny_model("btlm")  # the tied embedding is read whole, as the output head
+    assert weight_bytes_per_decoded_token(tied) == sum(p.numel() * 4 for p in tied.parameters())
+
+
+def test_measure_pair_reports_every_row_with_paired_ratios():
+    settings = SuiteSettings(prompt_length=32, decode_prompt_length=8, decode_steps=2, train_length=64, repeats=3)
+    rows = measure_pair("tinyllama", "tiny", settings, bandwidth=20e9)
+    metrics = [row.metric for row in rows]
+    expected = ["prefill tokens/s (prompt 32)", "decode tokens/s (batch 1)", "decode tokens/s (batch 8)",
+                "prefill peak memory (prompt 32)", "forward+backward tokens/s (packed 2x64)",
+                "forward+backward peak memory", "decode b1, plain nn.Linear: fraction of bandwidth ceiling"]
+    if can_pack_linears():
+        expected += ["packed linears: prefill tokens/s (prompt 32)", "packed linears: decode tokens/s (batch 1)",
+                     "packed linears: decode tokens/s (batch 8)",
+                     "decode b1, oneDNN-packed linears: fraction of bandwidth ceiling"]
+    assert sorted(metrics) == sorted(expected)
+    for row in rows:
+        assert row.ours > 0 and row.reference > 0
+        if "tokens/s" in row.metric and "ceiling" not in row.metric:
+            assert len(row.round_ratios) == 3 and row.verdict in {"ahead", "tie", "behind"}
+    memory = next(row for row in rows if row.metric == "forward+backward peak memory")
+    assert memory.ratio == pytest.approx(1.0, rel=0.05)  # same activations on both sides
+
+
+def test_measure_pair_reports_sizes_that_do_not_fit_as_not_measured():
+    rows = measure_pair("skywork", "published", SuiteSettings(memory_budget_bytes=2**30))
+    assert len(rows) == 1 and rows[0].ours is None and rows[0].note.startswith("not measured: needs ~")
+
+
+def test_runner_writes_json_and_markdown(tmp_path, capsys):
+    args = ["--quick", "--sizes", "tiny", "--families", "btlm", "--skip-options", "--skip-footprint",
+            "--repeats", "2", "--output-dir", str(tmp_path)]
+    assert bench_main(args) == 0
+    result = json.loads((tmp_path / "models-quick.json").read_text())
+    assert result["machine"]["read_bandwidth_GBps"] > 0 and result["machine"]["threads"] >= 1
+    prefill = next(r for r in result["rows"] if r["metric"].startswith("prefill tokens/s"))
+    assert prefill["reference_name"] == "BTLMForCausalLM (eager ALiBi)" and len(prefill["round_ratios"]) == 2
+    markdown = (tmp_path / "models-quick.md").read_text()
+    assert "| btlm | tiny | prefill tokens/s (prompt 256) |" in markdown and "ours vs reference, same settings" in markdown
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(ValueError, match="--repeats must be at least 1"):
+        bench_main(["--repeats", "0", "--output-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--sizes must be among"):
+        bench_main(["--sizes", "huge", "--output-dir", str(tmp_path)])
