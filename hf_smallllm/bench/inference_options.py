@@ -70,7 +70,7 @@ def perplexity(model, ids: torch.Tensor, seq_len: int = 256) -> float:
     return math.exp(total / count)
 
 
-def inference_option_rows(steps: int = 300, decode_steps: int = 16, repeats: int = 3) -> list[Row]:
+def inference_option_rows(steps: int = 300, decode_steps: int = 16, repeats: int = 6) -> list[Row]:
     from ..inference.cpu_linear import can_pack_linears, pack_linears
     from ..inference.quantization import load_bnb_quantized, quantize_int8_dynamic, state_dict_bytes
 
@@ -109,4 +109,37 @@ def inference_option_rows(steps: int = 300, decode_steps: int = 16, repeats: int
                 f"{state_dict_bytes(variant) / 2**20:.1f} MiB")
         rows.append(Row("tinyllama", f"byte model trained {steps} steps ({trained_seconds:.0f} s)",
                         f"CPU inference option: {label}", "tok/s", rate, None, note=note))
+    rows.append(compiled_decoding_row(model, heldout, decode_steps, repeats,
+                                      f"byte model trained {steps} steps ({trained_seconds:.0f} s)"))
     return rows
+
+
+def compiled_decoding_row(model, heldout: torch.Tensor, decode_steps: int, repeats: int, size: str) -> Row:
+    """`generate()` with a static cache and a torch.compile'd forward against plain `generate()` (dynamic cache),
+    both float32: decode tokens/s from the time of `1 + decode_steps` new tokens minus the time of 1."""
+    from ..inference.generation import enable_compiled_decoding
+
+    compiled = copy.deepcopy(model)
+    enable_compiled_decoding(compiled)
+    prompt = heldout[:64][None]
+
+    def generate(variant, new_tokens: int) -> float:
+        with torch.no_grad():
+            start = time.perf_counter()
+            variant.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+            return time.perf_counter() - start
+
+    def decode_seconds(variant):
+        return lambda: generate(variant, 1 + decode_steps) - generate(variant, 1)
+
+    start = time.perf_counter()
+    generate(compiled, 1 + decode_steps)  # compiles
+    compile_seconds = time.perf_counter() - start
+    seconds = paired_rounds({"ours": decode_seconds(compiled), "reference": decode_seconds(model)}, repeats,
+                            self_timed=True)
+    ratios = [eager / fast for fast, eager in zip(seconds["ours"], seconds["reference"])]
+    return Row("tinyllama", size, "CPU inference option: float32 + torch.compile'd decode step (static cache), "
+               "generate()", "tok/s", decode_steps / statistics.median(seconds["ours"]),
+               decode_steps / statistics.median(seconds["reference"]), "float32 generate(), dynamic cache",
+               note=f"same weights and logits; compiling took {compile_seconds:.0f} s", round_ratios=ratios)

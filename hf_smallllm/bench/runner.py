@@ -18,16 +18,18 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         prog="python -m benchmarks.run", description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="short prompts, few decode steps, small models only (~5 minutes on 2 CPU cores)")
+                        help="short prompts, few decode steps, small models only (~7 minutes on 2 CPU cores)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families to measure")
     parser.add_argument("--sizes", default=None,
                         help="comma-separated sizes among tiny,small,published (default: small with --quick, else small,published)")
     parser.add_argument("--skip-options", action="store_true",
                         help="skip the CPU inference options table (trains a small model first, ~3 minutes)")
+    parser.add_argument("--skip-gpu", action="store_true",
+                        help="skip the CUDA rows (training MFU, bf16 decode, flash-attn ALiBi varlen)")
     parser.add_argument("--skip-footprint", action="store_true", help="skip the bitsandbytes 4-bit BTLM-3B footprint")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="paired measuring rounds per row (default: 5); odd rounds run the reference first")
+                        help="paired measuring rounds per row (default: 8); odd rounds run the reference first")
     parser.add_argument("--output-dir", default="benchmarks/results", help="where the JSON and Markdown go")
     return parser
 
@@ -35,7 +37,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def run(args) -> int:
     from .footprint import quantized_footprint
     from .measure import machine_description, read_bandwidth_bytes_per_second
-    from .suite import SuiteSettings, format_markdown, measure_pair, not_measured_gpu_rows
+    from .gpu import gpu_rows
+    from .suite import SuiteSettings, format_markdown, measure_pair
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,8 +80,11 @@ def run(args) -> int:
         footprint = quantized_footprint("btlm", 4)
         print(f"BTLM-3B with bitsandbytes 4-bit weights: {footprint['bytes'] / 1e9:.2f} GB "
               f"(float32 {footprint['float32_bytes'] / 1e9:.1f} GB)", flush=True)
-    if not torch.cuda.is_available():
-        rows.extend(not_measured_gpu_rows())
+    if not args.skip_gpu:
+        if torch.cuda.is_available():
+            print(f"GPU rows on {torch.cuda.get_device_name(0)} (training MFU, bf16 decode, flash-attn ALiBi) ...",
+                  flush=True)
+        rows.extend(gpu_rows())  # "not measured" rows without CUDA
 
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
