@@ -157,12 +157,12 @@ def _decode_run(model, batch: int, settings: SuiteSettings, vocab: int):
     def run() -> float:
         with torch.no_grad():
             out = model(prompt, use_cache=True)
-            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            cache, token = out.cache, out.logits[:, -1:].argmax(-1)
             sync()
             start = time.perf_counter()
             for _ in range(settings.decode_steps):
-                out = model(token, past_key_values=cache, use_cache=True)
-                cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                out = model(token, cache=cache, use_cache=True)
+                cache, token = out.cache, out.logits[:, -1:].argmax(-1)
             sync()
             return time.perf_counter() - start
 
@@ -335,9 +335,9 @@ def format_markdown(rows: list[Row], machine: dict, repeats: int | None = None) 
     ]
     for row in rows:
         fmt = (lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"))
-        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
-        if row.ratio_range:
-            ratio += f" ({row.ratio_range[0]:.2f}-{row.ratio_range[1]:.2f})"
+        ratio = "-" if row.ratio is None else f"{row.ratio:.{3 if row.ratio_range else 2}f}"
+        if row.ratio_range:  # three decimals, so that a range that misses 1.00 never prints as reaching it
+            ratio += f" ({row.ratio_range[0]:.3f}-{row.ratio_range[1]:.3f})"
         if row.verdict == "tie":
             ratio += " tie"
         reference = fmt(row.reference) + (f" ({row.reference_name})" if row.reference_name and row.reference else "")

@@ -30,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.utils import can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -196,7 +197,7 @@ class SmallLLMAttention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
@@ -213,8 +214,8 @@ class SmallLLMAttention(nn.Module):
                 query_states, key_states, cos, sin, interleaved=self.rope_interleaved
             )
 
-        if past_key_values is not None:
-            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
+        if cache is not None:
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
 
         if kwargs.get("alibi_slopes") is not None:
             attention_interface: Callable = alibi_slopes_attention_forward
@@ -255,7 +256,7 @@ class SmallLLMDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = False,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
@@ -266,7 +267,7 @@ class SmallLLMDecoderLayer(GradientCheckpointingLayer):
             hidden_states=hidden_states,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             position_embeddings=position_embeddings,
             **kwargs,
@@ -316,7 +317,6 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["SmallLLMDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -371,6 +371,8 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    # transformers 5.24 renamed `past_key_values` to `cache`; callers of the old name still work, with a warning
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -378,7 +380,7 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
@@ -391,7 +393,7 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             inputs_embeds = inputs_embeds * self.embedding_multiplier
         batch_size, query_length = inputs_embeds.shape[:2]
 
-        past_seen_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_seen_tokens = cache.get_seq_length() if cache is not None else 0
         # Positions made here from `arange` hold one document per row: nothing for the mask to detect.
         may_be_packed = position_ids is not None or kwargs.get("cu_seq_lens_q") is not None
         if position_ids is None:
@@ -413,14 +415,14 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             position_ids=position_ids if may_be_packed else None,
             # ALiBi folds its bias into a materialised mask for eager/sdpa (short rows, padding, packed documents);
             # an unpadded decoding step needs no mask: its cached bias is the whole mask
             allow_is_causal_skip=not uses_alibi or blockwise_alibi or query_length == 1,
         )
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
 
         if (
             may_be_packed
@@ -436,7 +438,7 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
         position_embeddings = None
         if uses_alibi:
             kv_length = (
-                past_key_values.get_mask_sizes(query_length, 0)[0] if past_key_values is not None else query_length
+                cache.get_mask_sizes(query_length, 0)[0] if cache is not None else query_length
             )
             if is_flash_attention(attn_implementation) or (blockwise_alibi and causal_mask is None):
                 kwargs["alibi_slopes"] = self.alibi.scaled_slopes(kv_length)
@@ -463,13 +465,13 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                cache=cache,
                 use_cache=use_cache,
                 **kwargs,
             )
 
         hidden_states = self.norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache)
 
 
 class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
@@ -489,13 +491,14 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
         self.logits_multiplier = config.output_logits_multiplier  # derived from five config fields: read once
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -513,7 +516,7 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -526,7 +529,7 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
                 logits_multiplier=self.logits_multiplier,
                 num_items_in_batch=kwargs.get("num_items_in_batch"), shift_labels=kwargs.get("shift_labels"),
             )
-            return CausalLMOutputWithPast(loss=loss, past_key_values=outputs.past_key_values,
+            return CausalLMOutputWithPast(loss=loss, cache=outputs.cache,
                                           hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         logits = self.lm_head(hidden_states)
         if self.logits_multiplier != 1.0:
@@ -539,7 +542,7 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

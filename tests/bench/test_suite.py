@@ -61,7 +61,7 @@ def test_ratio_spread_and_verdict_come_from_the_rounds():
     summary = verdict_summary([tie, behind, ahead, ceiling])
     assert "1 rows at ratio >= 1.00, 1 below 1.00 but tied within noise" in summary and "1 behind" in summary
     markdown = format_markdown([tie, ceiling], {"cpu": "test"}, repeats=5)
-    assert "0.99 (0.98-1.01) tie" in markdown and "5 paired rounds per row" in markdown
+    assert "0.990 (0.980-1.010) tie" in markdown and "5 paired rounds per row" in markdown
 
 
 def test_decoded_token_reads_every_weight_but_one_embedding_row():

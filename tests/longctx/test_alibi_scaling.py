@@ -89,11 +89,11 @@ def test_generation_past_training_length_with_cache(attn):
     dynamic = tiny_model("btlm", attn, alibi_scaling={"type": "linear", "train_seq_len": TRAIN})
     with torch.no_grad():
         out = dynamic(prompt, use_cache=True)
-        past, next_ids, logits = out.past_key_values, prompt, []
+        past, next_ids, logits = out.cache, prompt, []
         for _ in range(TRAIN // 2):
             token = out.logits[:, -1:].argmax(-1)
             next_ids = torch.cat([next_ids, token], dim=1)
-            out = dynamic(token, past_key_values=past, use_cache=True)
+            out = dynamic(token, cache=past, use_cache=True)
             logits.append(out.logits[:, -1])
         assert next_ids.shape[1] > TRAIN and torch.isfinite(torch.stack(logits)).all()
         # the last cached step's bias: slopes / (kv_length / TRAIN) over the whole cache

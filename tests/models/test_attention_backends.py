@@ -51,5 +51,5 @@ def test_flash_attention_matches_sdpa(family):
         # cached decoding: one new token against the cache equals the full forward's last position
         out = flash(prompt[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1], use_cache=True)
         step = flash(prompt[:, -1:], attention_mask=mask, position_ids=position_ids[:, -1:],
-                     past_key_values=out.past_key_values, use_cache=True).logits
+                     cache=out.cache, use_cache=True).logits
         torch.testing.assert_close(step[:, 0], got[:, -1], atol=2e-2, rtol=2e-2)

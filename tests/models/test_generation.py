@@ -16,10 +16,10 @@ def test_incremental_decoding_matches_full_forward(family, attn):
         full = model(ids, use_cache=False).logits
         out = model(ids[:, :12], use_cache=True)
         steps = [out.logits]
-        cache = out.past_key_values
+        cache = out.cache
         for t in range(12, 20):
-            out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
+            cache = out.cache
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
@@ -59,3 +59,15 @@ def test_left_padded_batch_matches_rows_alone(family, attn):
     assert torch.equal(batched[0, 9:], alone_short[0, 5:])
     assert torch.equal(batched[1, 9:], alone_long[0, 9:])
     torch.testing.assert_close(padded_logits[0, 4:], short_logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_the_cache_argument_keeps_its_pre_5_24_name():
+    """transformers 5.24 renamed `past_key_values` to `cache`; code written for the old name must still decode."""
+    model = tiny_model("tinyllama")
+    ids = random_ids(model.config.vocab_size, (1, 10))
+    with torch.no_grad():
+        full = model(ids).logits[:, -1]
+        prefix = model(ids[:, :9], use_cache=True)
+        step = model(ids[:, 9:], past_key_values=prefix.cache, use_cache=True)
+    assert step.cache.get_seq_length() == 10
+    torch.testing.assert_close(step.logits[:, -1], full, atol=1e-5, rtol=1e-5)
