@@ -79,13 +79,46 @@ def median_seconds(fn, repeats: int = 3, warmup: int = 1, device: str = "cpu") -
     return statistics.median(times)
 
 
-def read_bandwidth_bytes_per_second(gigabytes: float = 2.0, repeats: int = 5) -> float:
-    """Best-of-N rate at which this process streams a buffer far larger than the caches (a float32 sum)."""
-    buffer = torch.ones(int(gigabytes * 1e9) // 4, dtype=torch.float32)
-    best = min(median_seconds(lambda: buffer.sum(), repeats=1, warmup=0) for _ in range(repeats))
+def read_bandwidths(gigabytes: float = 2.0, repeats: int = 5) -> dict[str, float]:
+    """Bytes/s at which this process streams a buffer far larger than the caches, per kernel (best of `repeats`):
+    a float32 sum, a dot product of the buffer's two halves, and a matrix-vector product over it (the decode
+    kernel). Kernels differ by 20-30% on the same machine (a single sum underestimates what a decode step reaches),
+    so a ceiling should take the fastest."""
+    buffer = torch.ones(int(gigabytes * 1e9) // (4 * 4096) * 4096, dtype=torch.float32)
+    halves = buffer.view(2, -1)
+    matrix, vector = buffer.view(-1, 4096), torch.ones(4096)
+    kernels = {
+        "sum": lambda: buffer.sum(),
+        "dot": lambda: torch.dot(halves[0], halves[1]),
+        "matrix-vector": lambda: torch.mv(matrix, vector),
+    }
     size = buffer.numel() * 4
-    del buffer
-    return size / best
+    rates = {name: size / min(median_seconds(fn, repeats=1, warmup=0) for _ in range(repeats))
+             for name, fn in kernels.items()}
+    del buffer, halves, matrix
+    return rates
+
+
+def read_bandwidth_bytes_per_second(gigabytes: float = 2.0, repeats: int = 5) -> float:
+    """The fastest of `read_bandwidths`: the read rate a bandwidth-bound kernel can reach on this machine now."""
+    return max(read_bandwidths(gigabytes, repeats).values())
+
+
+def last_level_cache_bytes() -> int | None:
+    """Size of CPU 0's largest cache (Linux sysfs), or None where it cannot be read."""
+    sizes = []
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in os.listdir(root):
+            if not index.startswith("index"):
+                continue
+            with open(os.path.join(root, index, "size")) as f:
+                text = f.read().strip().upper()
+            units = {"K": 2**10, "M": 2**20, "G": 2**30}
+            sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    except (OSError, ValueError):
+        return None
+    return max(sizes) if sizes else None
 
 
 def machine_description() -> dict:
@@ -96,6 +129,7 @@ def machine_description() -> dict:
         "machine": platform.machine(),
         "cpu": platform.processor() or "unknown",
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "last_level_cache_MiB": (last_level_cache_bytes() or 0) // 2**20 or None,
     }
     try:
         import transformers

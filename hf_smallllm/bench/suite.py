@@ -184,10 +184,11 @@ def _packed_rows(settings: SuiteSettings, vocab: int):
     return ids.to(settings.device), torch.stack(positions).to(settings.device)
 
 
-def measure_pair(family: str, size: str, settings: SuiteSettings, bandwidth: float | None = None) -> list[Row]:
-    """All rows for one family at one size: ours against the twin (defaults on both sides, then our packed CPU
-    inference path), and, given the machine's read `bandwidth` in bytes/s, batch-1 decode against its ceiling."""
-    from ..inference.cpu_linear import can_pack_linears, pack_linears, unpack_linears
+def measure_pair(family: str, size: str, settings: SuiteSettings, bandwidth=None) -> list[Row]:
+    """All rows for one family at one size: ours against the twin (defaults on both sides, then our CPU inference
+    path where it differs), and, given the machine's read `bandwidth` (bytes/s, or a function that measures it when
+    the decode rows are done), batch-1 decode against its ceiling."""
+    from ..inference.cpu_linear import can_pack_linears, pack_linears_if_faster, unpack_linears
 
     config = preset_config(family, size, attn_implementation="sdpa")
     with torch.device("meta"):
@@ -269,16 +270,27 @@ def measure_pair(family: str, size: str, settings: SuiteSettings, bandwidth: flo
         ours.eval()
         twin.eval()
 
-    # our CPU inference path: the packed layers are a second copy of the weights while the twin holds the first
+    # Our CPU inference path (`load_for_inference`): oneDNN-packed linears where a timed one-token forward is faster
+    # on this machine. The packed layers are a second copy of the weights while the twin holds the first.
     packable = settings.device == "cpu" and settings.dtype == torch.float32 and can_pack_linears()
     if packable and need * 2.2 <= settings.memory_budget_bytes:
-        pack_linears(ours)
-        decode_rates["oneDNN-packed linears"] = compare_inference("packed linears: ")
-        unpack_linears(ours)
+        choice = pack_linears_if_faster(ours)
+        if choice.packed_seconds is not None:
+            path = ("rows 'packed linears: ...' below" if choice.packed
+                    else "the same-settings rows above (packing did not pay here)")
+            rows.append(Row(family, size, "CPU inference path: one-token forward, oneDNN-packed vs plain linears",
+                            "ms", choice.packed_seconds * 1e3, choice.plain_seconds * 1e3, "plain nn.Linear",
+                            higher_is_better=False, note=f"kept {'oneDNN-packed' if choice.packed else 'plain'} linears; our path is {path}",
+                            is_comparison=False))
+        if choice.packed:
+            decode_rates["oneDNN-packed linears"] = compare_inference("packed linears: ")
+            unpack_linears(ours)
     elif packable:
         rows.append(Row(family, size, "packed linears: all", "", None, None,
                         note=f"not measured: needs ~{need * 2.2 / 2**30:.0f} GiB"))
 
+    if callable(bandwidth):
+        bandwidth = bandwidth()
     if bandwidth:
         rows.extend(decode_ceiling_rows(family, size, ours, decode_rates, bandwidth))
     del twin, ours
@@ -288,12 +300,18 @@ def measure_pair(family: str, size: str, settings: SuiteSettings, bandwidth: flo
 
 def decode_ceiling_rows(family: str, size: str, model, decode_rates: dict, bandwidth: float) -> list[Row]:
     """Measured batch-1 decode tokens/s ({label: rate}) against the bandwidth ceiling of `model`."""
+    from .measure import last_level_cache_bytes
+
     bytes_per_token = weight_bytes_per_decoded_token(model)
     ceiling = bandwidth / bytes_per_token
+    cache = last_level_cache_bytes()
+    # weights that fit in the last-level cache are not read from memory: the "ceiling" is then no limit
+    caveat = (f"; the weights fit in the {cache / 2**20:.0f} MiB last-level cache, so memory bandwidth does not bound "
+              "this model" if cache and bytes_per_token < cache else "")
     return [
         Row(family, size, f"decode b1, {label}: fraction of bandwidth ceiling", "tok/s", rate, ceiling,
             f"ceiling {bandwidth / 1e9:.1f} GB/s / {bytes_per_token / 1e9:.2f} GB per token",
-            note=f"{rate / ceiling:.0%} of the ceiling", is_comparison=False)
+            note=f"{rate / ceiling:.0%} of the ceiling{caveat}", is_comparison=False)
         for label, rate in decode_rates.items()
     ]
 
@@ -320,10 +338,14 @@ def verdict_summary(rows: list[Row]) -> str:
 
 def format_markdown(rows: list[Row], machine: dict, repeats: int | None = None) -> str:
     rounds = f", {repeats} paired rounds per row" if repeats else ""
+    kernels = machine.get("read_bandwidth_by_kernel_GBps") or {}
+    kernels = f" (best of: {', '.join(f'{k} {v}' for k, v in kernels.items())})" if kernels else ""
+    cache = f", {machine['last_level_cache_MiB']} MiB last-level cache" if machine.get("last_level_cache_MiB") else ""
     lines = [
-        f"Machine: {machine.get('cpu')}, {machine.get('threads')} threads, read bandwidth "
-        f"{machine.get('read_bandwidth_GBps', '?')} GB/s; torch {machine.get('torch')}, transformers "
-        f"{machine.get('transformers')}; dtype float32 unless stated{rounds}.",
+        f"Machine: {machine.get('cpu')}, {machine.get('threads')} threads{cache}, read bandwidth "
+        f"{machine.get('read_bandwidth_GBps', '?')} GB/s at the start{kernels}; torch {machine.get('torch')}, "
+        f"transformers {machine.get('transformers')}; dtype float32 unless stated{rounds}. Each ceiling row uses "
+        "the bandwidth re-measured right after that model's decode rows.",
         "",
     ]
     summary = verdict_summary(rows)

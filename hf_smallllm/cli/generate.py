@@ -1,14 +1,19 @@
 """`hf-smallllm generate`: try a model from the shell, with streamed output."""
 
+import argparse
 import sys
 
 COMMAND = "generate"
 HELP = "generate text from a checkpoint (local folder or Hub repo) with streamed output"
 DESCRIPTION = (
     "Load an hf_smallllm checkpoint and stream generated text to stdout; timings go to stderr. On CPU in float32 "
-    "the linear layers are packed for oneDNN (about 2x faster decoding); --quantize picks int8 (torch dynamic) or "
-    "bitsandbytes 8/4-bit weights."
+    "the linear layers are packed for oneDNN where a timed one-token forward shows it is faster on this machine "
+    "(about 2x faster decoding on AMD EPYC, slower on Intel Xeon; --linears forces either); --quantize picks int8 "
+    "(torch dynamic) or bitsandbytes 8/4-bit weights."
 )
+
+
+PACK_CHOICES = {"auto": None, "packed": True, "plain": False}
 
 
 def register(parser):
@@ -26,7 +31,10 @@ def register(parser):
     parser.add_argument("--chat", action="store_true", help="wrap the prompt with the tokenizer's chat template")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32", help="weights and compute dtype")
     parser.add_argument("--quantize", choices=QUANTIZATION_CHOICES, default="none", help="weight quantization")
-    parser.add_argument("--no-pack", action="store_true", help="keep plain nn.Linear layers on CPU (no oneDNN packing)")
+    parser.add_argument("--linears", choices=("auto", "packed", "plain"), default="auto",
+                        help="CPU float32 linear layers: oneDNN-packed, plain nn.Linear, or whichever a timed "
+                             "one-token forward finds faster")
+    parser.add_argument("--no-pack", action="store_true", help=argparse.SUPPRESS)  # before --linears: = plain
     parser.add_argument("--compile", action="store_true", help="torch.compile the decode step with a static cache")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit (e.g. a snapshot branch)")
@@ -48,10 +56,14 @@ def run(args) -> int:
     if not prompt:
         raise UsageError("the prompt is empty")
     options = InferenceOptions(dtype=args.dtype, quantization=args.quantize,
-                               pack_linears=False if args.no_pack else None, compile=args.compile,
+                               pack_linears=PACK_CHOICES["plain" if args.no_pack else args.linears],
+                               compile=args.compile,
                                device=args.device, revision=args.revision)
     torch.manual_seed(args.seed)
     model, tokenizer = load_for_inference(args.model, options, tokenizer_path=args.tokenizer)
+    choice = getattr(model, "cpu_linears_choice", None)
+    if choice is not None and choice.reason != "not applicable":
+        print(f"[{choice.describe()}]", file=sys.stderr)
     sys.stdout.write(prompt if not args.chat else "")
     stats = stream_generate(model, tokenizer, prompt, max_new_tokens=args.max_new_tokens,
                             temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,

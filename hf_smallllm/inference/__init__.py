@@ -1,6 +1,6 @@
 """Inference: fast CPU decoding, quantization, and streamed generation."""
 
-from .cpu_linear import PackedLinear, can_pack_linears, pack_linears, unpack_linears
+from .cpu_linear import LinearsChoice, PackedLinear, can_pack_linears, pack_linears, pack_linears_if_faster, unpack_linears
 from .generation import InferenceOptions, enable_compiled_decoding, load_for_inference, stream_generate
 from .quantization import (
     bnb_config,
@@ -12,6 +12,7 @@ from .quantization import (
 
 __all__ = [
     "InferenceOptions",
+    "LinearsChoice",
     "PackedLinear",
     "bnb_config",
     "enable_compiled_decoding",
@@ -19,6 +20,7 @@ __all__ = [
     "load_bnb_quantized",
     "load_for_inference",
     "pack_linears",
+    "pack_linears_if_faster",
     "prepare_bnb_4bit_for_cpu",
     "quantize_int8_dynamic",
     "state_dict_bytes",

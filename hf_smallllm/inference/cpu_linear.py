@@ -1,18 +1,23 @@
 """Bandwidth-bound CPU decoding: linear layers with oneDNN-packed weights.
 
 Decoding one token multiplies every weight matrix by a single vector, so tokens/s is bounded by how fast the
-weights stream from memory. On the machine we measured (AMD EPYC, 2 threads, fp32), torch's default path for an
-`nn.Linear` (MKL) streams a batch-1 product at 10-20 GB/s for the shapes of these models, while oneDNN's inner
-product on a weight reordered once into its blocked layout streams at 30-45 GB/s, at or above what a plain read
-of memory reaches; its batch-8 and 512-row products are also 1.3-4x faster. Published-size TinyLlama decodes at
-~6.5 instead of ~4.1 tokens/s. `pack_linears` swaps a model's `nn.Linear` modules for `PackedLinear`; logits change
-only by float rounding (max |diff| ~2e-5 on TinyLlama-1.1B). Inference only: packed layers have no gradient;
-`unpack_linears` restores plain `nn.Linear` modules, and saving a packed model writes dense weights.
+weights stream from memory. On an AMD EPYC VM (2 threads, fp32), torch's default path for an `nn.Linear` (MKL)
+streams a batch-1 product at 10-20 GB/s for the shapes of these models, while oneDNN's inner product on a weight
+reordered once into its blocked layout streams at 30-45 GB/s; its batch-8 and 512-row products are also 1.3-4x
+faster, and published-size TinyLlama decodes ~2x faster. On an Intel Xeon VM of the same size MKL's product is as
+fast or faster and packing slows decoding by ~10%. Which path wins is a property of the machine, so
+`pack_linears_if_faster` times a one-token forward both ways and keeps the faster (what `load_for_inference` does
+by default); `pack_linears` packs unconditionally. Logits change only by float rounding (max |diff| ~2e-5 on
+TinyLlama-1.1B). Inference only: packed layers have no gradient; `unpack_linears` restores plain `nn.Linear`
+modules, and saving a packed model writes dense weights.
 
 The product is oneDNN's dense-in, dense-out inner product (`mkldnn::_linear_pointwise`, the kernel torch's
 inductor uses for frozen CPU linears), so no activation is converted to or from oneDNN's layout per call. Torch
 builds without it fall back to `mkldnn_linear`, which converts the activation each call.
 """
+
+import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -149,4 +154,57 @@ def unpack_linears(model: nn.Module) -> int:
     return restored
 
 
-__all__ = ["PackedLinear", "can_pack_linears", "pack_linears", "unpack_linears"]
+@dataclass
+class LinearsChoice:
+    """What `pack_linears_if_faster` decided, and the timings it decided on (best of its rounds)."""
+
+    packed: bool
+    plain_seconds: float | None = None
+    packed_seconds: float | None = None
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.plain_seconds is None or self.packed_seconds is None:
+            return f"{'oneDNN-packed' if self.packed else 'plain'} linears ({self.reason})"
+        return (f"{'oneDNN-packed' if self.packed else 'plain'} linears: one-token forward "
+                f"{self.packed_seconds * 1e3:.1f} ms packed vs {self.plain_seconds * 1e3:.1f} ms plain")
+
+
+def _one_token_forward_seconds(model: nn.Module, rounds: int) -> float:
+    """Best of `rounds` timed one-token forwards (after one warm-up): every weight is read once, as in decoding."""
+    token = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
+    best = float("inf")
+    with torch.no_grad():
+        for round_index in range(rounds + 1):
+            start = time.perf_counter()
+            model(input_ids=token, use_cache=False)
+            if round_index:
+                best = min(best, time.perf_counter() - start)
+    return best
+
+
+def pack_linears_if_faster(model: nn.Module, rounds: int = 3, margin: float = 0.03, **pack_kwargs) -> LinearsChoice:
+    """Pack the model's linears (`pack_linears`) only if that makes a one-token forward at least `margin` faster on
+    this machine; otherwise leave (or put) them back as plain `nn.Linear`. oneDNN's packed product doubles decoding
+    speed where MKL's matrix-vector product is slow (AMD EPYC) and costs ~10% where it is not (Intel Xeon), so the
+    choice is measured rather than assumed. Costs 2 x (rounds + 1) forwards of one token and one packing pass;
+    memory stays at one copy of the weights. `pack_kwargs` go to `pack_linears`."""
+    if not can_pack_linears():
+        return LinearsChoice(False, reason="this PyTorch build has no oneDNN CPU kernels")
+    was_training = model.training
+    model.eval()
+    try:
+        plain = _one_token_forward_seconds(model, rounds)
+        if not pack_linears(model, **pack_kwargs):
+            return LinearsChoice(False, plain, reason="no linear layer is large enough to gain from packing")
+        packed = _one_token_forward_seconds(model, rounds)
+        faster = packed < plain * (1.0 - margin)
+        if not faster:
+            unpack_linears(model)
+        return LinearsChoice(faster, plain, packed)
+    finally:
+        model.train(was_training)
+
+
+__all__ = ["LinearsChoice", "PackedLinear", "can_pack_linears", "pack_linears", "pack_linears_if_faster",
+           "unpack_linears"]

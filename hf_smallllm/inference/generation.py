@@ -22,7 +22,9 @@ class InferenceOptions:
 
     dtype: str = "float32"
     quantization: str = "none"  # one of QUANTIZATION_CHOICES
-    pack_linears: bool | None = None  # None: on for fp32 CPU models without quantization
+    # oneDNN-packed linears: True packs, False keeps nn.Linear, None packs fp32 CPU models (without quantization or
+    # compilation) only where a timed one-token forward says packing is faster on this machine
+    pack_linears: bool | None = None
     compile: bool = False  # compile the decode step (static cache) with torch.compile
     attn_implementation: str = "sdpa"
     device: str = "cpu"
@@ -40,12 +42,16 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
     import hf_smallllm  # noqa: F401  (registers the model types)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .cpu_linear import can_pack_linears, pack_linears
+    from .cpu_linear import LinearsChoice, can_pack_linears, pack_linears, pack_linears_if_faster
     from .quantization import load_bnb_quantized, quantize_int8_dynamic
 
     options = options or InferenceOptions()
     dtype = getattr(torch, options.dtype)
     hub_kwargs = {"revision": options.revision} if options.revision else {}
+    packable = options.device == "cpu" and dtype == torch.float32 and options.quantization == "none"
+    if options.pack_linears and not (packable and can_pack_linears()):
+        raise ValueError("packed linears need float32 weights on a CPU with oneDNN and no quantization; got "
+                         f"dtype={options.dtype}, device={options.device}, quantization={options.quantization}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or model_path, **hub_kwargs)
     except (OSError, ValueError) as err:
@@ -66,12 +72,13 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
         if options.device != "cpu" or dtype != torch.float32:
             raise ValueError("int8 dynamic quantization runs on CPU with float32 activations (--dtype float32)")
         model = quantize_int8_dynamic(model)
-    pack = options.pack_linears
-    if pack is None:
-        pack = options.device == "cpu" and dtype == torch.float32 and options.quantization == "none" and (
-            can_pack_linears() and not options.compile)
-    if pack:
-        pack_linears(model)
+    if options.pack_linears:
+        choice = LinearsChoice(pack_linears(model) > 0, reason="as asked")
+    elif options.pack_linears is None and packable and not options.compile:
+        choice = pack_linears_if_faster(model)
+    else:
+        choice = LinearsChoice(False, reason="as asked" if options.pack_linears is False else "not applicable")
+    model.cpu_linears_choice = choice  # what `hf-smallllm generate` reports
     if options.compile:
         enable_compiled_decoding(model)
     return model, tokenizer

@@ -72,15 +72,28 @@ def test_decoded_token_reads_every_weight_but_one_embedding_row():
     assert weight_bytes_per_decoded_token(tied) == sum(p.numel() * 4 for p in tied.parameters())
 
 
-def test_measure_pair_reports_every_row_with_paired_ratios():
+@pytest.mark.parametrize("packing_pays", [False, True])
+def test_measure_pair_reports_every_row_with_paired_ratios(packing_pays, monkeypatch):
+    from hf_smallllm.inference import cpu_linear
+
+    if packing_pays:  # tiny matrices never pack by themselves: lower the threshold and let packing win the timing
+        if not can_pack_linears():
+            pytest.skip("this torch build has no oneDNN CPU kernels")
+        choose = cpu_linear.pack_linears_if_faster
+        timings = iter([2.0, 1.0])
+        monkeypatch.setattr(cpu_linear, "_one_token_forward_seconds", lambda model, rounds: next(timings))
+        monkeypatch.setattr(cpu_linear, "pack_linears_if_faster", lambda model: choose(model, min_weights=0))
     settings = SuiteSettings(prompt_length=32, decode_prompt_length=8, decode_steps=2, train_length=64, repeats=3)
-    rows = measure_pair("tinyllama", "tiny", settings, bandwidth=20e9)
+    measured = []
+    rows = measure_pair("tinyllama", "tiny", settings, bandwidth=lambda: measured.append(1) or 20e9)
+    assert measured == [1]  # the ceiling is measured once, after the decode rows
     metrics = [row.metric for row in rows]
     expected = ["prefill tokens/s (prompt 32)", "decode tokens/s (batch 1)", "decode tokens/s (batch 8)",
                 "prefill peak memory (prompt 32)", "forward+backward tokens/s (packed 2x64)",
                 "forward+backward peak memory", "decode b1, plain nn.Linear: fraction of bandwidth ceiling"]
-    if can_pack_linears():
-        expected += ["packed linears: prefill tokens/s (prompt 32)", "packed linears: decode tokens/s (batch 1)",
+    if packing_pays:
+        expected += ["CPU inference path: one-token forward, oneDNN-packed vs plain linears",
+                     "packed linears: prefill tokens/s (prompt 32)", "packed linears: decode tokens/s (batch 1)",
                      "packed linears: decode tokens/s (batch 8)",
                      "decode b1, oneDNN-packed linears: fraction of bandwidth ceiling"]
     assert sorted(metrics) == sorted(expected)
@@ -90,6 +103,12 @@ def test_measure_pair_reports_every_row_with_paired_ratios():
             assert len(row.round_ratios) == 3 and row.verdict in {"ahead", "tie", "behind"}
     memory = next(row for row in rows if row.metric == "forward+backward peak memory")
     assert memory.ratio == pytest.approx(1.0, rel=0.05)  # same activations on both sides
+    if packing_pays:
+        choice = next(row for row in rows if row.metric.startswith("CPU inference path"))
+        assert (choice.ours, choice.reference, choice.verdict) == (1000.0, 2000.0, "")
+        assert "kept oneDNN-packed linears" in choice.note
+    ceiling = next(row for row in rows if row.metric.startswith("decode b1, plain"))
+    assert ceiling.reference == pytest.approx(20e9 / weight_bytes_per_decoded_token(tiny_model("tinyllama")))
 
 
 def test_measure_pair_reports_sizes_that_do_not_fit_as_not_measured():
@@ -112,3 +131,25 @@ def test_runner_writes_json_and_markdown(tmp_path, capsys):
         bench_main(["--repeats", "0", "--output-dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--sizes must be among"):
         bench_main(["--sizes", "huge", "--output-dir", str(tmp_path)])
+
+
+def test_read_bandwidth_takes_the_fastest_kernel(monkeypatch):
+    from hf_smallllm.bench import measure
+
+    rates = measure.read_bandwidths(gigabytes=0.05, repeats=1)
+    assert set(rates) == {"sum", "dot", "matrix-vector"} and all(rate > 0 for rate in rates.values())
+    monkeypatch.setattr(measure, "read_bandwidths", lambda *a: {"sum": 2.0, "dot": 3.0, "matrix-vector": 1.0})
+    assert measure.read_bandwidth_bytes_per_second() == 3.0
+
+
+def test_ceiling_rows_say_when_the_weights_fit_in_cache(monkeypatch):
+    from hf_smallllm.bench import measure
+    from hf_smallllm.bench.suite import decode_ceiling_rows
+
+    model = tiny_model("tinyllama")
+    monkeypatch.setattr(measure, "last_level_cache_bytes", lambda: 300 * 2**20)
+    (row,) = decode_ceiling_rows("tinyllama", "tiny", model, {"plain nn.Linear": 100.0}, 20e9)
+    assert "fit in the 300 MiB last-level cache" in row.note
+    monkeypatch.setattr(measure, "last_level_cache_bytes", lambda: None)
+    (row,) = decode_ceiling_rows("tinyllama", "tiny", model, {"plain nn.Linear": 100.0}, 20e9)
+    assert row.note.endswith("of the ceiling")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_smallllm.inference import PackedLinear, can_pack_linears, pack_linears, unpack_linears
+from hf_smallllm.inference import PackedLinear, can_pack_linears, pack_linears, pack_linears_if_faster, unpack_linears
 
 from ..models.helpers import random_ids, tiny_model
 
@@ -95,3 +95,35 @@ def test_packed_model_can_be_deep_copied():
     with torch.no_grad():
         torch.testing.assert_close(clone(ids).logits, model(ids).logits, atol=0, rtol=0)
     assert all(type(m) is PackedLinear for m in (clone.lm_head, clone.model.layers[0].mlp.down_proj))
+
+
+def test_pack_linears_if_faster_keeps_whichever_forward_timed_faster(monkeypatch):
+    from hf_smallllm.inference import cpu_linear
+
+    model = tiny_model("tinyllama")
+    ids = random_ids(model.config.vocab_size, (1, 7))
+    with torch.no_grad():
+        reference = model(ids).logits
+    timings = iter([1.0, 0.5])  # plain, then packed: packing wins
+    monkeypatch.setattr(cpu_linear, "_one_token_forward_seconds", lambda model, rounds: next(timings))
+    choice = cpu_linear.pack_linears_if_faster(model, min_weights=0)
+    assert choice.packed and (choice.plain_seconds, choice.packed_seconds) == (1.0, 0.5)
+    assert type(model.lm_head) is PackedLinear and "packed" in choice.describe()
+
+    model = tiny_model("tinyllama")
+    timings = iter([1.0, 0.99])  # packed faster by less than the 3% margin: plain layers come back
+    monkeypatch.setattr(cpu_linear, "_one_token_forward_seconds", lambda model, rounds: next(timings))
+    choice = cpu_linear.pack_linears_if_faster(model, min_weights=0)
+    assert not choice.packed and all(type(m) is not PackedLinear for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, reference, atol=0, rtol=0)  # unpacked weights are exact
+
+
+def test_pack_linears_if_faster_times_real_forwards():
+    model = tiny_model("tinyllama").train()
+    choice = pack_linears_if_faster(model, rounds=1, min_weights=0)
+    assert choice.plain_seconds > 0 and choice.packed_seconds > 0
+    assert choice.packed == any(type(m) is PackedLinear for m in model.modules())
+    assert model.training  # the mode it came in
+    small = pack_linears_if_faster(tiny_model("tinyllama"))  # nothing reaches the default size threshold
+    assert not small.packed and small.packed_seconds is None and "large enough" in small.describe()

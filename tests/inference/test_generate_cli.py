@@ -36,3 +36,13 @@ def test_generate_help(capsys):
         main(["generate", "--help"])
     assert exit_info.value.code == 0
     assert "--quantize" in capsys.readouterr().out
+
+
+def test_generate_reports_and_obeys_the_linears_choice(tiny_checkpoint, capsys):
+    prompt = ["--prompt", "To be", "--max-new-tokens", "3"]
+    assert main(["generate", str(tiny_checkpoint), *prompt, "--linears", "plain"]) == 0
+    assert "[plain linears (as asked)]" in capsys.readouterr().err
+    assert main(["generate", str(tiny_checkpoint), *prompt]) == 0  # auto: timed, or too small to pack
+    assert "linears" in capsys.readouterr().err
+    assert main(["generate", str(tiny_checkpoint), *prompt, "--linears", "packed", "--dtype", "bfloat16"]) == 2
+    assert "packed linears need float32" in capsys.readouterr().err
