@@ -29,7 +29,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--skip-footprint", action="store_true", help="skip the bitsandbytes 4-bit BTLM-3B footprint")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="paired measuring rounds per row (default: 8); odd rounds run the reference first")
+                        help="paired measuring rounds per row (default: 16); odd rounds run the reference first")
     parser.add_argument("--output-dir", default="benchmarks/results", help="where the JSON and Markdown go")
     return parser
 

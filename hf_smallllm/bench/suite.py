@@ -5,8 +5,8 @@ forward+backward tokens/s on packed rows (per-document positions), and peak memo
 class and its twin (same weight tensors, see `twins.py`) in rounds after a warm-up, the order alternating from
 round to round so that neither side always runs first (on a warmer cache, or just after a burst of machine noise).
 The ratio is the median of the per-round ratios ours/reference (for memory: reference/ours, so that > 1 is always
-better for us) and its spread is their interquartile range: a ratio whose range includes 1.00 is a tie within this
-machine's noise. Our CPU inference path (oneDNN-packed linears, what `hf-smallllm generate` uses) is measured
+better for us), given with a distribution-free 95% confidence interval: a median below 1.00 whose interval reaches
+1.00 is a tie within this machine's noise, one whose interval stays below 1.00 is behind. Our CPU inference path (oneDNN-packed linears, what `hf-smallllm generate` uses) is measured
 against the same twin in rows of its own. Decode rows are also set against the memory-bandwidth ceiling: every
 decoded token reads every weight once, so tokens/s <= read bandwidth / weight bytes. Rows that cannot run here (no
 GPU, too little memory) are reported as "not measured" with the reason, never with a made-up number.
@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..inference.cpu_linear import available_memory_bytes
 from ..models.auto import FAMILIES
 from ..models.presets import preset_config
 from .measure import track_peak_memory
@@ -59,18 +60,39 @@ class Row:
         return q1, q3
 
     @property
+    def ratio_interval(self) -> tuple[float, float] | None:
+        """95% confidence interval of the median per-round ratio (None with fewer than 6 rounds)."""
+        return median_confidence_interval(self.round_ratios)
+
+    @property
     def verdict(self) -> str:
-        """'ahead' (ratio >= 1), 'tie' (below 1 but the range reaches 1), 'behind', or '' for rows that compare
-        nothing."""
+        """'ahead' (ratio >= 1), 'tie' (below 1 but its confidence interval reaches 1), 'behind', or '' for rows
+        that compare nothing."""
         if self.ratio is None or not self.is_comparison:
             return ""
         if self.ratio >= 1.0:
             return "ahead"
-        spread = self.ratio_range
-        return "tie" if spread is not None and spread[1] >= 1.0 else "behind"
+        interval = self.ratio_interval
+        return "tie" if interval is not None and interval[1] >= 1.0 else "behind"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "ratio": self.ratio, "ratio_range": self.ratio_range, "verdict": self.verdict}
+        return {**asdict(self), "ratio": self.ratio, "ratio_range": self.ratio_range,
+                "ratio_interval_95": self.ratio_interval, "verdict": self.verdict}
+
+
+def median_confidence_interval(values, level: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval for the median of `values`: the order statistics x(k) and x(n+1-k),
+    with k the largest rank such that P(Binomial(n, 1/2) < k) <= (1 - level) / 2. None when n is too small for any
+    k >= 1 (fewer than 6 values at 95%)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    tail, k, below = (1.0 - level) / 2, 0, 0.0
+    while k < n // 2:
+        below += math.comb(n, k) / 2**n  # P(B <= k) = P(B < k + 1)
+        if below > tail:
+            break
+        k += 1
+    return (ordered[k - 1], ordered[n - k]) if k >= 1 else None
 
 
 @dataclass
@@ -84,25 +106,14 @@ class SuiteSettings:
     decode_steps: int = 16
     train_rows: int = 2
     train_length: int = 512
-    repeats: int = 8  # even, so that each side runs first equally often
+    repeats: int = 16  # even, so that each side runs first equally often; 16 puts the 95% interval at ranks 4 and 13
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
-    memory_budget_bytes: int = field(default_factory=lambda: _available_memory_bytes())
+    memory_budget_bytes: int = field(default_factory=lambda: available_memory_bytes() or 8 * 2**30)
 
     @classmethod
     def quick(cls, **overrides):
-        return cls(**{"prompt_length": 256, "decode_steps": 8, "train_length": 256, "repeats": 8, **overrides})
-
-
-def _available_memory_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * 2**30
+        return cls(**{"prompt_length": 256, "decode_steps": 8, "train_length": 256, **overrides})
 
 
 def weight_bytes_per_decoded_token(model) -> int:
@@ -331,7 +342,7 @@ def verdict_summary(rows: list[Row]) -> str:
             counts[row.verdict] += 1
     return "\n".join(
         f"- ours vs reference, {group}: {c['ahead']} rows at ratio >= 1.00, {c['tie']} below 1.00 but tied within "
-        f"noise (the interquartile range of the per-round ratios reaches 1.00), {c['behind']} behind"
+        f"noise (the 95% confidence interval of the median per-round ratio reaches 1.00), {c['behind']} behind"
         for group, c in groups.items()
     )
 
@@ -352,14 +363,15 @@ def format_markdown(rows: list[Row], machine: dict, repeats: int | None = None) 
     if summary:
         lines += [summary, ""]
     lines += [
-        "| family | size | metric | ours | reference | ratio (IQR) | note |",
+        "| family | size | metric | ours | reference | ratio (95% CI) | note |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         fmt = (lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"))
-        ratio = "-" if row.ratio is None else f"{row.ratio:.{3 if row.ratio_range else 2}f}"
-        if row.ratio_range:  # three decimals, so that a range that misses 1.00 never prints as reaching it
-            ratio += f" ({row.ratio_range[0]:.3f}-{row.ratio_range[1]:.3f})"
+        interval = row.ratio_interval
+        ratio = "-" if row.ratio is None else f"{row.ratio:.{3 if interval else 2}f}"
+        if interval:  # three decimals, so that an interval that misses 1.00 never prints as reaching it
+            ratio += f" ({interval[0]:.3f}-{interval[1]:.3f})"
         if row.verdict == "tie":
             ratio += " tie"
         reference = fmt(row.reference) + (f" ({row.reference_name})" if row.reference_name and row.reference else "")

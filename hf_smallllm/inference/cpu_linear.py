@@ -16,6 +16,7 @@ inductor uses for frozen CPU linears), so no activation is converted to or from 
 builds without it fall back to `mkldnn_linear`, which converts the activation each call.
 """
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -114,6 +115,25 @@ def can_pack_linears() -> bool:
 MIN_PACKED_WEIGHTS = 2**18
 
 
+def _packable_linears(model: nn.Module, include_tied_output: bool, min_weights: int) -> list[tuple]:
+    """(parent, attribute name, linear) for every layer `pack_linears` would pack."""
+    tied = set()
+    if not include_tied_output and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+        output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if output is not None:
+            tied.add(id(output))
+    found = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not nn.Linear or id(child) in tied:
+                continue
+            if child.weight.dtype != torch.float32 or child.weight.device.type != "cpu":
+                continue
+            if child.weight.numel() >= min_weights:
+                found.append((parent, name, child))
+    return found
+
+
 def pack_linears(model: nn.Module, include_tied_output: bool = False, min_weights: int = MIN_PACKED_WEIGHTS) -> int:
     """Replace every plain fp32 CPU `nn.Linear` with at least `min_weights` weights by a `PackedLinear`; returns how
     many were packed.
@@ -124,23 +144,10 @@ def pack_linears(model: nn.Module, include_tied_output: bool = False, min_weight
     """
     if not can_pack_linears():
         raise RuntimeError("this PyTorch build has no oneDNN (mkldnn) CPU support; cannot pack linear layers")
-    tied = set()
-    if not include_tied_output and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
-        output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        if output is not None:
-            tied.add(id(output))
-    packed = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is not nn.Linear or id(child) in tied:
-                continue
-            if child.weight.dtype != torch.float32 or child.weight.device.type != "cpu":
-                continue
-            if child.weight.numel() < min_weights:
-                continue
-            setattr(parent, name, PackedLinear(child))
-            packed += 1
-    return packed
+    layers = _packable_linears(model, include_tied_output, min_weights)
+    for parent, name, linear in layers:
+        setattr(parent, name, PackedLinear(linear))
+    return len(layers)
 
 
 def unpack_linears(model: nn.Module) -> int:
@@ -156,7 +163,7 @@ def unpack_linears(model: nn.Module) -> int:
 
 @dataclass
 class LinearsChoice:
-    """What `pack_linears_if_faster` decided, and the timings it decided on (best of its rounds)."""
+    """What `pack_linears_if_faster` decided, and the timings it decided on (medians of its rounds)."""
 
     packed: bool
     plain_seconds: float | None = None
@@ -170,38 +177,74 @@ class LinearsChoice:
                 f"{self.packed_seconds * 1e3:.1f} ms packed vs {self.plain_seconds * 1e3:.1f} ms plain")
 
 
-def _one_token_forward_seconds(model: nn.Module, rounds: int) -> float:
-    """Best of `rounds` timed one-token forwards (after one warm-up): every weight is read once, as in decoding."""
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _one_token_forward_seconds(model: nn.Module) -> float:
+    """Wall time of one forward of a single token without a cache: every weight is read once, as in decoding."""
     token = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
-    best = float("inf")
     with torch.no_grad():
-        for round_index in range(rounds + 1):
-            start = time.perf_counter()
-            model(input_ids=token, use_cache=False)
-            if round_index:
-                best = min(best, time.perf_counter() - start)
-    return best
+        start = time.perf_counter()
+        model(input_ids=token, use_cache=False)
+        return time.perf_counter() - start
 
 
-def pack_linears_if_faster(model: nn.Module, rounds: int = 3, margin: float = 0.03, **pack_kwargs) -> LinearsChoice:
-    """Pack the model's linears (`pack_linears`) only if that makes a one-token forward at least `margin` faster on
-    this machine; otherwise leave (or put) them back as plain `nn.Linear`. oneDNN's packed product doubles decoding
-    speed where MKL's matrix-vector product is slow (AMD EPYC) and costs ~10% where it is not (Intel Xeon), so the
-    choice is measured rather than assumed. Costs 2 x (rounds + 1) forwards of one token and one packing pass;
-    memory stays at one copy of the weights. `pack_kwargs` go to `pack_linears`."""
+def pack_linears_if_faster(model: nn.Module, rounds: int = 6, margin: float = 0.03, include_tied_output: bool = False,
+                           min_weights: int = MIN_PACKED_WEIGHTS) -> LinearsChoice:
+    """Pack the model's linears (as `pack_linears` would) only if that makes a one-token forward at least `margin`
+    faster on this machine; otherwise keep plain `nn.Linear`. oneDNN's packed product doubles decoding speed where
+    MKL's matrix-vector product is slow (AMD EPYC) and costs ~10-15% where it is not (Intel Xeon), so the choice is
+    measured rather than assumed.
+
+    Both versions are timed in alternating order over `rounds` rounds (after a warm-up of each), and the decision
+    is the median per-round ratio, so a burst of machine noise cannot decide it. That needs the packed copy next to
+    the dense weights while timing; when the machine lacks the memory for it, the two are timed one after the
+    other instead (packing, then unpacking if it did not pay)."""
     if not can_pack_linears():
         return LinearsChoice(False, reason="this PyTorch build has no oneDNN CPU kernels")
+    layers = _packable_linears(model, include_tied_output, min_weights)
+    if not layers:
+        return LinearsChoice(False, reason="no linear layer is large enough to gain from packing")
     was_training = model.training
     model.eval()
     try:
-        plain = _one_token_forward_seconds(model, rounds)
-        if not pack_linears(model, **pack_kwargs):
-            return LinearsChoice(False, plain, reason="no linear layer is large enough to gain from packing")
-        packed = _one_token_forward_seconds(model, rounds)
-        faster = packed < plain * (1.0 - margin)
-        if not faster:
-            unpack_linears(model)
-        return LinearsChoice(faster, plain, packed)
+        extra = sum(linear.weight.numel() * 4 for _, _, linear in layers)
+        available = available_memory_bytes()
+        if available is None or extra * 1.25 > available:  # one copy at a time
+            plain = [_one_token_forward_seconds(model) for _ in range(rounds + 1)][1:]
+            pack_linears(model, include_tied_output, min_weights)
+            packed = [_one_token_forward_seconds(model) for _ in range(rounds + 1)][1:]
+            ratio = statistics.median(packed) / statistics.median(plain)
+            if ratio >= 1.0 - margin:
+                unpack_linears(model)
+            return LinearsChoice(ratio < 1.0 - margin, statistics.median(plain), statistics.median(packed))
+
+        versions = {"plain": [linear for _, _, linear in layers], "packed": [PackedLinear(l) for _, _, l in layers]}
+
+        def use(kind: str) -> None:
+            for (parent, name, _), module in zip(layers, versions[kind]):
+                setattr(parent, name, module)
+
+        times = {"plain": [], "packed": []}
+        for round_index in range(rounds + 1):
+            for kind in (("plain", "packed") if round_index % 2 == 0 else ("packed", "plain")):
+                use(kind)
+                seconds = _one_token_forward_seconds(model)
+                if round_index:  # round 0 warms both up
+                    times[kind].append(seconds)
+        ratio = statistics.median(p / q for p, q in zip(times["packed"], times["plain"]))
+        faster = ratio < 1.0 - margin
+        use("packed" if faster else "plain")
+        return LinearsChoice(faster, statistics.median(times["plain"]), statistics.median(times["packed"]))
     finally:
         model.train(was_training)
 

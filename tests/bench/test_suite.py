@@ -12,6 +12,7 @@ from hf_smallllm.bench.suite import (
     SuiteSettings,
     format_markdown,
     measure_pair,
+    median_confidence_interval,
     paired_rounds,
     verdict_summary,
     weight_bytes_per_decoded_token,
@@ -47,21 +48,34 @@ def test_paired_rounds_alternate_which_side_runs_first():
     assert self_timed == {"a": [2.0, 2.0, 2.0], "b": [3.0, 3.0, 3.0]}
 
 
+def test_median_confidence_interval_uses_binomial_ranks():
+    assert median_confidence_interval([1.0] * 5) is None  # 5 rounds cannot give 95%: P(all on one side) = 1/16
+    assert median_confidence_interval([6, 1, 5, 2, 4, 3]) == (1, 6)  # n = 6: the extremes (1 - 2/64 = 96.9%)
+    assert median_confidence_interval(list(range(1, 17))) == (4, 13)  # n = 16: ranks 4 and 13 (97.9%)
+    assert median_confidence_interval(list(range(1, 17)), level=0.90) == (5, 12)  # 92.3%
+
+
 def test_ratio_spread_and_verdict_come_from_the_rounds():
-    tie = Row("x", "tiny", "decode", "tok/s", 99.0, 100.0, "Ref", round_ratios=[0.97, 0.99, 1.02, 1.01, 0.98])
-    assert tie.ratio == pytest.approx(0.99) and tie.verdict == "tie"
+    tie = Row("x", "tiny", "decode", "tok/s", 99.0, 100.0, "Ref",
+              round_ratios=[0.97, 0.99, 1.02, 1.01, 0.98, 0.985, 0.995, 1.03])
+    assert tie.ratio == pytest.approx(0.9925) and tie.verdict == "tie"
+    assert tie.ratio_interval == (0.97, 1.03)
     low, high = tie.ratio_range
-    assert low == pytest.approx(0.98) and high == pytest.approx(1.01)
-    behind = Row("x", "tiny", "prefill", "tok/s", 90.0, 100.0, "Ref", round_ratios=[0.90, 0.91, 0.92, 0.93])
-    assert behind.verdict == "behind"
+    assert low == pytest.approx(0.98375) and high == pytest.approx(1.0125)
+    behind = Row("x", "tiny", "prefill", "tok/s", 90.0, 100.0, "Ref",
+                 round_ratios=[0.90, 0.91, 0.92, 0.93, 0.95, 0.99, 0.94, 0.92])
+    assert behind.verdict == "behind"  # even the best round is below 1
+    few = Row("x", "tiny", "prefill", "tok/s", 90.0, 100.0, "Ref", round_ratios=[0.99, 1.05, 0.98, 0.97])
+    assert few.ratio_interval is None and few.verdict == "behind"  # too few rounds to call it a tie
     ahead = Row("x", "tiny", "memory", "MiB", 10.0, 12.0, "Ref", higher_is_better=False)
     assert ahead.ratio == pytest.approx(1.2) and ahead.verdict == "ahead" and ahead.ratio_range is None
     ceiling = Row("x", "tiny", "decode b1: fraction of bandwidth ceiling", "tok/s", 5.0, 8.0, is_comparison=False)
     assert ceiling.ratio == pytest.approx(0.625) and ceiling.verdict == ""
     summary = verdict_summary([tie, behind, ahead, ceiling])
     assert "1 rows at ratio >= 1.00, 1 below 1.00 but tied within noise" in summary and "1 behind" in summary
-    markdown = format_markdown([tie, ceiling], {"cpu": "test"}, repeats=5)
-    assert "0.990 (0.980-1.010) tie" in markdown and "5 paired rounds per row" in markdown
+    markdown = format_markdown([tie, ceiling], {"cpu": "test"}, repeats=8)
+    assert "0.992 (0.970-1.030) tie" in markdown and "8 paired rounds per row" in markdown
+    assert tie.to_dict()["ratio_interval_95"] == (0.97, 1.03)
 
 
 def test_decoded_token_reads_every_weight_but_one_embedding_row():
@@ -80,8 +94,8 @@ def test_measure_pair_reports_every_row_with_paired_ratios(packing_pays, monkeyp
         if not can_pack_linears():
             pytest.skip("this torch build has no oneDNN CPU kernels")
         choose = cpu_linear.pack_linears_if_faster
-        timings = iter([2.0, 1.0])
-        monkeypatch.setattr(cpu_linear, "_one_token_forward_seconds", lambda model, rounds: next(timings))
+        packed = lambda model: any(type(m) is cpu_linear.PackedLinear for m in model.modules())  # noqa: E731
+        monkeypatch.setattr(cpu_linear, "_one_token_forward_seconds", lambda model: 1.0 if packed(model) else 2.0)
         monkeypatch.setattr(cpu_linear, "pack_linears_if_faster", lambda model: choose(model, min_weights=0))
     settings = SuiteSettings(prompt_length=32, decode_prompt_length=8, decode_steps=2, train_length=64, repeats=3)
     measured = []
