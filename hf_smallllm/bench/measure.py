@@ -108,13 +108,13 @@ def last_level_cache_bytes() -> int | None:
     """Size of CPU 0's largest cache (Linux sysfs), or None where it cannot be read."""
     sizes = []
     root = "/sys/devices/system/cpu/cpu0/cache"
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
     try:
         for index in os.listdir(root):
             if not index.startswith("index"):
                 continue
             with open(os.path.join(root, index, "size")) as f:
                 text = f.read().strip().upper()
-            units = {"K": 2**10, "M": 2**20, "G": 2**30}
             sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
     except (OSError, ValueError):
         return None

@@ -6,9 +6,10 @@ class and its twin (same weight tensors, see `twins.py`) in rounds after a warm-
 round to round so that neither side always runs first (on a warmer cache, or just after a burst of machine noise).
 The ratio is the median of the per-round ratios ours/reference (for memory: reference/ours, so that > 1 is always
 better for us), given with a distribution-free 95% confidence interval: a median below 1.00 whose interval reaches
-1.00 is a tie within this machine's noise, one whose interval stays below 1.00 is behind. Our CPU inference path (oneDNN-packed linears, what `hf-smallllm generate` uses) is measured
-against the same twin in rows of its own. Decode rows are also set against the memory-bandwidth ceiling: every
-decoded token reads every weight once, so tokens/s <= read bandwidth / weight bytes. Rows that cannot run here (no
+1.00 is a tie within this machine's noise, one whose interval stays below 1.00 is behind. Where `hf-smallllm
+generate` would pack the linears for oneDNN on this machine (`pack_linears_if_faster`), that CPU inference path is
+measured against the same twin in rows of its own. Decode rows are also set against the memory-bandwidth ceiling:
+every decoded token reads every weight once, so tokens/s <= read bandwidth / weight bytes. Rows that cannot run here (no
 GPU, too little memory) are reported as "not measured" with the reason, never with a made-up number.
 """
 
@@ -289,9 +290,10 @@ def measure_pair(family: str, size: str, settings: SuiteSettings, bandwidth=None
         if choice.packed_seconds is not None:
             path = ("rows 'packed linears: ...' below" if choice.packed
                     else "the same-settings rows above (packing did not pay here)")
+            kept = "oneDNN-packed" if choice.packed else "plain"
             rows.append(Row(family, size, "CPU inference path: one-token forward, oneDNN-packed vs plain linears",
                             "ms", choice.packed_seconds * 1e3, choice.plain_seconds * 1e3, "plain nn.Linear",
-                            higher_is_better=False, note=f"kept {'oneDNN-packed' if choice.packed else 'plain'} linears; our path is {path}",
+                            higher_is_better=False, note=f"kept {kept} linears; our path is {path}",
                             is_comparison=False))
         if choice.packed:
             decode_rates["oneDNN-packed linears"] = compare_inference("packed linears: ")

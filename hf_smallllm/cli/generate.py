@@ -62,7 +62,7 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     model, tokenizer = load_for_inference(args.model, options, tokenizer_path=args.tokenizer)
     choice = getattr(model, "cpu_linears_choice", None)
-    if choice is not None and choice.reason != "not applicable":
+    if choice is not None:
         print(f"[{choice.describe()}]", file=sys.stderr)
     sys.stdout.write(prompt if not args.chat else "")
     stats = stream_generate(model, tokenizer, prompt, max_new_tokens=args.max_new_tokens,

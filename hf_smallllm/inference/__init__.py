@@ -1,6 +1,13 @@
 """Inference: fast CPU decoding, quantization, and streamed generation."""
 
-from .cpu_linear import LinearsChoice, PackedLinear, can_pack_linears, pack_linears, pack_linears_if_faster, unpack_linears
+from .cpu_linear import (
+    LinearsChoice,
+    PackedLinear,
+    can_pack_linears,
+    pack_linears,
+    pack_linears_if_faster,
+    unpack_linears,
+)
 from .generation import InferenceOptions, enable_compiled_decoding, load_for_inference, stream_generate
 from .quantization import (
     bnb_config,

@@ -74,10 +74,12 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
         model = quantize_int8_dynamic(model)
     if options.pack_linears:
         choice = LinearsChoice(pack_linears(model) > 0, reason="as asked")
-    elif options.pack_linears is None and packable and not options.compile:
+    elif options.pack_linears is False:
+        choice = LinearsChoice(False, reason="as asked")
+    elif packable and not options.compile:
         choice = pack_linears_if_faster(model)
-    else:
-        choice = LinearsChoice(False, reason="as asked" if options.pack_linears is False else "not applicable")
+    else:  # quantized, not float32, not on CPU, or compiled: packing does not apply
+        choice = None
     model.cpu_linears_choice = choice  # what `hf-smallllm generate` reports
     if options.compile:
         enable_compiled_decoding(model)

@@ -64,7 +64,6 @@ class SmallLLMConfig(PreTrainedConfig):
     model_type = "smallllm"
     # `model_type` strings of the family's official (remote-code) config.json; such files are read as this class.
     official_model_types: ClassVar[tuple[str, ...]] = ()
-    keys_to_ignore_at_inference = ["cache"]
     attribute_map = {"rms_norm_eps": "norm_eps"}
     # `partial_rotary_factor` lives inside `rope_parameters`; transformers' validator would otherwise warn about it.
     ignore_keys_at_rope_validation = {"partial_rotary_factor"}
