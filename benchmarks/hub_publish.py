@@ -36,8 +36,7 @@ def main(argv=None) -> int:
 
     from hf_smallllm.hub import HubPublishCallback, HubPublisher
     from hf_smallllm.hub.local_server import DEFAULT_TOKEN, start_in_thread
-    from hf_smallllm.models.auto import FAMILIES
-    from hf_smallllm.models.presets import preset_config
+    from hf_smallllm.families import FAMILIES, preset_config
 
     constants.HF_HUB_OFFLINE = False  # only the local server below is addressed
     work = Path(tempfile.mkdtemp(prefix="hub-bench-"))

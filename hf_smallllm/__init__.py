@@ -4,9 +4,8 @@ Importing the package registers every family with `AutoConfig`, `AutoModel` and 
 `AutoModelForCausalLM.from_pretrained(path)` loads any checkpoint the package saved.
 """
 
+from .families import FAMILIES, FAMILY_NAMES, PRESETS, family_of, preset_config, register
 from .models import (
-    FAMILY_NAMES,
-    PRESETS,
     BTLMConfig,
     BTLMForCausalLM,
     BTLMModel,
@@ -31,10 +30,7 @@ from .models import (
     TinyLlamaForCausalLM,
     TinyLlamaModel,
     TinyLlamaPreTrainedModel,
-    preset_config,
 )
-from .models.auto import FAMILIES, family_of, register
-
 
 register()
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .models.auto import FAMILIES
+from .families import FAMILIES
 
 TOKENIZER_FILES = ["bundled:en_shakespeare.txt", "bundled:en_kjv.txt", "bundled:en_pydoc.txt",
                    "bundled:zh_poetry.jsonl", "bundled:code_python.jsonl"]

@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from .models.auto import FAMILIES
-from .models.presets import preset_config
+from .families import FAMILIES, preset_config
 
 
 @dataclass

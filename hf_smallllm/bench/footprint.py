@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.auto import FAMILIES
-from ..models.presets import preset_config
+from ..families import FAMILIES, preset_config
 
 
 def _layer_bytes(state: dict, layer: int) -> int:

@@ -13,8 +13,7 @@ import time
 
 import torch
 
-from ..models.auto import FAMILIES
-from ..models.presets import preset_config
+from ..families import FAMILIES, preset_config
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from the vendors' data sheets; matched against
 # torch.cuda.get_device_name(), most specific first.
@@ -42,7 +41,7 @@ def peak_bf16_flops(device_name: str) -> float | None:
 
 def training_flops_per_token(config, row_length: int) -> float:
     """PaLM's model FLOPs per trained token: 6 N + 12 L H Q T (see the module docstring)."""
-    from ..models.auto import family_of
+    from ..families import family_of
 
     with torch.device("meta"):
         model = FAMILIES[family_of(config)].causal_lm_class(config)

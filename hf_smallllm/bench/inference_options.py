@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.auto import FAMILIES
-from ..models.presets import preset_config
+from ..families import FAMILIES, preset_config
 from ..resources import corpus_path
 from .suite import Row, _decode_run, paired_rounds
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.auto import FAMILIES
+from ..families import FAMILIES
 
 SIZES = ("tiny", "small", "published")  # tiny: a seconds-long smoke run of the suite itself
 
@@ -114,7 +114,7 @@ def run(args) -> int:
 
 
 def preset_layers(family: str) -> int:
-    from ..models.presets import preset_config
+    from ..families import preset_config
 
     return preset_config(family).num_hidden_layers
 

@@ -22,8 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..inference.cpu_linear import available_memory_bytes
-from ..models.auto import FAMILIES
-from ..models.presets import preset_config
+from ..families import FAMILIES, preset_config
 from .measure import track_peak_memory
 from .twins import reference_twin
 

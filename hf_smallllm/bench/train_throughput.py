@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.auto import FAMILIES
-from ..models.presets import preset_config
+from ..families import FAMILIES, preset_config
 from .measure import median_seconds
 
 MODEL_OVERRIDES = {"vocab_size": 32000, "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 6,

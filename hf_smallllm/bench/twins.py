@@ -12,7 +12,7 @@ import torch
 from accelerate import init_empty_weights
 from transformers import GlmConfig, GlmForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from ..models.auto import FAMILIES, family_of
+from ..families import FAMILIES, family_of
 
 
 def _reference_config(config, cls):

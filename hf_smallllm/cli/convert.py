@@ -13,22 +13,23 @@ DIRECTIONS = {
     "litgpt": "a TinyLlama lit-gpt training checkpoint (iter-XXXXXX-ckpt.pth) -> the package format",
     "to-native": "the package format -> stock LlamaForCausalLM (or GlmForCausalLM for GEB), for vLLM, llama.cpp, TGI",
 }
-FAMILY_CHOICES = ["tinyllama", "geb", "chuxin", "btlm", "skywork"]
 
 
 def register(parser):
+    from ..families import FAMILY_NAMES
+
     subparsers = parser.add_subparsers(dest="direction", metavar="DIRECTION")
     for name, help_text in DIRECTIONS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("source", help="checkpoint folder (or the .pth file for litgpt)")
         sub.add_argument("output", help="output folder (must not exist unless --overwrite)")
         if name == "official-to-package":
-            sub.add_argument("--family", choices=FAMILY_CHOICES,
+            sub.add_argument("--family", choices=FAMILY_NAMES,
                              help="needed when the official model_type is shared (llama: tinyllama or chuxin)")
         if name == "litgpt":
             sub.add_argument("--config", help="a package config.json or checkpoint folder describing the model "
                                               "(default: the --family preset)")
-            sub.add_argument("--family", choices=FAMILY_CHOICES, default="tinyllama", help="family (default: %(default)s)")
+            sub.add_argument("--family", choices=FAMILY_NAMES, default="tinyllama", help="family (default: %(default)s)")
             sub.add_argument("--preset", default="published", help="preset of the family (default: %(default)s)")
             sub.add_argument("--tokenizer", help="tokenizer folder to copy into the output")
         if name == "to-native":

@@ -12,10 +12,11 @@ print the domain-perplexity table and write the learning-curve plot."""
 
 def register(parser):
     from ..demo import DemoSettings
+    from ..families import FAMILY_NAMES
 
     defaults = DemoSettings()
     parser.add_argument("--family", default=defaults.family,
-                        choices=["tinyllama", "geb", "chuxin", "btlm", "skywork"],
+                        choices=FAMILY_NAMES,
                         help="architecture to pretrain (its tiny-<family> recipe)")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (4,096 tokens each)")
     parser.add_argument("--snapshots", type=int, default=defaults.snapshots,

@@ -1,6 +1,6 @@
 """`hf-smallllm smoke`: build, save, reload and generate with a tiny model of every family."""
 
-from ..models.auto import FAMILIES
+from ..families import FAMILIES
 
 COMMAND = "smoke"
 HELP = "build a tiny model of every family, save it, reload it with AutoModelForCausalLM and generate"

@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from ..models.auto import FAMILIES
+from ..families import FAMILIES
 
 COMMAND = "tokenizer"
 HELP = "train a family-style tokenizer (DeepSeek/GPT-2 byte-level BPE, Llama BPE with byte fallback) or inspect one"

@@ -2,7 +2,7 @@
 models and the package's own layout (see docs/conversion.md).
 
 `OFFICIAL_LAYOUT_TRANSFORMS` (transformers' on-load conversion of official BTLM/GEB folders) is imported eagerly:
-`hf_smallllm.models.auto` registers it while the package is being imported. The converter API below is imported on
+`hf_smallllm.families` registers it while the package is being imported. The converter API below is imported on
 first use, because it needs the registered model classes.
 """
 

@@ -26,9 +26,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
-from ..models.auto import FAMILIES, family_of
+from ..families import FAMILIES, family_of, preset_config
 from ..models.configuration_smallllm import SmallLLMConfig
-from ..models.presets import preset_config
 from . import configs
 from .checkpoint_files import (
     CheckpointReader,

@@ -13,8 +13,9 @@ the model that computes logits from a checkpoint in that layout, as the layout's
 | btlm-official     | GPT-2 Conv1D tree, BTLM remote-code config         | `references.btlm_official_logits`                 |
 | litgpt            | lit-gpt training checkpoint (TinyLlama)            | `references.litgpt_logits`                        |
 
-`OFFICIAL_FORMATS` says which layout each family publishes, which `model_type` strings its config.json carries, and
-whether that file's special-token ids can be trusted (ChuXin's cannot: ARCHITECTURES.md 4.1).
+`OFFICIAL_FORMATS` resolves each family record's `official` facts (which layout it publishes, whether its config.json's
+special-token ids can be trusted) to the layouts here; a layout says which `model_type` strings its config.json
+carries and how that file is read.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from transformers import GlmForCausalLM, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
-from ..models.auto import FAMILIES, family_of
+from ..families import FAMILIES, family_of
 from ..models.configuration_smallllm import SmallLLMConfig
 from ..models.modeling_smallllm import SmallLLMForCausalLM
 from . import configs
@@ -37,7 +38,6 @@ from .checkpoint_files import CheckpointReader
 from .plan import TO_PACKAGE, model_tensors, plan_conversion, run_plan
 from .references import btlm_official_logits, litgpt_logits
 from .tables import BTLM_OFFICIAL, GEB_OFFICIAL, GEB_OFFICIAL_AS_GLM, GLM, LITGPT, LLAMA, KeyTable
-
 
 # runner(checkpoint path, package config, input ids, weight_dtype) -> float32 logits. `weight_dtype` rounds the
 # weights to that dtype before computing in float32, so a check of a cast conversion compares like with like.
@@ -51,6 +51,8 @@ class Layout:
     write_config: Callable[[SmallLLMConfig], dict[str, Any]] | None
     runner: Runner
     remote_code: str | None = None  # where the modeling code named by its auto_map lives
+    model_types: tuple[str, ...] = ()  # `model_type` of its config.json, for layouts a family publishes
+    read_config: Callable[[dict[str, Any], type[SmallLLMConfig]], SmallLLMConfig] | None = None
 
 
 def causal_lm_class(config: SmallLLMConfig) -> type[SmallLLMForCausalLM]:
@@ -130,40 +132,47 @@ def run_litgpt(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None)
     return litgpt_logits(_rounded(CheckpointReader.open(path).load_all(), weight_dtype), config, input_ids)
 
 
-LLAMA_LAYOUT = Layout("llama", LLAMA, configs.llama_official_config, run_llama)
+LLAMA_LAYOUT = Layout("llama", LLAMA, configs.llama_official_config, run_llama, model_types=("llama",),
+                      read_config=configs.read_llama_named)
 SKYWORK_LAYOUT = Layout("skywork-official", LLAMA, configs.skywork_official_config, run_llama,
-                        remote_code="https://huggingface.co/Skywork/Skywork-13B-base")
+                        remote_code="https://huggingface.co/Skywork/Skywork-13B-base", model_types=("skywork",),
+                        read_config=configs.read_llama_named)
 BTLM_LAYOUT = Layout("btlm-official", BTLM_OFFICIAL, configs.btlm_official_config, run_btlm_official,
-                     remote_code="https://huggingface.co/cerebras/btlm-3b-8k-base")
+                     remote_code="https://huggingface.co/cerebras/btlm-3b-8k-base", model_types=("btlm",),
+                     read_config=configs.read_with_config_class)
 GEB_LAYOUT = Layout("geb-official", GEB_OFFICIAL, configs.geb_official_config, run_geb_official,
-                    remote_code="https://huggingface.co/GEB-AGI/geb-1.3b")
+                    remote_code="https://huggingface.co/GEB-AGI/geb-1.3b", model_types=("geblm", "chatglm"),
+                    read_config=configs.read_with_config_class)
 GLM_LAYOUT = Layout("glm", GLM, lambda config: configs.native_config_dict(configs.glm_config(config),
                                                                           "GlmForCausalLM"), run_glm)
 LITGPT_LAYOUT = Layout("litgpt", LITGPT, None, run_litgpt)
 
 # native transformers models that a package config may be exported to, in order of preference
 NATIVE_LAYOUTS = {"llama": LLAMA_LAYOUT, "glm": GLM_LAYOUT}
+# the layouts families publish, by the name a family record gives (`Family.official.layout`)
+PUBLISHED_LAYOUTS = {layout.name: layout for layout in (LLAMA_LAYOUT, SKYWORK_LAYOUT, BTLM_LAYOUT, GEB_LAYOUT)}
 
 
 @dataclass(frozen=True)
 class OfficialFormat:
-    """What a family publishes on the Hub."""
+    """What a family publishes on the Hub: its record's `official` facts with the layout resolved."""
 
     family: str
     layout: Layout
-    model_types: tuple[str, ...]  # `model_type` of its official config.json
-    read_config: Callable[[dict[str, Any], type[SmallLLMConfig]], SmallLLMConfig]
     config_json_ids_trusted: bool = True  # False: its config.json's bos/eos/pad ids are known wrong
+
+    @property
+    def model_types(self) -> tuple[str, ...]:  # `model_type` of its official config.json
+        return self.layout.model_types
+
+    @property
+    def read_config(self) -> Callable[[dict[str, Any], type[SmallLLMConfig]], SmallLLMConfig]:
+        return self.layout.read_config
 
 
 OFFICIAL_FORMATS: dict[str, OfficialFormat] = {
-    "tinyllama": OfficialFormat("tinyllama", LLAMA_LAYOUT, ("llama",), configs.read_llama_named),
-    # config.json says bos 1 / eos 2; the DeepSeek tokenizer it ships with uses 100000 / 100001
-    "chuxin": OfficialFormat("chuxin", LLAMA_LAYOUT, ("llama",), configs.read_llama_named,
-                             config_json_ids_trusted=False),
-    "skywork": OfficialFormat("skywork", SKYWORK_LAYOUT, ("skywork",), configs.read_llama_named),
-    "btlm": OfficialFormat("btlm", BTLM_LAYOUT, ("btlm",), configs.read_with_config_class),
-    "geb": OfficialFormat("geb", GEB_LAYOUT, ("geblm", "chatglm"), configs.read_with_config_class),
+    name: OfficialFormat(name, PUBLISHED_LAYOUTS[family.official.layout], family.official.config_json_ids_trusted)
+    for name, family in FAMILIES.items()
 }
 
 
@@ -198,6 +207,7 @@ __all__ = [
     "LLAMA_LAYOUT",
     "NATIVE_LAYOUTS",
     "OFFICIAL_FORMATS",
+    "PUBLISHED_LAYOUTS",
     "SKYWORK_LAYOUT",
     "Layout",
     "OfficialFormat",

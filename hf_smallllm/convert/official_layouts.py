@@ -1,7 +1,7 @@
 """Declarative key tables from each family's official checkpoint layout to the package's layout.
 
 The tables are transformers' own weight transforms (`WeightRenaming` for pure renames, `WeightConverter` for
-renames that also reshape), registered per `model_type` by `hf_smallllm.models.auto`, so that
+renames that also reshape), registered per `model_type` by `hf_smallllm.families`, so that
 `BTLMForCausalLM.from_pretrained(official_folder)` and `GEBForCausalLM.from_pretrained(official_folder)` convert on
 load, shard by shard, with transformers' loader reporting any missing or unexpected key.
 

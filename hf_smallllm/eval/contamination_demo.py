@@ -86,8 +86,7 @@ def train_tiny_lm(tokenizer, documents: list[str], *, steps: int, family: str = 
     the documents joined with EOS; returned in eval mode."""
     from tqdm.auto import tqdm
 
-    from ..models.auto import FAMILIES
-    from ..models.presets import preset_config
+    from ..families import FAMILIES, preset_config
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

@@ -5,8 +5,9 @@ Jinja, rendered with `StrictUndefined` so a missing value is an error rather tha
 fills it comes from the run: the architecture table from `config.json` (parameter count from the safetensors
 headers, without loading weights), training tokens from `trainer_state.json`, sequence length and data mixture
 from the run's `recipe.yaml`, the evaluation table from the last `eval/<domain>/loss` and `eval/<domain>/ppl` in
-`metrics.jsonl`, and the snapshot branches being published. Metadata goes through `huggingface_hub.ModelCardData`
-so it is the Hub's schema (`license`, `language`, `datasets`, `tags`, `base_model`, `library_name`, `pipeline_tag`).
+`metrics.jsonl`, the snapshot branches being published, and the architecture's name and citation from the family's
+record (`hf_smallllm/families/<name>.py`). Metadata goes through `huggingface_hub.ModelCardData` so it is the Hub's
+schema (`license`, `language`, `datasets`, `tags`, `base_model`, `library_name`, `pipeline_tag`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Any
 
 import yaml
 
+from ..families import FAMILIES, GENERIC_FAMILY
 from ..resources import RESOURCES
 from ..train.metrics import read_metrics
 
 TEMPLATES = RESOURCES / "model_cards"
 BASE_TEMPLATE = "_base.md"
-GENERIC_TEMPLATE = "smallllm"
+GENERIC_TEMPLATE = GENERIC_FAMILY
 # What survives rendering only when something was left unfilled.
 PLACEHOLDER_PATTERN = re.compile(r"\{\{|\}\}|\{%|%\}|\[More Information Needed\]|\bTODO\b|\bTBD\b|<placeholder>")
 
@@ -86,7 +88,8 @@ def _environment():
 
 
 def template_name(family: str) -> str:
-    return f"{family}.md" if (TEMPLATES / f"{family}.md").exists() else f"{GENERIC_TEMPLATE}.md"
+    """The family record's template (`Family.model_card`), or the generic one for a custom config."""
+    return FAMILIES[family].model_card if family in FAMILIES else f"{GENERIC_TEMPLATE}.md"
 
 
 def count_parameters(folder: Path) -> int:
@@ -174,7 +177,6 @@ def render_model_card(folder: str | Path, repo_id: str, *, family: str | None = 
     if not isinstance(metrics, list):
         metrics = read_metrics(metrics)
     if family is None:
-        from ..models.auto import FAMILIES
         from .remote_code import auto_classes_for
 
         config_class = auto_classes_for(config.get("model_type", ""))["AutoConfig"]
@@ -188,6 +190,7 @@ def render_model_card(folder: str | Path, repo_id: str, *, family: str | None = 
         tokens_seen = tokens_seen or max(int(r.get("tokens") or 0) for r in metrics)
 
     name = template_name(family)
+    record = FAMILIES.get(family)
     defaults, _ = _front_matter((TEMPLATES / name).read_text(encoding="utf-8"))
     parameters = count_parameters(folder)
     data = (recipe or {}).get("data") or {}
@@ -206,11 +209,13 @@ def render_model_card(folder: str | Path, repo_id: str, *, family: str | None = 
     evaluation, evaluation_step = evaluation_rows(metrics)
     has_tokenizer = any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"))
     body = _environment().get_template(name).render(
-        model_name=card_data.model_name, repo_id=repo_id, architecture_name=defaults["architecture"], base_model=base_model, architecture=architecture, parameters_text=_human(parameters),
+        model_name=card_data.model_name, repo_id=repo_id,
+        architecture_name=record.title if record else defaults["architecture"], base_model=base_model, architecture=architecture, parameters_text=_human(parameters),
         tokens_seen=tokens_seen, tokens_seen_text=_human(tokens_seen), global_step=global_step,
         sequence_length=data.get("seq_len"), packing=data.get("packing"), mixture_table=mixture_table(recipe),
         evaluation=evaluation, evaluation_step=evaluation_step, has_tokenizer=has_tokenizer,
         snapshots=sorted(snapshots, key=lambda s: s.step),
+        citation=record.citation if record else None,
     )
     content = f"---\n{card_data.to_yaml()}\n---\n\n{body.strip()}\n"
     leftover = PLACEHOLDER_PATTERN.search(content)

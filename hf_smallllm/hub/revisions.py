@@ -16,15 +16,17 @@ from __future__ import annotations
 import json
 import re
 import string
-from decimal import Decimal
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
+from ..families import FAMILIES
 from ..train.checkpoint import TRAINER_STATE_NAME, list_checkpoints
 
+# Named templates: OLMo's, and every family that names its own snapshots (its record's `branch_template`).
 BRANCH_TEMPLATES = {
     "olmo": "step{step}-tokens{tokens}B",
-    "tinyllama": "step-{step_k}k-token-{tokens}B",
+    **{name: family.branch_template for name, family in FAMILIES.items() if family.branch_template},
 }
 DEFAULT_BRANCH_TEMPLATE = "olmo"
 

@@ -12,4 +12,3 @@ from .modeling_geb import GEBForCausalLM, GEBModel, GEBPreTrainedModel
 from .modeling_skywork import SkyworkForCausalLM, SkyworkModel, SkyworkPreTrainedModel
 from .modeling_smallllm import SmallLLMForCausalLM, SmallLLMModel, SmallLLMPreTrainedModel
 from .modeling_tinyllama import TinyLlamaForCausalLM, TinyLlamaModel, TinyLlamaPreTrainedModel
-from .presets import FAMILY_NAMES, PRESETS, preset_config

@@ -11,8 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models.auto import FAMILIES, family_of
-from ..models.presets import preset_config
+from ..families import FAMILIES, family_of, preset_config
 from ..train.callbacks import RunLogger
 from ..train.checkpoint import latest_checkpoint, resolve_resume, write_json
 from ..train.recipe import RecipeError

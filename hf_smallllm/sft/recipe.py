@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ..models.presets import PRESETS
+from ..families import PRESETS
 from ..train.recipe import OptimizerSection, RecipeError, ScheduleSection, _build, apply_overrides, read_recipe_source
 from .adapters import LORA_TARGET_MODULES, QUANTIZATION_MODES
 from .samples import BAD_SAMPLE_POLICIES

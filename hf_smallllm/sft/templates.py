@@ -15,11 +15,15 @@ Formats and their sources:
 - `skywork`: `</s><s>[USER]{query}[SEP][BOT]{reply}[SEP]</s>`, system text after a leading `<s>`
   (GH:SkyworkAI/Skywork README demo `special_encode`; ms-swift's `skywork` template) [verified for one turn];
   multi-turn continues with `<s>[USER]...` after the previous `</s>` [assumed].
-- `generic` (TinyLlama, ChuXin, BTLM base models): plain-text `System:`/`User:`/`Assistant:` headers with a
+- `generic` (base models without a published chat format): plain-text `System:`/`User:`/`Assistant:` headers with a
   newline, the reply ended by EOS; needs no new tokens, so it works with any base tokenizer.
+
+Which format a family uses is its record's `chat_format` (`hf_smallllm/families/<name>.py`).
 """
 
 from dataclasses import dataclass
+
+from ..families import FAMILIES
 
 ROLES = ("system", "user", "assistant")
 
@@ -79,8 +83,7 @@ CHAT_FORMATS: dict[str, ChatFormat] = {
 }
 
 # Which format each family's published chat usage follows (data, not code paths: a recipe can pick any format).
-FAMILY_CHAT_FORMATS = {"tinyllama": "generic", "chuxin": "generic", "btlm": "generic", "geb": "chatglm3",
-                       "skywork": "skywork"}
+FAMILY_CHAT_FORMATS = {name: family.chat_format for name, family in FAMILIES.items()}
 
 
 def chat_format(name: str) -> ChatFormat:

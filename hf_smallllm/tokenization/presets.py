@@ -1,5 +1,6 @@
-"""Per-family tokenizer presets: which kind of tokenizer a family uses, its size, its special tokens and where their
-ids sit, and whether BOS/EOS are added. Facts from /work/shared/reference/ARCHITECTURES.md (sources there).
+"""Tokenizer presets: which kind of tokenizer a family uses, its size, its special tokens and where their ids sit,
+and whether BOS/EOS are added. The per-family values live in each family's record (`hf_smallllm/families/<name>.py`,
+`tokenizer=`); this module owns their type and validation. Facts from ARCHITECTURES.md (sources there).
 
 Id layout. `vocab_size` is the number of entries BPE training produces (the *base* vocabulary); it includes the
 `leading_special_tokens` (ids 0, 1, ...) and, for `sentencepiece_bpe`, the 256 `<0xNN>` byte tokens right after
@@ -20,17 +21,11 @@ and whether it adds BOS are unverified (its tokenizer is custom remote code): th
 ChatGLM3's `[gMASK]sop` prefix is left to the chat template rather than added to every text.
 """
 
+import copy
 from dataclasses import dataclass, field, fields, replace
 
+from ..families import FAMILIES
 from .pipelines import BYTE_LEVEL_PRE_TOKENIZERS, KINDS
-
-DEEPSEEK_BOS = "<｜begin▁of▁sentence｜>"
-DEEPSEEK_EOS = "<｜end▁of▁sentence｜>"
-GPT2_ENDOFTEXT = "<|endoftext|>"
-LLAMA_SPECIALS = ["<unk>", "<s>", "</s>"]
-CHATGLM3_SPECIALS = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>",
-                     "<|observation|>"]
-SKYWORK_CHAT_MARKERS = ["[USER]", "[BOT]", "[SEP]"]
 
 
 @dataclass
@@ -85,25 +80,9 @@ class TokenizerPreset:
         return len(self.leading_special_tokens) + 256 + (16 if self.kind == "sentencepiece_bpe" else 0)
 
 
+# Each family's preset comes from its record (`hf_smallllm/families/<name>.py`).
 TOKENIZER_PRESETS: dict[str, TokenizerPreset] = {
-    "chuxin": TokenizerPreset(
-        kind="byte_level", pre_tokenizer="deepseek", split_digits=True, vocab_size=100_000,
-        trailing_special_tokens=[DEEPSEEK_BOS, DEEPSEEK_EOS], bos_token=DEEPSEEK_BOS, eos_token=DEEPSEEK_EOS,
-        pad_token=DEEPSEEK_EOS, model_max_length=4096),
-    "btlm": TokenizerPreset(
-        kind="byte_level", pre_tokenizer="gpt2", vocab_size=50_256, trailing_special_tokens=[GPT2_ENDOFTEXT],
-        bos_token=GPT2_ENDOFTEXT, eos_token=GPT2_ENDOFTEXT, unk_token=GPT2_ENDOFTEXT, model_max_length=8192),
-    "tinyllama": TokenizerPreset(
-        kind="sentencepiece_bpe", split_digits=True, vocab_size=32_000, leading_special_tokens=list(LLAMA_SPECIALS),
-        unk_token="<unk>", bos_token="<s>", eos_token="</s>", add_bos_token=True, model_max_length=2048),
-    "skywork": TokenizerPreset(
-        kind="sentencepiece_bpe", split_digits=True, vocab_size=65_519, leading_special_tokens=list(LLAMA_SPECIALS),
-        trailing_special_tokens=list(SKYWORK_CHAT_MARKERS), unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        pad_token="<unk>", add_bos_token=True, model_max_length=4096, alphabet_share=0.25),
-    "geb": TokenizerPreset(
-        kind="sentencepiece_bpe", split_digits=True, vocab_size=64_789, leading_special_tokens=list(LLAMA_SPECIALS),
-        trailing_special_tokens=list(CHATGLM3_SPECIALS), unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        pad_token="<unk>", model_max_length=4096, alphabet_share=0.25),
+    name: TokenizerPreset(**copy.deepcopy(family.tokenizer)) for name, family in FAMILIES.items()
 }
 
 

@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models.auto import family_of
+from ..families import family_of
 from .build import build_callbacks, build_model, load_tokenizer
 from .callbacks import RunLogger
 from .checkpoint import latest_checkpoint, resolve_resume

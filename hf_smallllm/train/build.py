@@ -5,8 +5,7 @@ import torch
 
 from ..data import DocumentPacker, DocumentSource, MixtureSchedule, PackedBatchStream, PackedCollator
 from ..data import SequenceLengthSchedule
-from ..models.auto import FAMILIES, family_of
-from ..models.presets import preset_config
+from ..families import FAMILIES, family_of, preset_config
 from .extensions import RunContext, build_section_callbacks
 from .recipe import Recipe, RecipeError
 

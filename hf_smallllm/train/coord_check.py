@@ -31,9 +31,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..models.auto import FAMILIES, family_of
+from ..families import FAMILIES, family_of, preset_config
 from ..models.configuration_smallllm import SmallLLMConfig
-from ..models.presets import preset_config
 from ..resources import corpus_path
 
 

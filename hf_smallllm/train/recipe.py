@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..models.presets import PRESETS
+from ..families import PRESETS
 from .extensions import RECIPE_SECTIONS
 
 RECIPES_DIR = Path(__file__).parents[1] / "resources" / "recipes"

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from hf_smallllm.hub.local_server import DEFAULT_TOKEN, start_in_thread
-from hf_smallllm.models.presets import preset_config
+from hf_smallllm.families import preset_config
 from hf_smallllm.train.metrics import append_metrics
 
 FAMILY = "tinyllama"
@@ -58,7 +58,7 @@ def hub_env(hub_server, tmp_path):
 def make_checkpoint(folder: Path, step: int, tokenizer=None, family: str = FAMILY) -> Path:
     """A checkpoint as the pretraining convention writes it: save_pretrained + trainer_state.json + resume-only
     files (which publishing must leave out)."""
-    from hf_smallllm.models.auto import FAMILIES
+    from hf_smallllm.families import FAMILIES
 
     torch.manual_seed(step)
     model = FAMILIES[family].causal_lm_class(preset_config(family, "tiny"))

@@ -8,8 +8,7 @@ from transformers import Trainer, TrainingArguments
 from hf_smallllm.hub import HubPublishCallback, list_snapshots
 from hf_smallllm.hub.publish import HubPublisher
 from hf_smallllm.hub.recipe import build_publish_callbacks
-from hf_smallllm.models.auto import FAMILIES
-from hf_smallllm.models.presets import preset_config
+from hf_smallllm.families import FAMILIES, preset_config
 from hf_smallllm.train.extensions import RunContext, build_section_callbacks
 
 

@@ -7,7 +7,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from hf_smallllm.hub.model_card import PLACEHOLDER_PATTERN, SnapshotRow, mixture_table, render_model_card
-from hf_smallllm.models.auto import FAMILIES
+from hf_smallllm.families import FAMILIES
 
 from .conftest import make_checkpoint
 

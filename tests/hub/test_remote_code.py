@@ -50,7 +50,7 @@ def test_remote_code_without_the_package_and_local_classes_with_it(hub, hub_env,
     publisher = HubPublisher(repo, endpoint=endpoint, token=token)
     branch = publisher.publish_snapshot(folder).revision
 
-    from hf_smallllm.models.auto import FAMILIES
+    from hf_smallllm.families import FAMILIES
 
     model = FAMILIES[family].causal_lm_class.from_pretrained(folder)
     with torch.no_grad():
@@ -67,7 +67,7 @@ def test_remote_code_without_the_package_and_local_classes_with_it(hub, hub_env,
     torch.testing.assert_close(torch.tensor(local["logits"]), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", sorted(__import__("hf_smallllm.models.auto", fromlist=["FAMILIES"]).FAMILIES))
+@pytest.mark.parametrize("family", sorted(__import__("hf_smallllm.families", fromlist=["FAMILIES"]).FAMILIES))
 def test_every_family_packages_its_files_and_auto_map(family, tmp_path):
     import ast
 

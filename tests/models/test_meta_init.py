@@ -5,7 +5,7 @@ import pytest
 from accelerate import init_empty_weights
 
 from hf_smallllm import preset_config
-from hf_smallllm.models.auto import FAMILIES
+from hf_smallllm.families import FAMILIES
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -4,8 +4,7 @@ import copy
 
 import pytest
 
-from hf_smallllm.models.auto import FAMILIES
-from hf_smallllm.models.presets import preset_config
+from hf_smallllm.families import FAMILIES, preset_config
 
 BUNDLED = "bundled:instructions.jsonl"
 

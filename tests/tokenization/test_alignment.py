@@ -3,7 +3,7 @@
 import pytest
 from transformers import GenerationConfig
 
-from hf_smallllm.models.presets import preset_config
+from hf_smallllm.families import preset_config
 from hf_smallllm.tokenization import align_config_with_tokenizer
 
 

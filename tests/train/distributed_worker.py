@@ -13,7 +13,7 @@ def fsdp2(tokens_path: str, out_path: str) -> None:
     from torch.distributed.tensor import DTensor, Shard
 
     from hf_smallllm import preset_config
-    from hf_smallllm.models.auto import FAMILIES
+    from hf_smallllm.families import FAMILIES
     from hf_smallllm.train.fsdp import apply_fsdp2, full_state_dict
 
     dist.init_process_group("gloo")

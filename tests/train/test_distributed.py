@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_smallllm import preset_config
-from hf_smallllm.models.auto import FAMILIES
+from hf_smallllm.families import FAMILIES
 from hf_smallllm.train import read_metrics, run_pretraining
 
 ROOT = Path(__file__).parents[2]

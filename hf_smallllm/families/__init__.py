@@ -1,0 +1,168 @@
+"""The registry of families: one `Family` record per family, one file per family in this folder.
+
+A family's facts live in `families/<name>.py` and nowhere else: its config and model classes, named presets, the
+layout it publishes, its tokenizer preset, chat format, snapshot-branch naming, model-card template and citation.
+Every place that needs a per-family fact reads it from `FAMILIES[name]`; adding a sixth family is one new file here
+(plus its model classes in `models/` and its tests), found by `_discover()` without editing this one.
+
+Layering. This package sits right above `models/` and below everything else (`convert`, `tokenization`, `sft`,
+`hub`, `cli`, ...). `models/` ships to the Hub as remote code, so it cannot read these records; the records in turn
+hold only plain data and *names* (class names, layout names, template names, tokenizer-preset keyword arguments)
+that the upper layers resolve with their own types (`convert.formats` resolves the layout, `tokenization.presets`
+builds the `TokenizerPreset`, `sft.templates` the chat format, `hub.revisions` the branch template). Importing this
+package imports nothing but the standard library: class names resolve to classes (importing torch) only when
+`config_class` / `model_class` / `causal_lm_class` are read, so command-line parsers can list the families cheaply.
+
+Preset sizes shared by every family (`TINY`, `SMALL`) are defined here; each family file only says what differs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any
+
+# Where the class names of a record resolve: the shipped model files.
+MODELS_PACKAGE = "hf_smallllm.models"
+
+# 2 layers of 64: the same shape family as the published model, for tests and quick demos.
+TINY: dict[str, Any] = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "max_position_embeddings": 512}
+# ~60M parameters with a real-sized vocabulary: CPU benchmarks and quick demos that should show a learning curve.
+SMALL: dict[str, Any] = {"vocab_size": 32000, "hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8,
+                         "num_attention_heads": 8, "max_position_embeddings": 2048}
+
+
+@dataclass(frozen=True)
+class OfficialFormat:
+    """What a family publishes on the Hub: the layout (a name `convert.formats` resolves) and the trust we place
+    in its config.json's special-token ids."""
+
+    layout: str  # "llama", "skywork-official", "btlm-official", "geb-official"
+    config_json_ids_trusted: bool = True  # False: its config.json's bos/eos/pad ids are known wrong
+
+
+@dataclass(frozen=True)
+class Citation:
+    """The paper that introduced the architecture, as the model card cites it."""
+
+    arxiv: str
+    bibtex: str
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything the package knows about one family. Class names resolve in `hf_smallllm.models`."""
+
+    name: str
+    title: str  # the architecture's name in prose and model cards, e.g. "BTLM-3B-8K"
+    config_class_name: str
+    model_class_name: str
+    causal_lm_class_name: str
+    presets: dict[str, dict[str, Any]]  # preset name -> config overrides; "published" is the class defaults
+    official: OfficialFormat
+    tokenizer: dict[str, Any]  # keyword arguments of `tokenization.presets.TokenizerPreset`
+    chat_format: str  # a name in `sft.templates.CHAT_FORMATS`
+    model_card: str  # a template in `hf_smallllm/resources/model_cards/` (rendered with `title` and `citation`)
+    citation: Citation
+    branch_template: str | None = None  # how the family's own snapshots are named on the Hub, if it publishes any
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def config_class(self) -> type:
+        return _model_attribute(self.config_class_name)
+
+    @property
+    def model_class(self) -> type:
+        return _model_attribute(self.model_class_name)
+
+    @property
+    def causal_lm_class(self) -> type:
+        return _model_attribute(self.causal_lm_class_name)
+
+    def preset(self, preset: str = "published", **overrides: Any):
+        """The config at `preset`, with keyword overrides applied last."""
+        if preset not in self.presets:
+            raise ValueError(f"unknown preset {preset!r} for {self.name}; choose one of {', '.join(self.presets)}.")
+        return self.config_class(**{**self.presets[preset], **overrides})
+
+
+def _model_attribute(name: str) -> type:
+    return getattr(importlib.import_module(MODELS_PACKAGE), name)
+
+
+def _discover() -> dict[str, Family]:
+    """Every `FAMILY` record of a module in this package, in the order of `ORDER` (then by name)."""
+    found = {}
+    for module_info in pkgutil.iter_modules(__path__):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        family = getattr(module, "FAMILY", None)
+        if not isinstance(family, Family):
+            raise TypeError(f"{module.__name__} must define FAMILY = Family(...)")
+        if family.name != module_info.name:
+            raise ValueError(f"{module.__name__} defines family {family.name!r}; the file must be named after it")
+        found[family.name] = family
+    order = {name: index for index, name in enumerate(ORDER)}
+    return dict(sorted(found.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
+
+
+# The order families are listed in (help texts, error messages): the package's historical order; a new family
+# needs no entry and is listed after these, by name.
+ORDER = ("tinyllama", "geb", "chuxin", "btlm", "skywork")
+
+FAMILIES: dict[str, Family] = _discover()
+FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {name: family.presets for name, family in FAMILIES.items()}
+# What a config that belongs to no family (a custom `SmallLLMConfig`) is called.
+GENERIC_FAMILY = "smallllm"
+
+
+def get_family(name: str) -> Family:
+    """The record of `name`; a ValueError lists the known families."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(FAMILY_NAMES)}.")
+    return FAMILIES[name]
+
+
+def preset_config(family: str, preset: str = "published", **overrides: Any):
+    """The config of `family` at `preset`, with keyword overrides applied last.
+
+    >>> preset_config("tinyllama", "tiny", num_hidden_layers=4).num_hidden_layers
+    4
+    """
+    return get_family(family).preset(preset, **overrides)
+
+
+def family_of(config) -> str:
+    """The family name of a config (or of a model's config); the generic `SmallLLMConfig` is "smallllm"."""
+    for family in FAMILIES.values():
+        if type(config) is family.config_class:
+            return family.name
+    return GENERIC_FAMILY
+
+
+def register() -> None:
+    """Register the generic config and every family with transformers' Auto classes, and the official layouts with
+    transformers' on-load weight conversion; safe to call more than once."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+
+    from ..convert.official_layouts import OFFICIAL_LAYOUT_TRANSFORMS
+    from ..models import SmallLLMConfig, SmallLLMForCausalLM, SmallLLMModel
+
+    pairs = [(SmallLLMConfig, SmallLLMModel, SmallLLMForCausalLM)] + [
+        (f.config_class, f.model_class, f.causal_lm_class) for f in FAMILIES.values()
+    ]
+    for config_class, model_class, causal_lm_class in pairs:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, model_class, exist_ok=True)
+        AutoModelForCausalLM.register(config_class, causal_lm_class, exist_ok=True)
+    for model_type, transforms in OFFICIAL_LAYOUT_TRANSFORMS.items():
+        register_checkpoint_conversion_mapping(model_type, transforms(), overwrite=True)
+
+
+__all__ = ["FAMILIES", "FAMILY_NAMES", "GENERIC_FAMILY", "PRESETS", "TINY", "SMALL", "Citation", "Family",
+           "OfficialFormat", "family_of", "get_family", "preset_config", "register"]

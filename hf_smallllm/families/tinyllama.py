@@ -1,0 +1,37 @@
+"""TinyLlama-1.1B: the Llama 2 architecture with grouped-query attention, trained on 3T tokens (arXiv 2401.02385).
+
+Architecture numbers are the config class defaults (`models/configuration_tinyllama.py`, sources cited there);
+tokenizer facts from ARCHITECTURES.md (Llama-2's SentencePiece BPE: `<unk>` 0, `<s>` 1, `</s>` 2, BOS added);
+TinyLlama names its intermediate checkpoints `step-{N/1000}k-token-{T}B`
+(HF:TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T).
+"""
+
+from . import SMALL, TINY, Citation, Family, OfficialFormat
+
+FAMILY = Family(
+    name="tinyllama",
+    title="TinyLlama",
+    config_class_name="TinyLlamaConfig",
+    model_class_name="TinyLlamaModel",
+    causal_lm_class_name="TinyLlamaForCausalLM",
+    presets={
+        "published": {},
+        "tiny": {**TINY, "num_key_value_heads": 2},
+        "small": {**SMALL, "num_key_value_heads": 2},
+    },
+    official=OfficialFormat(layout="llama"),
+    tokenizer=dict(kind="sentencepiece_bpe", split_digits=True, vocab_size=32_000,
+                   leading_special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>", bos_token="<s>",
+                   eos_token="</s>", add_bos_token=True, model_max_length=2048),
+    chat_format="generic",
+    model_card="tinyllama.md",
+    citation=Citation("2401.02385", """@misc{zhang2024tinyllama,
+  title = {TinyLlama: An Open-Source Small Language Model},
+  author = {Peiyuan Zhang and Guangtao Zeng and Tianduo Wang and Wei Lu},
+  year = {2024},
+  eprint = {2401.02385},
+  archivePrefix = {arXiv},
+  primaryClass = {cs.CL}
+}"""),
+    branch_template="step-{step_k}k-token-{tokens}B",
+)
