@@ -37,7 +37,8 @@ def register(parser):
 
     template = sub.add_parser("template", help="install a chat template (and its tokens) into a tokenizer folder")
     template.add_argument("--tokenizer", required=True, help="a tokenizer folder")
-    template.add_argument("--format", default="auto", help="generic, chatglm3, skywork, or auto (from --family)")
+    template.add_argument("--format", default="auto",
+                          help="generic, zephyr, geb, chatglm3, skywork, or auto (from --family)")
     template.add_argument("--family", help="the model family, for --format auto")
     template.add_argument("--output", required=True, help="where to save the tokenizer with the template")
     template.set_defaults(func=run_template)

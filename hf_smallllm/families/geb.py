@@ -1,10 +1,20 @@
 """GEB-1.3B: a ChatGLM3-derived bilingual model with grouped-query attention and half-rotary, interleaved RoPE
 (arXiv 2406.09900).
 
-Architecture numbers are the config class defaults (`models/configuration_geb.py`, sources cited there). The
-tokenizer follows ChatGLM3's layout (ARCHITECTURES.md): SentencePiece BPE with `<unk>` `<s>` `</s>` first and
-ChatGLM3's nine specials after the 64,789 base entries; whether GEB adds BOS is unverified (its tokenizer is custom
-remote code), so none is added and ChatGLM3's `[gMASK]sop` prefix is left to the chat template.
+Architecture numbers are the config class defaults (`models/configuration_geb.py`, sources cited there).
+
+Tokenizer (HF:GEB-AGI/geb-1.3b tokenization_geb.py, rev 70567aa, the SentencePiece wrapper's constructor)
+[verified]: SentencePiece BPE; BOS and EOS are the SentencePiece model's own bos/eos ids, PAD is its unk id, and the
+special tokens get the ids right after the SentencePiece vocabulary in this order: `[MASK]`, `[gMASK]`, `[sMASK]`,
+`<sop>`, `<eop>`, `<eod>` (angle brackets and an `<eod>`, unlike ChatGLM3's bare `sop`/`eop`), then four more
+entries; `<bos>`/`<eos>` follow as second names of the SentencePiece bos/eos (no new ids). Not verified: the text of
+those four entries (the stored copies of the file render them empty; ChatGLM3's role markers `<|system|>` `<|user|>`
+`<|assistant|>` `<|observation|>`, which ChatGLM3 lists right after its `sop`/`eop`, are assumed), the size of the
+SentencePiece vocabulary (ChatGLM3's 64,789 with `<unk>` `<s>` `</s>` first is assumed: GEB's `GEBtokenizer.model`
+is "refined from ChatGLM-3" and the same 1.02 MB), and whether GEB adds BOS (ChatGLM3 does not, so none is added).
+
+Chat format `geb` (`sft/templates.py`): `[gMASK]<sop>` then ChatGLM3's role-marker layout; GEB's `chat()` itself
+could not be read, so everything after the prefix is [assumed] from ChatGLM3.
 """
 
 from . import SMALL, TINY, Citation, Family, OfficialFormat
@@ -23,11 +33,12 @@ FAMILY = Family(
     official=OfficialFormat(layout="geb-official"),
     tokenizer=dict(kind="sentencepiece_bpe", split_digits=True, vocab_size=64_789,
                    leading_special_tokens=["<unk>", "<s>", "</s>"],
-                   trailing_special_tokens=["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>",
-                                            "<|assistant|>", "<|observation|>"],
+                   # tokenization_geb.py's order; the four role markers are assumed (see the module docstring)
+                   trailing_special_tokens=["[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<eod>", "<|system|>",
+                                            "<|user|>", "<|assistant|>", "<|observation|>"],
                    unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<unk>", model_max_length=4096,
                    alphabet_share=0.25),
-    chat_format="chatglm3",
+    chat_format="geb",
     model_card="geb.md",
     citation=Citation("2406.09900", """@misc{wu2024geb,
   title = {GEB-1.3B: Open Lightweight Large Language Model},

@@ -3,7 +3,8 @@
 Architecture numbers are the config class defaults (`models/configuration_tinyllama.py`, sources cited there);
 tokenizer facts from ARCHITECTURES.md (Llama-2's SentencePiece BPE: `<unk>` 0, `<s>` 1, `</s>` 2, BOS added);
 TinyLlama names its intermediate checkpoints `step-{N/1000}k-token-{T}B`
-(HF:TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T).
+(HF:TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T). Chat format `zephyr`: TinyLlama-1.1B-Chat-v1.0's
+tokenizer_config.json `chat_template` (`sft/templates.py`).
 """
 
 from . import SMALL, TINY, Citation, Family, OfficialFormat
@@ -23,7 +24,7 @@ FAMILY = Family(
     tokenizer=dict(kind="sentencepiece_bpe", split_digits=True, vocab_size=32_000,
                    leading_special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>", bos_token="<s>",
                    eos_token="</s>", add_bos_token=True, model_max_length=2048),
-    chat_format="generic",
+    chat_format="zephyr",
     model_card="tinyllama.md",
     citation=Citation("2401.02385", """@misc{zhang2024tinyllama,
   title = {TinyLlama: An Open-Source Small Language Model},

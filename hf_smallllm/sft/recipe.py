@@ -83,7 +83,7 @@ class ExportSection:
 class SFTRecipe:
     model: SFTModelSection = field(default_factory=SFTModelSection)
     tokenizer: str | None = None  # a tokenizer folder; default: model.init_from
-    chat_format: str = "auto"  # auto (the family's) | generic | chatglm3 | skywork
+    chat_format: str = "auto"  # auto (the family's) | generic | zephyr | geb | chatglm3 | skywork
     data: SFTDataSection = field(default_factory=SFTDataSection)
     lora: LoraSection = field(default_factory=LoraSection)
     optimizer: OptimizerSection = field(default_factory=lambda: OptimizerSection(lr=2e-4, weight_decay=0.0))

@@ -7,16 +7,28 @@ Every template wraps the assistant's reply, including the end-of-turn marker the
 (`return_assistant_tokens_mask=True`), so the loss mask comes from the template itself, turn by turn.
 
 Formats and their sources:
-- `chatglm3` (GEB): ChatGLM3-6B's layout: the prefix `[gMASK]sop`, then role markers `<|system|>`, `<|user|>`,
-  `<|assistant|>`, `<|observation|>`, each followed by a newline and the content (HF:THUDM/chatglm3-6b
-  tokenizer_config.json chat_template) [verified for ChatGLM3]. That GEB (tokenizer "refined from ChatGLM-3",
-  ChatGLM-style `model.chat`) uses the same prefix and markers is [assumed]; so is the EOS after each reply, which
-  gives the model an explicit stop (ChatGLM3 itself stops at the next `<|user|>`/`<|observation|>`, also stop tokens).
+- `zephyr` (TinyLlama): TinyLlama-1.1B-Chat-v1.0's format (HF:TinyLlama/TinyLlama-1.1B-Chat-v1.0
+  tokenizer_config.json `chat_template`, read in the copies its derivatives ship, e.g.
+  reach-vb/TinyLlama-1.1B-Chat-v1.0-Q4-mlx) [verified]: every turn is `<|system|>`/`<|user|>`/`<|assistant|>`, a
+  newline, the content, `</s>` (EOS) and a newline; the generation prompt is `<|assistant|>` and a newline. The role
+  markers are plain text there (the official tokenizer has only `<unk>` `<s>` `</s>` as added tokens), so this
+  format adds no tokens. The official template leaves BOS to the tokenizer (`add_bos_token: true`, applied when the
+  rendered text is tokenized, as in the model card's pipeline); ours writes `{{ bos_token }}` first, so the ids equal
+  `tokenizer(official_text)` whichever way the template is applied.
+- `geb` (GEB): the prefix `[gMASK]<sop>`, then `<|system|>`/`<|user|>`/`<|assistant|>`/`<|observation|>`, a newline
+  and the content. GEB's `tokenization_geb.py` (HF:GEB-AGI/geb-1.3b, rev 70567aa) names `<sop>`/`<eop>` with angle
+  brackets (ChatGLM3 writes `sop`/`eop`), see `tokenization/presets.py`. The rest of GEB's `chat()` prompt could not
+  be read (only the head of tokenization_geb.py is in the stored copies; modeling_geb.py's `chat()` not at all):
+  the layout after the prefix follows ChatGLM3's `build_chat_input` [assumed for GEB], and so does the EOS after
+  each reply [assumed], which gives the model an explicit stop besides `<|user|>`/`<|observation|>`.
+- `chatglm3`: ChatGLM3-6B's own layout, `[gMASK]sop` then the same role markers (HF:THUDM/chatglm3-6b
+  tokenizer_config.json chat_template) [verified for ChatGLM3]; kept for ChatGLM3-style tokenizers.
 - `skywork`: `</s><s>[USER]{query}[SEP][BOT]{reply}[SEP]</s>`, system text after a leading `<s>`
   (GH:SkyworkAI/Skywork README demo `special_encode`; ms-swift's `skywork` template) [verified for one turn];
   multi-turn continues with `<s>[USER]...` after the previous `</s>` [assumed].
-- `generic` (base models without a published chat format): plain-text `System:`/`User:`/`Assistant:` headers with a
-  newline, the reply ended by EOS; needs no new tokens, so it works with any base tokenizer.
+- `generic` (ChuXin, BTLM base models): plain-text `System:`/`User:`/`Assistant:` headers with a newline, the reply
+  ended by EOS; needs no new tokens, so it works with any base tokenizer. Project-defined: neither family publishes
+  a chat format for its base model.
 
 Which format a family uses is its record's `chat_format` (`hf_smallllm/families/<name>.py`).
 """
@@ -49,17 +61,37 @@ _GENERIC = (
     "{% if add_generation_prompt %}Assistant:\n{% endif %}"
 )
 
-_CHATGLM3 = (
-    "[gMASK]sop"
+_ZEPHYR = (
+    "{{ bos_token }}"
     "{% for message in messages %}"
-    "{% if message['role'] in ['system', 'user', 'observation'] %}<|{{ message['role'] }}|>\n{{ message['content'] }}"
+    "{% if message['role'] in ['system', 'user'] %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
     "{% elif message['role'] == 'assistant' %}<|assistant|>\n"
-    "{% generation %}{{ message['content'] }}{{ eos_token }}{% endgeneration %}"
+    # transformers renders templates with trim_blocks, which would drop a literal newline right after a block tag
+    "{% generation %}{{ message['content'] }}{{ eos_token }}{% endgeneration %}{{ '\\n' }}"
     "{% else %}{{ raise_exception('unknown role: ' + message['role']) }}"
     "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+
+
+def _glm_template(prefix: str) -> str:
+    """ChatGLM3's layout after `prefix`: role marker, newline, content; the reply is followed by EOS."""
+    return (
+        prefix
+        + "{% for message in messages %}"
+        "{% if message['role'] in ['system', 'user', 'observation'] %}"
+        "<|{{ message['role'] }}|>\n{{ message['content'] }}"
+        "{% elif message['role'] == 'assistant' %}<|assistant|>\n"
+        "{% generation %}{{ message['content'] }}{{ eos_token }}{% endgeneration %}"
+        "{% else %}{{ raise_exception('unknown role: ' + message['role']) }}"
+        "{% endif %}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+
+
+GLM_ROLE_MARKERS = ("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
 
 _SKYWORK = (
     "{% for message in messages %}"
@@ -76,8 +108,10 @@ _SKYWORK = (
 
 CHAT_FORMATS: dict[str, ChatFormat] = {
     "generic": ChatFormat("generic", _GENERIC),
-    "chatglm3": ChatFormat("chatglm3", _CHATGLM3,
-                           ("[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"),
+    "zephyr": ChatFormat("zephyr", _ZEPHYR),
+    "geb": ChatFormat("geb", _glm_template("[gMASK]<sop>"), ("[gMASK]", "<sop>", *GLM_ROLE_MARKERS),
+                      ("<|user|>", "<|observation|>")),
+    "chatglm3": ChatFormat("chatglm3", _glm_template("[gMASK]sop"), ("[gMASK]", "sop", *GLM_ROLE_MARKERS),
                            ("<|user|>", "<|observation|>")),
     "skywork": ChatFormat("skywork", _SKYWORK, ("[USER]", "[BOT]", "[SEP]"), ("[SEP]",)),
 }
@@ -147,5 +181,5 @@ def stop_token_ids(tokenizer, fmt: ChatFormat | str) -> list[int]:
     return ids
 
 
-__all__ = ["CHAT_FORMATS", "ChatFormat", "FAMILY_CHAT_FORMATS", "ROLES", "chat_format", "chat_format_for",
-           "install_chat_template", "resize_embeddings_for", "stop_token_ids"]
+__all__ = ["CHAT_FORMATS", "ChatFormat", "FAMILY_CHAT_FORMATS", "GLM_ROLE_MARKERS", "ROLES", "chat_format",
+           "chat_format_for", "install_chat_template", "resize_embeddings_for", "stop_token_ids"]

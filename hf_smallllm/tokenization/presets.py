@@ -14,11 +14,12 @@ real families:
 | btlm      | byte_level / gpt2           | 50,256     | -                   | `<|endoftext|>` 50256 (BOS = EOS = UNK)                | none  |
 | tinyllama | sentencepiece_bpe, digits   | 32,000     | `<unk>` `<s>` `</s>` | -                                                     | BOS   |
 | skywork   | sentencepiece_bpe, digits   | 65,519     | `<unk>` `<s>` `</s>` | `[USER]` `[BOT]` `[SEP]` 65519-65521 (PAD = `<unk>` 0)  | BOS   |
-| geb       | sentencepiece_bpe, digits   | 64,789     | `<unk>` `<s>` `</s>` | ChatGLM3's `[MASK]` ... `<|observation|>` 64789-64797  | none  |
+| geb       | sentencepiece_bpe, digits   | 64,789     | `<unk>` `<s>` `</s>` | `[MASK]` ... `<eod>`, role markers 64789-64798         | none  |
 
-The model's embedding has at least `len(tokenizer)` rows (ChuXin 102,400, GEB 64,896 padded). GEB's BOS/EOS/PAD ids
-and whether it adds BOS are unverified (its tokenizer is custom remote code): the ChatGLM3 layout is used, and
-ChatGLM3's `[gMASK]sop` prefix is left to the chat template rather than added to every text.
+The model's embedding has at least `len(tokenizer)` rows (ChuXin 102,400, GEB 64,896 padded).
+
+GEB's ids follow its own `tokenization_geb.py` (what of it is verified: `hf_smallllm/families/geb.py`); its
+`[gMASK]<sop>` chat prefix is left to the chat template rather than added to every text.
 """
 
 import copy

@@ -18,7 +18,7 @@ CONVERSATION = [
     {"role": "user", "content": "再乘以4呢？"},
     {"role": "assistant", "content": "5乘以4等于20。"},
 ]
-END_OF_REPLY = {"generic": "</s>", "chatglm3": "</s>", "skywork": "[SEP]</s>"}
+END_OF_REPLY = {"generic": "</s>", "zephyr": "</s>", "geb": "</s>", "chatglm3": "</s>", "skywork": "[SEP]</s>"}
 
 
 def assistant_spans(ids, labels):
@@ -65,6 +65,39 @@ def test_skywork_format_matches_published_prompt(tokenizer):
     text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
                                          tokenize=False)
     assert text == "</s><s>[USER]hi[SEP][BOT]yo[SEP]</s>"  # GH:SkyworkAI/Skywork README demo + ms-swift template
+
+
+def test_tinyllama_speaks_zephyr(tokenizer):
+    """TinyLlama-1.1B-Chat-v1.0's format (its tokenizer_config.json chat_template): `<|role|>\n{content}</s>\n` per
+    turn, generation prompt `<|assistant|>\n`, markers as plain text (no added tokens), BOS from the tokenizer."""
+    fmt = chat_format_for("tinyllama")
+    assert fmt.name == "zephyr" and fmt.special_tokens == ()
+    before = len(tokenizer)
+    assert install_chat_template(tokenizer, fmt) == [] and len(tokenizer) == before
+    text = tokenizer.apply_chat_template(CONVERSATION[:3], tokenize=False)
+    assert text == ("<s><|system|>\nYou are terse.</s>\n<|user|>\nWhat is 2 plus 3?</s>\n"
+                    "<|assistant|>\n2 plus 3 is 5.</s>\n")
+    prompt = tokenizer.apply_chat_template(CONVERSATION[:2], tokenize=False, add_generation_prompt=True)
+    assert prompt == "<s><|system|>\nYou are terse.</s>\n<|user|>\nWhat is 2 plus 3?</s>\n<|assistant|>\n"
+    assert stop_token_ids(tokenizer, fmt) == [tokenizer.eos_token_id]
+    # answer-only loss: the reply and its </s> are targets; the newline after it, the markers, system and user are not
+    example = encode_conversation(tokenizer, CONVERSATION)
+    spans = [tokenizer.decode(span) for span in assistant_spans(example["input_ids"], example["labels"])]
+    assert spans == ["2 plus 3 is 5.</s>", "5乘以4等于20。</s>"]
+    targets = [i for i, label in enumerate(example["labels"]) if label != IGNORE_INDEX]
+    assert example["input_ids"][targets[0] - 1] != tokenizer.eos_token_id  # the prompt's </s> is not a target
+
+
+def test_geb_format_uses_gebs_tokens(tokenizer):
+    """GEB's tokenization_geb.py writes `<sop>` with angle brackets; the prefix is `[gMASK]<sop>`, never ChatGLM3's
+    bare `sop`."""
+    added = install_chat_template(tokenizer, "geb")
+    text = tokenizer.apply_chat_template(CONVERSATION[:3], tokenize=False)
+    assert text == "[gMASK]<sop><|system|>\nYou are terse.<|user|>\nWhat is 2 plus 3?<|assistant|>\n2 plus 3 is 5.</s>"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids[:2] == tokenizer.convert_tokens_to_ids(["[gMASK]", "<sop>"])
+    assert "sop" not in tokenizer.get_vocab() and tokenizer.convert_tokens_to_ids("sop") not in added
+    assert stop_token_ids(tokenizer, "geb")[1:] == tokenizer.convert_tokens_to_ids(["<|user|>", "<|observation|>"])
 
 
 def test_chatglm3_format_uses_role_markers(tokenizer):

@@ -94,7 +94,12 @@ def test_id_layout_follows_the_real_families(trained_tokenizers):
     assert len(llama) == TEST_VOCAB
     assert [skywork.convert_tokens_to_ids(t) for t in ("[USER]", "[BOT]", "[SEP]")] == [TEST_VOCAB + i for i in range(3)]
     assert skywork.pad_token_id == 0
-    assert geb.convert_tokens_to_ids("[gMASK]") == TEST_VOCAB + 1 and geb.convert_tokens_to_ids("sop") == TEST_VOCAB + 3
+    # GEB's order (tokenization_geb.py): [MASK] [gMASK] [sMASK] <sop> <eop> <eod>, then the role markers
+    geb_order = ["[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<eod>", "<|system|>", "<|user|>", "<|assistant|>",
+                 "<|observation|>"]
+    assert geb.convert_tokens_to_ids(geb_order) == [TEST_VOCAB + i for i in range(10)]
+    assert len(geb) == TEST_VOCAB + 10 and "sop" not in geb.get_vocab()
+    assert (geb.bos_token_id, geb.eos_token_id, geb.pad_token_id) == (1, 2, 0)
 
 
 @pytest.mark.parametrize("family, adds", [("chuxin", (False, False)), ("btlm", (False, False)),
