@@ -171,7 +171,7 @@ def _reload_in_fresh_process(repo_id: str, revision: str, endpoint: str, token: 
                           capture_output=True, text=True, env=env, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"reloading {repo_id}@{revision} failed:\n{done.stderr[-2000:]}")
-    return torch.load(out, weights_only=False)
+    return torch.load(out, weights_only=True)  # a dict of a tensor and a string, written by the script above
 
 
 def _generate(model, tokenizer, prompt: str, new_tokens: int, seed: int) -> str:

@@ -5,61 +5,88 @@ Executing code a model wrote is unsafe. The package follows lm-eval's own opt-in
 (`--confirm-run-unsafe-code` on the command line), and, like Hugging Face's `code_eval` metric that lm-eval's
 stock HumanEval task uses, nothing executes unless the environment variable `HF_ALLOW_CODE_EVAL=1` is set (the
 command sets it when confirmed). Each program runs in its own Python subprocess in isolated mode (`-I`), in an
-empty temporary directory, with a wall-clock timeout and POSIX resource limits (CPU seconds, address space, file
-size, no core dumps). That contains accidents (infinite loops, memory blow-ups), not attacks: run untrusted
-models' code inside a container or VM.
+empty temporary directory, under the supervisor in `code_sandbox.py`: its own session, a wall-clock timeout after
+which it and every process it started are killed (also when it exits leaving processes behind, which fails it), a
+process-count limit (as `nobody` when running as root, where the kernel ignores that limit), and POSIX resource
+limits (CPU seconds, address space, file size, no core dumps). That contains accidents (infinite loops, memory
+blow-ups, forks), not attacks: run untrusted models' code inside a container or VM.
 
 pass@k is the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language Models Trained on Code"):
 1 - C(n - c, k) / C(n, k) for n samples of which c pass.
 """
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 ALLOW_ENV = "HF_ALLOW_CODE_EVAL"
 DEFAULT_TIMEOUT = 5.0  # seconds per program; HumanEval's own harness uses 3
-MEMORY_LIMIT = 2 << 30  # bytes of address space per program
+MEMORY_LIMIT = 2 << 30  # bytes of address space per process
+MAX_PROCESSES = 16  # processes a program may run at once (itself included); HumanEval solutions need one
+SUPERVISOR_MARGIN = 30.0  # seconds the supervisor may take beyond the program's timeout to kill and reap
+SANDBOX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "code_sandbox.py")
 
 
 class CodeExecutionNotAllowed(RuntimeError):
     """Raised when model-written code would run without the explicit opt-in."""
 
 
-def _limit_resources(timeout: float):
-    def apply():
-        import resource
+@dataclass(frozen=True)
+class ExecutionResult:
+    """How one program ended: its exit status (None when killed at the timeout), whether the timeout hit, and how
+    many of its processes were still running when it exited (all killed; any makes it fail)."""
 
-        cpu = int(timeout) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    returncode: int | None
+    timed_out: bool
+    leftovers: int
 
-    return apply
+    @property
+    def passed(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and not self.leftovers
 
 
-def run_program(program: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
-    """True when `program` exits with status 0 within `timeout` seconds; requires `HF_ALLOW_CODE_EVAL=1`."""
+def execute(program: str, timeout: float = DEFAULT_TIMEOUT) -> ExecutionResult:
+    """Run `program` contained by `code_sandbox` (own session, every descendant killed at the end, process, CPU,
+    memory and file limits, as `nobody` when we are root); requires `HF_ALLOW_CODE_EVAL=1`."""
     if os.environ.get(ALLOW_ENV) != "1":
         raise CodeExecutionNotAllowed(
             f"executing model-written code is disabled; set {ALLOW_ENV}=1 (the eval command does so with "
             "--confirm-run-unsafe-code) after reading the safety note in docs/evaluation.md")
-    preexec = _limit_resources(timeout) if os.name == "posix" else None
-    environment = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    if os.name != "posix":
+        raise CodeExecutionNotAllowed("executing model-written code needs a POSIX system (process groups, setrlimit)")
     with tempfile.TemporaryDirectory(prefix="hf_smallllm_exec_") as workdir:
+        path = os.path.join(workdir, "program.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(program)
+        command = [sys.executable, "-I", SANDBOX, str(timeout), str(MEMORY_LIMIT), str(MAX_PROCESSES), path]
+        # The supervisor gets a margin over the program's timeout to kill and reap; it has its own session so
+        # that, should it hang, one killpg ends it and whatever it started.
+        supervisor = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, env={"PATH": os.environ.get("PATH", "")},
+                                      start_new_session=True)
         try:
-            completed = subprocess.run([sys.executable, "-I", "-c", program], cwd=workdir, env=environment,
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, timeout=timeout, preexec_fn=preexec,
-                                       start_new_session=True)
+            out, err = supervisor.communicate(timeout=timeout + SUPERVISOR_MARGIN)
         except subprocess.TimeoutExpired:
-            return False
-    return completed.returncode == 0
+            os.killpg(supervisor.pid, signal.SIGKILL)
+            supervisor.communicate()
+            raise RuntimeError(f"the code-execution supervisor did not finish within {timeout + SUPERVISOR_MARGIN:g}s")
+    if supervisor.returncode != 0:
+        raise RuntimeError(f"the code-execution supervisor failed (exit {supervisor.returncode}): "
+                           f"{err.decode(errors='replace').strip()[-500:]}")
+    return ExecutionResult(**json.loads(out.decode().strip().splitlines()[-1]))
+
+
+def run_program(program: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """True when `program` exits with status 0 within `timeout` seconds leaving no process behind; requires
+    `HF_ALLOW_CODE_EVAL=1`."""
+    return execute(program, timeout).passed
 
 
 def estimate_pass_at_k(samples: int, correct: int, k: int) -> float:
@@ -95,8 +122,10 @@ def build_predictions(resps: Sequence[Sequence[str]], docs: Sequence[dict]) -> l
 __all__ = [
     "ALLOW_ENV",
     "CodeExecutionNotAllowed",
+    "ExecutionResult",
     "build_predictions",
     "estimate_pass_at_k",
+    "execute",
     "pass_at_k",
     "run_program",
 ]

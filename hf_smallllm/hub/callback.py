@@ -26,7 +26,8 @@ from typing import Callable
 from transformers import TrainerCallback
 
 from ..train.checkpoint import TRAINER_STATE_NAME, latest_checkpoint
-from .publish import TRAINING_ONLY_FILES, HubPublisher, PublishError, PublishResult, RevisionCollisionError, _selected
+from .publish import (TRAINING_ONLY_FILES, HubPublisher, PublishError, PublishResult, RevisionCollisionError, _selected,
+                      checkpoint_files, link_or_copy)
 
 _STOP = object()
 
@@ -116,12 +117,10 @@ class HubPublishCallback(TrainerCallback):
         held = self._hold / f"checkpoint-{step}"
         shutil.rmtree(held, ignore_errors=True)
         held.mkdir(parents=True)
-        for path in checkpoint.iterdir():
-            if path.is_file() and (_selected(path.name, TRAINING_ONLY_FILES) or path.name == TRAINER_STATE_NAME):
-                try:
-                    os.link(path, held / path.name)
-                except OSError:
-                    shutil.copy2(path, held / path.name)
+        # the links were checked against the run here: the held copy is outside it
+        for name, real in checkpoint_files(checkpoint):
+            if _selected(name, TRAINING_ONLY_FILES) or name == TRAINER_STATE_NAME:
+                link_or_copy(real, held / name)
         return held
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -142,7 +141,13 @@ class HubPublishCallback(TrainerCallback):
         if not (checkpoint / TRAINER_STATE_NAME).exists():
             self.log(f"snapshot step {step}: {checkpoint} has no {TRAINER_STATE_NAME}; not published")
             return
-        self._queue.put((step, self._hold_checkpoint(checkpoint, step)))
+        try:
+            held = self._hold_checkpoint(checkpoint, step)
+        except PublishError as err:  # a link out of the run: report it, never stop training
+            self.failures.append((step, str(err)))
+            self.log(f"snapshot step {step} NOT published to {self.publisher.repo_id}: {err}")
+            return
+        self._queue.put((step, held))
         self._ensure_worker()
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):

@@ -10,7 +10,9 @@ raises its usual exception types. Which endpoints the client calls was establish
 
 Storage is plain files under `root`: file contents by sha256 in `blobs/`, repos, commits, branches and tags in
 `state.json` (rewritten atomically after every change). Tokens: a request carrying a token that is not in `tokens`
-gets 401; writes need a valid token; reads of public repos work without one. Binds 127.0.0.1 unless told otherwise.
+gets 401; writes need a valid token; reads of public repos work without one, private repos answer 401 `RepoNotFound`
+without one (as the Hub does). Binds 127.0.0.1 unless told otherwise, and refuses another address while the only
+token is the published default.
 
     python -m hf_smallllm.hub.local_server --root DIR --port 0      # prints "READY <port>"
 """
@@ -36,6 +38,7 @@ import yaml
 DEFAULT_TOKEN = "hf_local_token"
 DEFAULT_USER = "local-user"
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+SHA256 = re.compile(r"[0-9a-f]{64}")
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
 
 
@@ -78,6 +81,8 @@ class HubStore:
         return sha
 
     def blob_path(self, sha: str) -> Path:
+        if not SHA256.fullmatch(sha):
+            raise HubError(400, f"{sha!r} is not a sha256")
         return self.root / "blobs" / sha
 
     # repos ---------------------------------------------------------------------------------------------------
@@ -156,7 +161,12 @@ class HubStore:
                     files[value["path"]] = self._file_entry(base64.b64decode(value["content"]))
                 elif key == "lfsFile":
                     sha = value["oid"]
-                    if not self.blob_path(sha).exists():
+                    # The oid names a file under blobs/: anything but a sha256 would let a commit point at any
+                    # file of the host ("/etc/passwd", "../state.json").
+                    if not isinstance(sha, str) or not SHA256.fullmatch(sha):
+                        raise HubError(400, f"lfsFile {value['path']!r}: oid {sha!r} is not a sha256 (64 lowercase "
+                                            "hex characters)")
+                    if not self.blob_path(sha).is_file():
                         raise HubError(400, f"LFS object {sha} of {value['path']} was never uploaded")
                     data = self.blob_path(sha).read_bytes()
                     files[value["path"]] = {"sha256": sha, "oid": git_blob_oid(data), "size": len(data)}
@@ -247,6 +257,16 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if write and token is None:
             raise HubError(401, "You must be authenticated to write to the Hub (no token was sent)")
 
+    def _readable_repo(self, repo_type: str, repo_id: str) -> dict:
+        """The repo, if this request may see it. Like the Hub, a private repo without a valid token answers 401
+        with `RepoNotFound`, so its existence is not revealed (the client raises `RepositoryNotFoundError`)."""
+        with self.server.store.lock:
+            repo = self.server.store.repo(repo_type, repo_id)
+        if repo["private"] and self._token() not in self.server.tokens:
+            raise HubError(401, f"Repository Not Found for url: {repo_type} {repo_id} (private repos need a token)",
+                           "RepoNotFound")
+        return repo
+
     def _handle(self):
         # Read the whole body first: an early error reply must not leave it in a kept-alive connection.
         length = int(self.headers.get("Content-Length") or 0)
@@ -311,7 +331,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         repo_id = f"{payload.get('organization') or self.server.user}/{payload['name']}"
         repo_type = payload.get("type") or "model"
         url = f"{self.server.url}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
-        if not self.server.store.create_repo(repo_type, repo_id, bool(payload.get("private"))):
+        # huggingface_hub 2.x sends {"visibility": "private"}; older clients {"private": true}
+        private = payload.get("private") is True or payload.get("visibility") in ("private", "protected")
+        if not self.server.store.create_repo(repo_type, repo_id, private):
             return self._json({"error": "You already created this model repo", "url": url}, 409)
         return self._json({"url": url, "name": repo_id, "id": repo_id})
 
@@ -319,8 +341,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         store = self.server.store
         write = method in ("POST", "PUT", "DELETE") and (rest[:1] != ["paths-info"])
         self._check_auth(write=write)
-        with store.lock:
-            repo = store.repo(repo_type, repo_id)
+        repo = self._readable_repo(repo_type, repo_id)
         action = rest[0] if rest else "info"
         if action in ("info", "revision"):
             revision = unquote(rest[1]) if action == "revision" and len(rest) > 1 else "main"
@@ -422,8 +443,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _resolve(self, repo_type: str, repo_id: str, revision: str, path: str):
         store = self.server.store
         self._check_auth(write=False)
+        repo = self._readable_repo(repo_type, repo_id)
         with store.lock:
-            repo = store.repo(repo_type, repo_id)
             commit_id, files = store.files_at(repo, revision)
         headers = {"X-Repo-Commit": commit_id}
         if path not in files:
@@ -481,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", action="append", help=f"accepted token (repeatable; default {DEFAULT_TOKEN})")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
+    if not args.token and args.host not in ("127.0.0.1", "localhost", "::1"):
+        parser.error(f"--host {args.host}: the default token {DEFAULT_TOKEN!r} is public; give your own with --token "
+                     "before serving beyond this machine")
     server = serve(args.host, args.port, args.root, args.token or [DEFAULT_TOKEN], verbose=args.verbose)
     print(f"READY {server.server_address[1]}", flush=True)
     print(f"export HF_ENDPOINT={server.url} HF_TOKEN={(args.token or [DEFAULT_TOKEN])[0]}", flush=True)

@@ -64,6 +64,29 @@ def _selected(name: str, excludes) -> bool:
     return not any(fnmatch.fnmatch(name, pattern) for pattern in excludes)
 
 
+def checkpoint_files(source: Path, run: Path | None = None):
+    """(name, real path) of each regular file directly in `source`. A symlink may point at another file of the run
+    (`run`, default: the parent of a `checkpoint-N` folder, else `source` itself), never outside it: publishing must
+    not upload a file of the host (a `notes.txt` linking to /etc/passwd) -> PublishError naming the link."""
+    source = Path(source)
+    run = Path(run or (source.parent if source.name.startswith("checkpoint-") else source)).resolve()
+    for path in sorted(source.iterdir()):
+        real = path.resolve()
+        if path.is_symlink() and not real.is_relative_to(run):
+            raise PublishError(f"{path} is a symlink to {real}, outside the run folder {run}; publishing uploads "
+                               "only files inside the run (replace the link by a copy, or remove it)")
+        if real.is_file():  # folders, FIFOs, devices and dangling links are not model files
+            yield path.name, real
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link `source` (a regular file, links already resolved) to `target`, copying across file systems."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def stage_model_folder(source: str | Path, target: str | Path, remote_code: bool = True) -> Path:
     """Hard-link (or copy) a checkpoint's model files into `target` and add the remote-code files. Hard links keep
     the contents even if training deletes the checkpoint meanwhile (`save_total_limit`)."""
@@ -71,12 +94,9 @@ def stage_model_folder(source: str | Path, target: str | Path, remote_code: bool
     if not (source / "config.json").exists():
         raise FileNotFoundError(f"{source} is not a model folder (no config.json)")
     target.mkdir(parents=True, exist_ok=True)
-    for path in sorted(source.iterdir()):
-        if path.is_file() and _selected(path.name, TRAINING_ONLY_FILES):
-            try:
-                os.link(path, target / path.name)
-            except OSError:
-                shutil.copy2(path, target / path.name)
+    for name, real in checkpoint_files(source):
+        if _selected(name, TRAINING_ONLY_FILES):
+            link_or_copy(real, target / name)
     if remote_code:
         add_remote_code(target)
     return target
@@ -338,5 +358,16 @@ def publish_run(output_dir: str | Path, repo_id: str, *, steps: list[int] | None
     return results
 
 
-__all__ = ["HubPublisher", "PublishError", "PublishResult", "REVISIONS_FILE", "RevisionCollisionError",
-           "TRAINING_ONLY_FILES", "file_fingerprint", "publish_run", "stage_model_folder"]
+__all__ = [
+    "HubPublisher",
+    "PublishError",
+    "PublishResult",
+    "REVISIONS_FILE",
+    "RevisionCollisionError",
+    "TRAINING_ONLY_FILES",
+    "checkpoint_files",
+    "file_fingerprint",
+    "link_or_copy",
+    "publish_run",
+    "stage_model_folder",
+]

@@ -10,6 +10,7 @@ that plug into Trainer runs (publishing, domain evaluation) work here unchanged.
 """
 
 import os
+import pickle
 import random
 from contextlib import nullcontext
 
@@ -43,6 +44,21 @@ def _set_rng_state(state: dict) -> None:
     torch.random.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.random.set_rng_state_all(state["cuda"])
+
+
+def load_state(path: str):
+    """A resume-only file (optimizer, scheduler, RNG state) unpickled with `weights_only=True`: tensors, numbers,
+    strings and containers, plus the numpy array types an RNG state holds (transformers' `safe_globals`, so the
+    Trainer entry's files load too). A checkpoint folder may come from elsewhere; a pickle that would run code is
+    refused with a RecipeError naming the file."""
+    from transformers.trainer_pt_utils import safe_globals
+
+    try:
+        with safe_globals():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise RecipeError(f"{path}: refusing to unpickle it with weights_only=True (it holds objects other than "
+                          f"tensors, numbers and containers): {str(err).splitlines()[0]}") from None
 
 
 class AccelerateTrainer:
@@ -125,13 +141,13 @@ class AccelerateTrainer:
         missing = [k for k in missing if not (self.unwrapped_model.config.tie_word_embeddings and k == "lm_head.weight")]
         if missing or unexpected:
             raise RecipeError(f"{folder}: checkpoint does not match the model (missing {missing}, unexpected {unexpected})")
-        self.optimizer.load_state_dict(torch.load(os.path.join(folder, OPTIMIZER_NAME), weights_only=False))
-        self.lr_scheduler.load_state_dict(torch.load(os.path.join(folder, SCHEDULER_NAME), weights_only=False))
+        self.optimizer.load_state_dict(load_state(os.path.join(folder, OPTIMIZER_NAME)))
+        self.lr_scheduler.load_state_dict(load_state(os.path.join(folder, SCHEDULER_NAME)))
         rng_name = (f"rng_state_{self.accelerator.process_index}.pth" if self.accelerator.num_processes > 1
                     else "rng_state.pth")
         rng_path = os.path.join(folder, rng_name)
         if os.path.exists(rng_path):
-            _set_rng_state(torch.load(rng_path, weights_only=False))
+            _set_rng_state(load_state(rng_path))
         self.state = TrainerState.load_from_json(os.path.join(folder, TRAINER_STATE_NAME))
         self.state.is_local_process_zero = self.accelerator.is_local_main_process
         self.state.is_world_process_zero = self.accelerator.is_main_process

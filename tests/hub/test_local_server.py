@@ -75,3 +75,54 @@ def test_server_command_line(hub, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def commit_lines(endpoint: str, token: str, repo: str, lines: list, revision: str = "main"):
+    import json
+
+    body = "\n".join(json.dumps(line) for line in lines).encode()
+    return httpx2.post(f"{endpoint}/api/models/{repo}/commit/{revision}", content=body,
+                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"})
+
+
+@pytest.mark.parametrize("oid", ["/etc/passwd", "../state.json", "../../../../etc/hostname", "A" * 64, "0" * 64, 5])
+def test_lfs_oid_cannot_name_a_host_file(hub, oid):
+    """S1: a commit's lfsFile oid must be a sha256 of an uploaded blob; before, any host file could be served."""
+    endpoint, token = hub
+    repo = "tests/lfs-oid"
+    HfApi(endpoint=endpoint, token=token).create_repo(repo, exist_ok=True)
+    reply = commit_lines(endpoint, token, repo, [{"key": "header", "value": {"summary": "leak"}},
+                                                 {"key": "lfsFile", "value": {"path": "leak.txt", "oid": oid}}])
+    assert reply.status_code == 400 and "error" in reply.json()
+    assert httpx2.get(f"{endpoint}/{repo}/resolve/main/leak.txt").status_code == 404
+
+
+def test_private_repos_need_a_token(hub, tmp_path):
+    """S2: without a valid token a private repo answers like a missing one (401 RepoNotFound), as the Hub does."""
+    endpoint, token = hub
+    owner = HfApi(endpoint=endpoint, token=token)
+    repo = "tests/private-repo"
+    owner.create_repo(repo, private=True, exist_ok=True)
+    owner.create_commit(repo, [CommitOperationAdd("secret.txt", b"secret")], commit_message="add")
+    anonymous = HfApi(endpoint=endpoint, token=False)
+    for call in (lambda: anonymous.repo_info(repo), lambda: anonymous.list_repo_refs(repo),
+                 lambda: anonymous.list_repo_files(repo), lambda: anonymous.list_repo_commits(repo),
+                 lambda: anonymous.hf_hub_download(repo, "secret.txt", cache_dir=tmp_path)):
+        with pytest.raises(RepositoryNotFoundError):
+            call()
+    for url in (f"{endpoint}/{repo}/resolve/main/secret.txt", f"{endpoint}/api/models/{repo}",
+                f"{endpoint}/api/models/{repo}/tree/main"):
+        reply = httpx2.get(url)
+        assert reply.status_code == 401 and reply.headers["X-Error-Code"] == "RepoNotFound"
+        assert b"secret.txt" not in reply.content and reply.content != b"secret"
+    with open(owner.hf_hub_download(repo, "secret.txt", cache_dir=tmp_path)) as f:
+        assert f.read() == "secret"
+    assert owner.repo_info(repo).private
+
+
+def test_the_public_default_token_stays_on_this_machine(tmp_path, capsys):
+    from hf_smallllm.hub import local_server
+
+    with pytest.raises(SystemExit) as exit_info:
+        local_server.main(["--root", str(tmp_path), "--host", "0.0.0.0"])
+    assert exit_info.value.code == 2 and "--host 0.0.0.0: the default token" in capsys.readouterr().err

@@ -162,3 +162,39 @@ def test_final_of_a_fine_tune_carries_base_model(hub, tmp_path):
     card = open(HfApi(endpoint=endpoint).hf_hub_download("tests/fine-tune", "README.md", cache_dir=tmp_path)).read()
     assert "base_model: tests/full-run" in card and "- tests/chat-data" in card
     assert "no intermediate checkpoints" in card
+
+
+def test_links_out_of_the_run_are_never_uploaded(hub, tmp_path):
+    """P1: a checkpoint file that links outside the run is refused (before, /etc/passwd was uploaded); a link to
+    another file of the run is uploaded as that file."""
+    from hf_smallllm.hub import HubPublishCallback
+
+    endpoint, token = hub
+    run = tmp_path / "run"
+    checkpoint = make_checkpoint(run / "checkpoint-10", 10)
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host secret")
+    (run / "shared-notes.txt").write_text("notes of the run")
+    (checkpoint / "notes.txt").symlink_to(run / "shared-notes.txt")
+    repo = "tests/symlinks"
+    api = HfApi(endpoint=endpoint, token=token)
+    result = HubPublisher(repo, endpoint=endpoint, token=token).publish_snapshot(checkpoint)
+    notes = api.hf_hub_download(repo, "notes.txt", revision=result.revision, cache_dir=tmp_path / "cache")
+    with open(notes) as f:
+        assert f.read() == "notes of the run"
+
+    (checkpoint / "leak.txt").symlink_to(secret)
+    with pytest.raises(PublishError, match=r"leak.txt is a symlink to .*host-secret.txt, outside the run folder"):
+        publish_run(run, repo, endpoint=endpoint, token=token, progress=False, overwrite=True)
+    with pytest.raises(PublishError, match="outside the run folder"):
+        HubPublisher(repo, endpoint=endpoint, token=token).publish_final(checkpoint)
+    # during training the callback reports it and carries on
+    from types import SimpleNamespace
+
+    logged = []
+    callback = HubPublishCallback(repo, endpoint=endpoint, token=token, output_dir=run, log=logged.append)
+    callback.on_save(SimpleNamespace(output_dir=str(run)), SimpleNamespace(global_step=10, is_world_process_zero=True),
+                     None)
+    assert callback.failures and "outside the run folder" in callback.failures[0][1] and "NOT published" in logged[0]
+    files = {path for branch in api.list_repo_refs(repo).branches for path in api.list_repo_files(repo, revision=branch.name)}
+    assert "leak.txt" not in files

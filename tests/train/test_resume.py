@@ -92,3 +92,26 @@ def test_trainer_and_accelerate_entries_train_the_same_model(tiny_recipe, tmp_pa
     a, b = final_weights(runs["trainer"].output_dir), final_weights(runs["accelerate"].output_dir)
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+class RunsCode:
+    """A pickle payload: unpickling it would create the file `path` (what a malicious checkpoint could do)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng_state.pth"])
+def test_resume_refuses_pickles_that_run_code(tiny_recipe, tmp_path, name):
+    recipe = copy.deepcopy(tiny_recipe)
+    recipe["training"]["max_steps"] = 3
+    run_pretraining(recipe, entry="accelerate")
+    marker = tmp_path / f"pwned-{name}"
+    torch.save({"state": RunsCode(marker)}, tmp_path / "run" / "checkpoint-3" / name)
+    recipe["training"]["max_steps"] = 6
+    with pytest.raises(RecipeError, match=rf"{name}: refusing to unpickle"):
+        run_pretraining(recipe, entry="accelerate", resume=True)
+    assert not marker.exists()
