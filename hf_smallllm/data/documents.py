@@ -174,7 +174,7 @@ class DocumentSource:
     @classmethod
     def from_dict(cls, spec: dict) -> "DocumentSource":
         known = {f for f in cls.__dataclass_fields__}
-        unknown = set(spec) - known - {"weight"}
+        unknown = set(spec) - known - {"weight", "prepared"}
         if unknown:
             raise ValueError(f"source {spec.get('name')!r}: unknown fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**{k: v for k, v in spec.items() if k in known})

@@ -3,8 +3,16 @@
 
 import torch
 
-from ..data import DocumentPacker, DocumentSource, MixtureSchedule, PackedBatchStream, PackedCollator
-from ..data import SequenceLengthSchedule
+from ..data import (
+    DocumentSource,
+    MixtureSchedule,
+    OnTheFlyTokens,
+    PackedBatchStream,
+    SequenceLengthSchedule,
+    open_prepared,
+    read_manifest,
+    tokenizer_identity,
+)
 from ..families import FAMILIES, family_of, preset_config
 from .extensions import RunContext, build_section_callbacks
 from .recipe import Recipe, RecipeError
@@ -68,22 +76,34 @@ def build_model(recipe: Recipe, tokenizer=None):
 
 
 def build_stream(recipe: Recipe, tokenizer, world_size: int = 1, rank: int = 0) -> PackedBatchStream:
+    """The data stream of this process. Sources with `prepared` (or all, with `data.prepared`) read token shards
+    from `hf-smallllm data prepare`, checked against the recipe's tokenizer first; the others tokenize on the fly."""
     data, training = recipe.data, recipe.training
-    packers = {}
-    for spec in data.sources:
+    sources = {}
+    identity = None
+    manifests = {}
+    for index, spec in enumerate(data.sources):
+        folder = spec.get("prepared") or data.prepared
         try:
-            source = DocumentSource.from_dict(spec)
+            if folder:
+                if identity is None:
+                    identity = tokenizer_identity(tokenizer)
+                if folder not in manifests:
+                    manifests[folder] = read_manifest(folder)
+                sources[spec["name"]] = open_prepared(folder, spec["name"], identity, data.add_bos, spec,
+                                                      manifest=manifests[folder])
+            else:
+                source = DocumentSource.from_dict(spec)
+                sources[source.name] = OnTheFlyTokens(source, tokenizer, add_bos=data.add_bos,
+                                                      tokenize_batch=data.tokenize_batch)
         except (ValueError, FileNotFoundError) as err:
-            raise RecipeError(f"data.sources ({spec.get('name')}): {err}") from err
-        packers[source.name] = DocumentPacker(source, tokenizer, mode=data.packing, add_bos=data.add_bos,
-                                              tokenize_batch=data.tokenize_batch)
+            raise RecipeError(f"data.sources[{index}] ({spec.get('name')}): {err}") from err
     try:
-        mixture = MixtureSchedule(recipe.mixture_phases, training.max_steps, sources=list(packers))
+        mixture = MixtureSchedule(recipe.mixture_phases, training.max_steps, sources=list(sources))
         lengths = SequenceLengthSchedule(recipe.seq_len_phases, training.max_steps, data.tokens_per_step)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return PackedBatchStream(packers, mixture, lengths, training.max_steps,
-                                 training.gradient_accumulation_steps, world_size, rank, training.seed,
-                                 PackedCollator(pad, data.flash_attn_kwargs))
+        return PackedBatchStream(sources, mixture, lengths, training.max_steps, training.gradient_accumulation_steps,
+                                 world_size, rank, training.seed, packing=data.packing,
+                                 eos_token_id=tokenizer.eos_token_id, flash_attn_kwargs=data.flash_attn_kwargs)
     except ValueError as err:
         raise RecipeError(f"data: {err}") from err
 

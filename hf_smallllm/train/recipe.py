@@ -45,6 +45,8 @@ class ModelSection:
 @dataclass
 class DataSection:
     sources: list[dict] = field(default_factory=list)  # DocumentSource fields: name, paths | dataset, split_by, ...
+    # (a source may also name `prepared: FOLDER`: read its token shards from there instead of tokenizing)
+    prepared: str | None = None  # a folder from `hf-smallllm data prepare` holding every source's token shards
     mixture: list[dict] | None = None  # MixtureSchedule phases; default: one phase with each source's `weight`
     seq_len: int | None = None  # a constant row length, or
     sequence_length: list[dict] | None = None  # SequenceLengthSchedule phases [{until, seq_len}]
@@ -182,8 +184,9 @@ def validate(recipe: Recipe) -> None:
     for index, source in enumerate(data.sources):
         if not isinstance(source, dict) or "name" not in source:
             raise RecipeError(f"data.sources[{index}]: a mapping with a 'name' is needed")
-        if not source.get("paths") and not source.get("dataset"):
-            raise RecipeError(f"data.sources[{index}] ({source['name']}): give 'paths' or 'dataset'")
+        if not source.get("paths") and not source.get("dataset") and not (source.get("prepared") or data.prepared):
+            raise RecipeError(f"data.sources[{index}] ({source['name']}): give 'paths' or 'dataset' (or 'prepared' "
+                              "token shards)")
         weight = source.get("weight", 1.0)
         if not isinstance(weight, (int, float)) or weight < 0:
             raise RecipeError(f"data.sources[{index}].weight must be a number >= 0, got {weight!r}")

@@ -1,10 +1,13 @@
-"""Packing real text: exact token accounting, per-document positions and labels, tail policies, exact resume."""
+"""Packing real text: rows are the exact token stream, per-document positions and labels, epochs, resume."""
 
+import itertools
+
+import numpy as np
 import pytest
 import torch
 
-from hf_smallllm import preset_config, FAMILIES
-from hf_smallllm.data import IGNORE_INDEX, DocumentPacker, DocumentSource, PackedCollator, SourceExhausted
+from hf_smallllm import FAMILIES, preset_config
+from hf_smallllm.data import IGNORE_INDEX, DocumentSource, OnTheFlyTokens, pack_rows
 
 
 def kjv():
@@ -16,75 +19,74 @@ def token_stream(source, tokenizer):
             + [tokenizer.eos_token_id]]
 
 
-@pytest.mark.parametrize("tail", ["drop", "pad"])
-def test_rows_are_the_exact_token_stream(corpus_tokenizer, tail):
+def rows_of(tokens, count, seq_len, start=0):
+    ids = np.empty((count, seq_len), dtype=np.int64)
+    for row in range(count):
+        tokens.read_into(ids[row], start + row * seq_len)
+    return ids
+
+
+def test_rows_are_the_exact_token_stream(corpus_tokenizer):
     source = kjv()
-    packer = DocumentPacker(source, corpus_tokenizer, cycle=False, tail=tail)
-    rows = list(packer.rows(seq_len=128))
-    assert all(len(r.input_ids) == 128 for r in rows)
     stream = token_stream(source, corpus_tokenizer)
-    packed = [t for r in rows for t in r.input_ids[: 128 - r.padding]]
-    if tail == "drop":
-        assert packed == stream[: len(packed)] and len(stream) - len(packed) < 128  # only the unfinished tail goes
-    else:
-        assert packed == stream and rows[-1].padding > 0
-        assert rows[-1].labels[-rows[-1].padding:] == [IGNORE_INDEX] * rows[-1].padding
+    ids = rows_of(OnTheFlyTokens(source, corpus_tokenizer, tokenize_batch=7), len(stream) // 128, 128)
+    assert ids.ravel().tolist() == stream[: ids.size]
 
 
-def test_document_mode_resets_positions_and_masks_boundary_labels(corpus_tokenizer):
-    packer = DocumentPacker(kjv(), corpus_tokenizer, mode="document")
+def test_document_mode_resets_positions_after_every_eos_and_masks_boundary_labels(corpus_tokenizer):
     eos = corpus_tokenizer.eos_token_id
-    for row in [packer.next_row(96) for _ in range(5)]:
+    batch = pack_rows(rows_of(OnTheFlyTokens(kjv(), corpus_tokenizer), 5, 96), "document", eos)
+    for ids, labels, positions in zip(batch["input_ids"], batch["labels"], batch["position_ids"]):
+        assert positions[0] == 0 and labels[0] == IGNORE_INDEX
         for i in range(1, 96):
-            if row.position_ids[i] == 0:  # a new document (or segment) starts here
-                assert row.labels[i] == IGNORE_INDEX
-                assert row.input_ids[i - 1] == eos or i == 0
+            if ids[i - 1] == eos:  # a new document starts here
+                assert positions[i] == 0 and labels[i] == IGNORE_INDEX
             else:
-                assert row.position_ids[i] == row.position_ids[i - 1] + 1 and row.labels[i] == row.input_ids[i]
+                assert positions[i] == positions[i - 1] + 1 and labels[i] == ids[i]
 
 
 def test_causal_mode_keeps_monotonic_positions(corpus_tokenizer):
-    row = DocumentPacker(kjv(), corpus_tokenizer, mode="causal").next_row(64)
-    assert row.position_ids == list(range(64)) and row.labels[1:] == row.input_ids[1:] and row.labels[0] == -100
+    batch = pack_rows(rows_of(OnTheFlyTokens(kjv(), corpus_tokenizer), 2, 64), "causal", corpus_tokenizer.eos_token_id)
+    assert (batch["position_ids"] == np.arange(64)).all()
+    assert (batch["labels"][:, 1:] == batch["input_ids"][:, 1:]).all() and (batch["labels"][:, 0] == -100).all()
 
 
 def test_long_documents_continue_in_the_next_row(corpus_tokenizer):
     plays = DocumentSource("plays", "bundled:validation/en_shakespeare.txt", split_by="heading")
-    packer = DocumentPacker(plays, corpus_tokenizer, cycle=False)
-    first, second = packer.next_row(64), packer.next_row(64)
+    batch = pack_rows(rows_of(OnTheFlyTokens(plays, corpus_tokenizer), 2, 64), "document",
+                      corpus_tokenizer.eos_token_id)
     document = corpus_tokenizer(next(plays.iter_documents()), add_special_tokens=False)["input_ids"]
-    assert first.input_ids + second.input_ids == document[:128]
-    assert second.position_ids[0] == 0  # a continued document restarts as a segment
+    assert batch["input_ids"].ravel().tolist() == document[:128]
+    assert batch["position_ids"][1, 0] == 0  # a continued document restarts as a segment
 
 
-def test_packer_resumes_on_the_exact_next_token(corpus_tokenizer):
-    reference = DocumentPacker(kjv(), corpus_tokenizer, tokenize_batch=7)
-    rows = [reference.next_row(50) for _ in range(12)]
-    packer = DocumentPacker(kjv(), corpus_tokenizer, tokenize_batch=7)
-    for _ in range(5):
-        packer.next_row(50)
-    state = packer.state_dict()
-    resumed = DocumentPacker(kjv(), corpus_tokenizer, tokenize_batch=3)
+def test_on_the_fly_tokens_resume_from_their_document_cursor(corpus_tokenizer):
+    reference = rows_of(OnTheFlyTokens(kjv(), corpus_tokenizer, tokenize_batch=7), 12, 50)
+    tokens = OnTheFlyTokens(kjv(), corpus_tokenizer, tokenize_batch=7)
+    rows_of(tokens, 5, 50)
+    tokens.release_before(5 * 50)
+    state = tokens.state_dict()
+    assert 0 < state["offset"] <= 250 and state["document"] > 0
+    resumed = OnTheFlyTokens(kjv(), corpus_tokenizer, tokenize_batch=3)
     resumed.load_state_dict(state)
-    assert [r.input_ids for r in (resumed.next_row(50) for _ in range(7))] == [r.input_ids for r in rows[5:]]
+    assert (rows_of(resumed, 7, 50, start=250) == reference[5:]).all()
+    with pytest.raises(RuntimeError, match="already passed"):
+        resumed.read_into(np.empty(10, np.int64), 0)
 
 
-def test_cycling_sources_repeat_in_epochs(corpus_tokenizer):
+def test_sources_repeat_in_epochs(corpus_tokenizer):
     source = DocumentSource("tiny", "bundled:validation/en_kjv.txt", split_by="file")
-    packer = DocumentPacker(source, corpus_tokenizer)
-    total = len(token_stream(source, corpus_tokenizer))
-    for _ in range(total // 256 + 2):
-        packer.next_row(256)
-    assert packer.epoch == 1
-    with pytest.raises(SourceExhausted):
-        once = DocumentPacker(source, corpus_tokenizer, cycle=False)
-        for _ in range(total // 256 + 2):
-            once.next_row(256)
+    stream = token_stream(source, corpus_tokenizer)
+    tokens = OnTheFlyTokens(source, corpus_tokenizer)
+    window = np.empty(200, np.int64)
+    tokens.read_into(window, len(stream) - 100)  # straddles the end of epoch 0
+    assert window.tolist() == stream[-100:] + stream[:100] and tokens.epoch == 1
 
 
 def test_packed_real_text_loss_equals_documents_alone(corpus_tokenizer):
-    packer = DocumentPacker(kjv(), corpus_tokenizer)
-    batch = PackedCollator()([packer.next_row(80) for _ in range(2)])
+    arrays = pack_rows(rows_of(OnTheFlyTokens(kjv(), corpus_tokenizer), 2, 80), "document",
+                       corpus_tokenizer.eos_token_id)
+    batch = {key: torch.from_numpy(value) for key, value in arrays.items()}
     config = preset_config("tinyllama", "tiny", vocab_size=len(corpus_tokenizer))
     model = FAMILIES["tinyllama"].causal_lm_class(config).eval()
     with torch.no_grad():
@@ -93,16 +95,17 @@ def test_packed_real_text_loss_equals_documents_alone(corpus_tokenizer):
         for row in range(2):
             positions = batch["position_ids"][row].tolist()
             starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
-            for a, b in zip(starts, starts[1:]):
+            for a, b in itertools.pairwise(starts):
                 ids = batch["input_ids"][row, a:b][None]
                 separate += model(ids, labels=ids, num_items_in_batch=torch.tensor(1)).loss.item()
     assert packed == pytest.approx(separate, rel=1e-5)
 
 
-def test_packer_rejects_bad_settings(corpus_tokenizer):
+def test_bad_settings_are_refused(corpus_tokenizer):
     with pytest.raises(ValueError, match="packing mode 'zigzag'"):
-        DocumentPacker(kjv(), corpus_tokenizer, mode="zigzag")
-    with pytest.raises(ValueError, match="tail policy"):
-        DocumentPacker(kjv(), corpus_tokenizer, tail="keep")
-    with pytest.raises(ValueError, match="seq_len=1"):
-        DocumentPacker(kjv(), corpus_tokenizer).next_row(1)
+        pack_rows(np.zeros((1, 8), np.int64), "zigzag", 2)
+    with pytest.raises(ValueError, match="seq_len >= 2"):
+        pack_rows(np.zeros((1, 1), np.int64), "document", 2)
+    with pytest.raises(ValueError, match="add_bos=True"):
+        corpus_tokenizer_without_bos = type("T", (), {"eos_token_id": 2, "bos_token_id": None})()
+        OnTheFlyTokens(kjv(), corpus_tokenizer_without_bos, add_bos=True)

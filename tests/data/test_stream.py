@@ -1,13 +1,14 @@
 """The batch stream: mixture proportions per phase, constant tokens per step across a length switch, process
-slicing equal to one process, and exact resume at step boundaries."""
+slicing equal to one process, and exact resume at step boundaries (on-the-fly sources; prepared shards are tested
+in test_prepared.py)."""
 
 import pytest
 import torch
 
 from hf_smallllm.data import (
-    DocumentPacker,
     DocumentSource,
     MixtureSchedule,
+    OnTheFlyTokens,
     PackedBatchStream,
     SequenceLengthSchedule,
     realised_proportions,
@@ -26,11 +27,12 @@ SKYWORK_PHASES = [
 
 def make_stream(tokenizer, steps=40, phases=SKYWORK_PHASES, lengths=None, tokens_per_step=512, accumulation=1,
                 world_size=1, rank=0, seed=0):
-    packers = {name: DocumentPacker(DocumentSource(name, path, split_by=split), tokenizer)
+    sources = {name: OnTheFlyTokens(DocumentSource(name, path, split_by=split), tokenizer)
                for name, (path, split) in SOURCES.items()}
-    mixture = MixtureSchedule(phases, total_steps=steps, sources=list(packers))
+    mixture = MixtureSchedule(phases, total_steps=steps, sources=list(sources))
     lengths = SequenceLengthSchedule(lengths or [{"until": 1.0, "seq_len": 64}], steps, tokens_per_step)
-    return PackedBatchStream(packers, mixture, lengths, steps, accumulation, world_size, rank, seed)
+    return PackedBatchStream(sources, mixture, lengths, steps, accumulation, world_size, rank, seed,
+                             eos_token_id=tokenizer.eos_token_id)
 
 
 def test_mixture_weights_ramp_linearly():
@@ -47,8 +49,8 @@ def test_realised_proportions_match_the_recipe(corpus_tokenizer):
         pass
     proportions = realised_proportions(stream.source_rows)
     assert proportions[0] == {"general": 1.0}
-    # phase 2: the average STEM weight is 25%; 30 steps x 32 rows = 960 draws
-    assert proportions[1]["stem"] == pytest.approx(0.25, abs=0.04)
+    # phase 2: the average STEM weight is 25% of 30 steps x 32 rows; rows are allotted, not sampled: within a row
+    assert proportions[1]["stem"] == pytest.approx(0.25, abs=1 / 960)
     early = [stream.mixture.weights_at(s).get("stem", 0) for s in range(30, 35)]
     late = [stream.mixture.weights_at(s).get("stem", 0) for s in range(55, 60)]
     assert max(early) < 0.15 < 0.35 < min(late)

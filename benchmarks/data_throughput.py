@@ -1,0 +1,244 @@
+"""Pretraining data throughput: prepared token shards against the on-the-fly stream, preparation speed, and the
+memory of a reading process.
+
+1. Delivery: per-process delivered tokens/s of rank 0 at simulated world sizes 1, 8, 64 and 512 with the same
+   global batch (2,048 rows of 2,048 tokens = 4.2M tokens per step, between TinyLlama's 2M and BTLM's 3.9M; 4 rows
+   per micro-batch, so accumulation = 512 / world size), for prepared shards and for the on-the-fly stream, on the
+   `tiny-tinyllama` mixture (five sources, two phases with a ramp) over the bundled corpus. Only rank 0 runs (the
+   other ranks' work is independent). Rates are tokens per CPU-second of the reading process (one thread), which is
+   what one core delivers and is not distorted by other programs on a shared machine; wall-clock rates are kept in
+   the JSON. Prepared shards are timed over whole steps; the on-the-fly stream over at least one whole step for
+   N > 1 (it must tokenize every row of a step to find its own) and over its first micro-batches for N = 1.
+2. Preparation: tokens/s of `prepare_sources` on the bundled corpus (4.4 MB, five sources) with the Llama-2
+   SentencePiece vocabulary (32,000) and DeepSeek-LLM's byte-level BPE (102,400 + 3), both rebuilt from llama.cpp's
+   GGUF vocabulary files in tests/fixtures/tokenizers (47/47 on llama.cpp's reference tokenizations), with 1 and 2
+   worker processes: wall-clock tokens/s, tokens per CPU-second (workers plus the reading main process), and the
+   2-worker speed-up.
+3. Memory: peak RSS of a fresh process that reads one whole epoch of the prepared corpus, for the bundled corpus and
+   for a corpus 10 times its size (every file listed ten times), Llama-2 vocabulary.
+
+    python -m benchmarks.data_throughput            # several minutes on 2 cores
+    python -m benchmarks.data_throughput --quick    # a smaller global batch, shorter timings (seconds)
+
+Writes data_throughput.json and data_throughput.md to --output-dir. The load average of the machine at the start
+and the end is recorded: on a shared machine wall-clock numbers (the 2-worker speed-up above all) mean little.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FIXTURES = Path(__file__).parents[1] / "tests" / "fixtures" / "tokenizers"
+VOCABULARIES = {"llama-2 (32,000)": "ggml-vocab-llama-spm.gguf", "deepseek-llm (102,403)": "ggml-vocab-deepseek-llm.gguf"}
+WORLD_SIZES = (1, 8, 64, 512)
+
+
+def load_vocabulary(name: str):
+    from hf_smallllm.tokenization.official import load_gguf_tokenizer
+
+    return load_gguf_tokenizer(FIXTURES / VOCABULARIES[name])
+
+
+def recipe_sources(repeat: int = 1) -> list[dict]:
+    from hf_smallllm.train.recipe import load_recipe
+
+    sources = load_recipe("tiny-tinyllama").data.sources
+    return [{**spec, "paths": list(spec["paths"]) * repeat} for spec in sources]
+
+
+def make_stream(tokenizer, folder, world_size: int, rows_per_step: int, seq_len: int, steps: int):
+    """Rank 0 of `world_size` on the tiny-tinyllama mixture, 4 rows per micro-batch."""
+    from hf_smallllm.data import (
+        DocumentSource,
+        MixtureSchedule,
+        OnTheFlyTokens,
+        PackedBatchStream,
+        SequenceLengthSchedule,
+        open_prepared,
+        read_manifest,
+        tokenizer_identity,
+    )
+    from hf_smallllm.train.recipe import load_recipe
+
+    recipe = load_recipe("tiny-tinyllama")
+    specs = recipe_sources()
+    if folder is not None:
+        identity, manifest = tokenizer_identity(tokenizer), read_manifest(folder)
+        sources = {s["name"]: open_prepared(folder, s["name"], identity, False, s, manifest) for s in specs}
+    else:
+        sources = {s["name"]: OnTheFlyTokens(DocumentSource.from_dict(s), tokenizer) for s in specs}
+    mixture = MixtureSchedule(recipe.mixture_phases, steps, sources=list(sources))
+    lengths = SequenceLengthSchedule([{"until": 1.0, "seq_len": seq_len}], steps, rows_per_step * seq_len)
+    accumulation = rows_per_step // (4 * world_size)
+    return PackedBatchStream(sources, mixture, lengths, steps, accumulation, world_size, 0, 0, packing="document",
+                             eos_token_id=tokenizer.eos_token_id)
+
+
+def time_delivery(stream, min_seconds: float, whole_steps: bool, max_micro_batches: int | None = None) -> dict:
+    per_step = stream.accumulation
+    tokens = micro = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    for batch in stream:
+        tokens += batch["input_ids"].numel()
+        micro += 1
+        done = time.process_time() - cpu >= min_seconds
+        if max_micro_batches is not None and micro >= max_micro_batches and done:
+            break
+        if done and (not whole_steps or micro % per_step == 0):
+            break
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"tokens": tokens, "micro_batches": micro, "steps": micro / per_step, "cpu_s": round(cpu, 3),
+            "wall_s": round(wall, 3), "tokens_per_cpu_s": tokens / cpu, "tokens_per_wall_s": tokens / wall}
+
+
+def delivery(tokenizer, folder, rows_per_step, seq_len, seconds) -> list[dict]:
+    rows = []
+    for kind in ("prepared", "on-the-fly"):
+        base = None
+        for world_size in WORLD_SIZES:
+            stream = make_stream(tokenizer, folder if kind == "prepared" else None, world_size, rows_per_step,
+                                 seq_len, steps=10_000)
+            if kind == "prepared":
+                next(iter(stream))  # open the shard files before timing
+                stream.seek(0)
+                result = time_delivery(stream, seconds, whole_steps=True)
+            elif world_size == 1:
+                result = time_delivery(stream, seconds, whole_steps=False, max_micro_batches=16)
+            else:
+                result = time_delivery(stream, 0.0, whole_steps=True)
+            base = base or result["tokens_per_cpu_s"]
+            rows.append({"kind": kind, "world_size": world_size, "accumulation": stream.accumulation,
+                         "vs_world_size_1": result["tokens_per_cpu_s"] / base, **result})
+            print(f"delivery {kind:<10} N={world_size:<4} {result['tokens_per_cpu_s'] / 1e6:8.2f}M tokens/CPU-s "
+                  f"({result['tokens']:,d} tokens, {result['cpu_s']:.1f} CPU-s)", flush=True)
+    return rows
+
+
+def preparation(vocabularies, workers_list, shard_chars, scratch: Path) -> list[dict]:
+    from hf_smallllm.data.prepare import prepare_sources
+
+    rows = []
+    for name in vocabularies:
+        tokenizer = load_vocabulary(name)
+        for workers in workers_list:
+            folder = scratch / f"prep-{len(rows)}"
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wall, cpu = time.perf_counter(), time.process_time()
+            manifest = prepare_sources(recipe_sources(), tokenizer, folder, workers=workers, shard_chars=shard_chars,
+                                       progress=False)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu += (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+            tokens = sum(entry["tokens"] for entry in manifest["sources"].values())
+            rows.append({"vocabulary": name, "workers": workers, "tokens": tokens, "wall_s": round(wall, 2),
+                         "cpu_s": round(cpu, 2), "tokens_per_wall_s": tokens / wall, "tokens_per_cpu_s": tokens / cpu,
+                         "dtype": manifest["dtype"], "folder": str(folder)})
+            print(f"prepare {name:<24} workers={workers} {tokens:,d} tokens {tokens / wall / 1e6:.2f}M tokens/s "
+                  f"wall, {tokens / cpu / 1e6:.2f}M per CPU-s", flush=True)
+    for row in rows:
+        one = next(r for r in rows if r["vocabulary"] == row["vocabulary"] and r["workers"] == workers_list[0])
+        row["speedup_vs_1_worker"] = row["tokens_per_wall_s"] / one["tokens_per_wall_s"]
+    return rows
+
+
+_READER = """
+import resource, sys, numpy as np
+from hf_smallllm.data import PreparedTokens, read_manifest
+folder = sys.argv[1]
+manifest = read_manifest(folder)
+tokens = 0
+out = np.empty((4, 2048), np.int64)
+for name in manifest["sources"]:
+    source = PreparedTokens(folder, name, manifest)
+    for start in range(0, source.total_tokens, out.size):
+        for row in range(4):
+            source.read_into(out[row], start + row * 2048)
+        tokens += out.size
+print(tokens, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def reader_memory(folder: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    output = subprocess.run([sys.executable, "-c", _READER, str(folder)], capture_output=True, text=True, env=env,
+                            check=True).stdout.split()
+    corpus = sum(p.stat().st_size for p in folder.rglob("*.tokens"))
+    return {"tokens_read": int(output[0]), "peak_rss_mb": int(output[1]) / 1024, "shard_bytes": corpus}
+
+
+def write_results(output: Path, result: dict) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "data_throughput.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    meta = result["meta"]
+    setting = (f"{meta['machine']}, {meta['cpu_count']} cores, Python {meta['python']}; load average "
+               f"{meta['load_start']} at the start, {meta['load_end']} at the end (other programs shared the cores). "
+               f"Global batch {meta['rows_per_step']:,d} rows x {meta['seq_len']:,d} tokens, 4 rows per micro-batch; "
+               "rates are tokens per CPU-second of rank 0 (one thread).")
+    lines = ["# Data throughput", "", setting, "",
+             "## Delivered tokens per second per process (rank 0 timed)", "",
+             "| world size | accumulation | prepared shards | vs N=1 | on-the-fly | vs N=1 |", "|---|---|---|---|---|---|"]
+    by = {(r["kind"], r["world_size"]): r for r in result["delivery"]}
+    for n in WORLD_SIZES:
+        p, f = by[("prepared", n)], by[("on-the-fly", n)]
+        lines.append(f"| {n} | {p['accumulation']} | {p['tokens_per_cpu_s'] / 1e6:.2f}M | {p['vs_world_size_1']:.2f}x "
+                     f"| {f['tokens_per_cpu_s'] / 1e6:.3f}M | {f['vs_world_size_1']:.3f}x |")
+    lines += ["", "## Preparation (`prepare_sources`, bundled corpus)", "",
+              "| vocabulary | dtype | workers | tokens | tokens/s (wall) | tokens per CPU-second | speed-up |",
+              "|---|---|---|---|---|---|---|"]
+    for r in result["preparation"]:
+        lines.append(f"| {r['vocabulary']} | {r['dtype']} | {r['workers']} | {r['tokens']:,d} | "
+                     f"{r['tokens_per_wall_s'] / 1e6:.2f}M | {r['tokens_per_cpu_s'] / 1e6:.2f}M | "
+                     f"{r['speedup_vs_1_worker']:.2f}x |")
+    memory = result["memory"]
+    lines += ["", "## Peak RSS of a process reading one whole epoch", "",
+              "| corpus | shard bytes | tokens read | peak RSS |", "|---|---|---|---|"]
+    for label, row in memory.items():
+        lines.append(f"| {label} | {row['shard_bytes'] / 1e6:.1f} MB | {row['tokens_read']:,d} | "
+                     f"{row['peak_rss_mb']:.0f} MB |")
+    (output / "data_throughput.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="256 rows per step, short timings, one vocabulary")
+    parser.add_argument("--seconds", type=float, default=3.0, help="CPU seconds per prepared-shard measurement")
+    parser.add_argument("--output-dir", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    rows_per_step, seq_len = (2048, 2048) if not args.quick else (2048, 128)
+    seconds = args.seconds if not args.quick else 0.5
+    meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "load_start": [round(x, 1) for x in os.getloadavg()],
+            "rows_per_step": rows_per_step, "seq_len": seq_len, "quick": args.quick}
+    vocabularies = list(VOCABULARIES)[:1] if args.quick else list(VOCABULARIES)
+    with tempfile.TemporaryDirectory(prefix="data-throughput-") as scratch:
+        scratch = Path(scratch)
+        prepared = preparation(vocabularies, (1, 2), 250_000, scratch)
+        llama = load_vocabulary(vocabularies[0])
+        folder = Path(prepared[-1]["folder"])
+        rows = delivery(llama, folder, rows_per_step, seq_len, seconds)
+        from hf_smallllm.data.prepare import prepare_sources
+
+        tenfold = scratch / "tenfold"
+        prepare_sources(recipe_sources(10 if not args.quick else 3), llama, tenfold, workers=2, progress=False)
+        memory = {"bundled (1x)": reader_memory(folder),
+                  f"{10 if not args.quick else 3}x": reader_memory(tenfold)}
+        for label, row in memory.items():
+            print(f"reader {label}: {row['tokens_read']:,d} tokens, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+        for row in prepared:
+            row.pop("folder")
+    meta["load_end"] = [round(x, 1) for x in os.getloadavg()]
+    write_results(Path(args.output_dir), {"meta": meta, "delivery": rows, "preparation": prepared, "memory": memory})
+    print((Path(args.output_dir) / "data_throughput.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

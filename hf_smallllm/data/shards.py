@@ -1,0 +1,285 @@
+"""Prepared token shards on disk: the folder layout, the manifest, and the memory-mapped reader.
+
+A prepared folder (written by `hf-smallllm data prepare`, see `prepare.py`) holds
+
+    manifest.json                      what is in the folder (below); rewritten atomically
+    <source>/shard-00000.tokens        token ids, little-endian uint16 (vocabulary <= 65,536) or uint32
+    <source>/shard-00000.docs          uint64 end offset (exclusive, in tokens) of every document in the shard
+    <source>/shard-00000.json          the shard's record; written last, so its presence means "complete"
+
+Documents are stored as the stream uses them: `encode_documents` ids (no special tokens, EOS after each
+document, BOS before it with `add_bos`), in the source's document order, cut into shards at document boundaries.
+
+`manifest.json`: `format`, `format_version`, `tokenizer` (sha256 fingerprint of what decides the ids, vocabulary
+size, EOS/BOS ids, class, name), `dtype`, `add_bos`, and per source: the source spec it was made from and its
+fingerprint, `complete`, `tokens`, `documents`, and the shard records (`tokens`, `documents`, `first_document`,
+sha256 of both files). Readers check the folder against the recipe before training starts (tokenizer, BOS, source
+spec), the size of every shard file when it is first opened (a truncated file is named), and every id against the
+vocabulary as batches are built (a corrupt file is named); `verify_prepared` re-hashes everything.
+
+`PreparedTokens` serves windows of a source's endless token stream (epoch after epoch: offsets wrap around) by
+copying from memory-mapped shard files: a handful of numpy slices per row, no per-token Python work. Pages it has
+read are handed back to the kernel every `release_every` bytes, so the resident memory of a reading process does
+not grow with the size of the corpus.
+"""
+
+import hashlib
+import json
+import mmap
+import os
+import tempfile
+from bisect import bisect_right
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "hf-smallllm-tokens"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TOKENS_SUFFIX = ".tokens"
+DOCS_SUFFIX = ".docs"
+RECORD_SUFFIX = ".json"
+DOC_INDEX_DTYPE = np.dtype("<u8")
+
+
+class PreparedDataError(ValueError):
+    """A prepared folder that cannot be used as asked (wrong tokenizer, incomplete, truncated or corrupt file)."""
+
+
+# ---------------------------------------------------------------------- small file helpers
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, rename: readers see the old file or the new one."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_json_atomic(path: Path, value) -> None:
+    write_bytes_atomic(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def shard_stem(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def spec_fingerprint(spec: dict) -> str:
+    """sha256 of a source spec without the fields that do not change its documents (weight, prepared)."""
+    canonical = {key: value for key, value in spec.items() if key not in ("weight", "prepared")}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def read_manifest(folder) -> dict | None:
+    """The manifest of a prepared folder, or None when the folder has none."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise PreparedDataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise PreparedDataError(f"{path}: not a manifest of prepared tokens (format {FORMAT!r} expected)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise PreparedDataError(f"{path}: format_version {manifest.get('format_version')!r}; this version reads "
+                                f"{FORMAT_VERSION} (prepare the data again)")
+    return manifest
+
+
+# ---------------------------------------------------------------------- checks against a recipe
+def check_manifest(manifest: dict, folder, tokenizer_info: dict, add_bos: bool) -> None:
+    """Raise PreparedDataError unless the folder was prepared with this tokenizer and BOS choice."""
+    stored = manifest["tokenizer"]
+    if stored["sha256"] != tokenizer_info["sha256"] or stored["vocab_size"] != tokenizer_info["vocab_size"]:
+        raise PreparedDataError(
+            f"{folder} was prepared with another tokenizer ({stored['class']} {stored['name_or_path']!r}, "
+            f"{stored['vocab_size']:,d} entries, fingerprint {stored['sha256'][:12]}) than the recipe's "
+            f"({tokenizer_info['class']} {tokenizer_info['name_or_path']!r}, {tokenizer_info['vocab_size']:,d} "
+            f"entries, fingerprint {tokenizer_info['sha256'][:12]}); prepare the data with the recipe's tokenizer")
+    for key in ("eos_token_id", "bos_token_id"):
+        if stored.get(key) != tokenizer_info.get(key):
+            raise PreparedDataError(f"{folder}: prepared with {key}={stored.get(key)} but the tokenizer has "
+                                    f"{tokenizer_info.get(key)}")
+    if bool(manifest.get("add_bos")) != bool(add_bos):
+        raise PreparedDataError(f"{folder}: prepared with add_bos={manifest.get('add_bos')} but the recipe has "
+                                f"data.add_bos={add_bos}")
+
+
+def source_entry(manifest: dict, folder, name: str, spec: dict | None = None) -> dict:
+    """The manifest entry of source `name`, complete, and made from `spec` when the recipe gives one."""
+    sources = manifest.get("sources", {})
+    if name not in sources:
+        raise PreparedDataError(f"{folder} has no prepared source {name!r} (it has {sorted(sources)}); run "
+                                "`hf-smallllm data prepare` for it")
+    entry = sources[name]
+    if not entry.get("complete"):
+        raise PreparedDataError(f"{folder}: source {name!r} is only partly prepared; run `hf-smallllm data prepare` "
+                                "again to finish it")
+    given = spec is not None and (spec.get("paths") or spec.get("dataset") is not None)
+    if given and entry.get("spec_sha256") != spec_fingerprint(spec):
+        raise PreparedDataError(f"{folder}: source {name!r} was prepared from {entry.get('spec')} but the recipe "
+                                    f"now says {_plain(spec)}; prepare it again (--overwrite)")
+    return entry
+
+
+def _plain(spec: dict) -> dict:
+    return {key: value for key, value in spec.items() if key not in ("weight", "prepared")}
+
+
+# ---------------------------------------------------------------------- the reader
+class _Shard:
+    __slots__ = ("array", "mapping", "path", "tokens")
+
+    def __init__(self, path: Path, tokens: int):
+        self.path, self.tokens, self.array, self.mapping = path, tokens, None, None
+
+
+class PreparedTokens:
+    """Windows of one prepared source's token stream, read from its memory-mapped shards."""
+
+    def __init__(self, folder, name: str, manifest: dict, release_every: int = 64 << 20):
+        self.folder = Path(folder)
+        self.name = name
+        entry = manifest["sources"][name]
+        self.dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
+        self.vocab_size = manifest["tokenizer"]["vocab_size"]
+        self.total_tokens = int(entry["tokens"])
+        if self.total_tokens <= 0:
+            raise PreparedDataError(f"{self.folder}: source {name!r} has no tokens")
+        self._shards = [_Shard(self.folder / shard["file"], int(shard["tokens"])) for shard in entry["shards"]]
+        self._starts = []  # first stream offset (within an epoch) of every shard
+        offset = 0
+        for shard in self._shards:
+            self._starts.append(offset)
+            offset += shard.tokens
+        if offset != self.total_tokens:
+            raise PreparedDataError(f"{self.folder / MANIFEST_NAME}: source {name!r} lists {offset} tokens in its "
+                                    f"shards but {self.total_tokens} in total")
+        self._entry = entry
+        self._release_every = release_every
+        self._read_since_release = 0
+        self._open: list[_Shard] = []
+
+    def _array(self, index: int) -> np.ndarray:
+        shard = self._shards[index]
+        if shard.array is None:
+            expected = shard.tokens * self.dtype.itemsize
+            try:
+                size = shard.path.stat().st_size
+            except FileNotFoundError:
+                raise PreparedDataError(f"{shard.path}: shard file missing (listed in {self.folder / MANIFEST_NAME})")
+            if size != expected:
+                raise PreparedDataError(f"{shard.path}: {'truncated' if size < expected else 'corrupt'} shard, "
+                                        f"{size:,d} bytes where the manifest says {shard.tokens:,d} tokens x "
+                                        f"{self.dtype.itemsize} = {expected:,d}")
+            with open(shard.path, "rb") as handle:
+                shard.mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            shard.array = np.frombuffer(shard.mapping, dtype=self.dtype)
+            self._open.append(shard)
+        return shard.array
+
+    def _release(self) -> None:
+        """Drop the pages read so far from this process (they stay in the page cache for the next reader)."""
+        if hasattr(mmap, "MADV_DONTNEED"):
+            for shard in self._open:
+                shard.mapping.madvise(mmap.MADV_DONTNEED)
+        self._read_since_release = 0
+
+    def read_into(self, out: np.ndarray, start: int) -> None:
+        """Fill `out` with tokens `[start, start + len(out))` of the endless stream (offsets wrap every epoch)."""
+        position = start % self.total_tokens
+        filled, wanted = 0, len(out)
+        while filled < wanted:
+            index = bisect_right(self._starts, position) - 1
+            array = self._array(index)
+            local = position - self._starts[index]
+            take = min(wanted - filled, self._shards[index].tokens - local)
+            out[filled:filled + take] = array[local:local + take]
+            filled += take
+            position = (position + take) % self.total_tokens
+        self._read_since_release += wanted * self.dtype.itemsize
+        if self._read_since_release >= self._release_every:
+            self._release()
+
+    def file_of(self, offset: int) -> Path:
+        """The shard file that holds stream token `offset`."""
+        return self._shards[bisect_right(self._starts, offset % self.total_tokens) - 1].path
+
+    def release_before(self, offset: int) -> None:
+        pass  # nothing is held beyond the pages `read_into` hands back
+
+    def state_dict(self) -> dict:
+        return {}  # the position is the stream's offset; nothing else
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def open_prepared(folder, name: str, tokenizer_info: dict, add_bos: bool, spec: dict | None = None,
+                  manifest: dict | None = None) -> PreparedTokens:
+    """A reader for source `name` of a prepared folder, after checking the folder against the recipe."""
+    folder = Path(folder)
+    manifest = manifest if manifest is not None else read_manifest(folder)
+    if manifest is None:
+        raise PreparedDataError(f"{folder}: no {MANIFEST_NAME}; prepare the data first with `hf-smallllm data "
+                                "prepare --recipe RECIPE --output FOLDER`")
+    check_manifest(manifest, folder, tokenizer_info, add_bos)
+    source_entry(manifest, folder, name, spec)
+    return PreparedTokens(folder, name, manifest)
+
+
+def verify_prepared(folder) -> dict:
+    """Re-hash every shard file and check every document index; raise PreparedDataError naming the first bad file.
+    Returns {source: tokens}."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise PreparedDataError(f"{folder}: no {MANIFEST_NAME}")
+    dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
+    eos, vocab = manifest["tokenizer"]["eos_token_id"], manifest["tokenizer"]["vocab_size"]
+    counts = {}
+    for name, entry in manifest["sources"].items():
+        if not entry.get("complete"):
+            raise PreparedDataError(f"{folder}: source {name!r} is only partly prepared")
+        for shard in entry["shards"]:
+            tokens_path, docs_path = folder / shard["file"], folder / shard["index"]
+            for path, key in ((tokens_path, "sha256"), (docs_path, "index_sha256")):
+                if not path.is_file():
+                    raise PreparedDataError(f"{path}: shard file missing")
+                if _sha256_file(path) != shard[key]:
+                    raise PreparedDataError(f"{path}: corrupt shard (sha256 differs from the manifest)")
+            tokens = np.fromfile(tokens_path, dtype=dtype)
+            ends = np.fromfile(docs_path, dtype=DOC_INDEX_DTYPE)
+            if len(tokens) != shard["tokens"] or len(ends) != shard["documents"]:
+                raise PreparedDataError(f"{tokens_path}: {len(tokens)} tokens / {len(ends)} documents where the "
+                                        f"manifest says {shard['tokens']} / {shard['documents']}")
+            if len(ends) and (ends[-1] != len(tokens) or np.any(np.diff(ends.astype(np.int64)) <= 0)
+                              or np.any(tokens[ends.astype(np.int64) - 1] != eos)):
+                raise PreparedDataError(f"{docs_path}: document index does not match the tokens (every document "
+                                        "must end with EOS)")
+            if len(tokens) and int(tokens.max()) >= vocab:
+                raise PreparedDataError(f"{tokens_path}: corrupt shard, token id {int(tokens.max())} >= vocabulary "
+                                        f"size {vocab}")
+        counts[name] = entry["tokens"]
+    return counts
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "PreparedDataError", "PreparedTokens", "check_manifest",
+           "open_prepared", "read_manifest", "source_entry", "spec_fingerprint", "verify_prepared",
+           "write_json_atomic"]
