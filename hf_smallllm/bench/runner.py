@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..families import FAMILIES
+from ..runfiles import write_text_atomic
 
 SIZES = ("tiny", "small", "published")  # tiny: a seconds-long smoke run of the suite itself
 
@@ -105,9 +106,7 @@ def run(args) -> int:
                      f"BTLM's card: about 3 GB).\n")
     for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", markdown)):
         path = output / f"{name}{suffix}"
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(path)
+        write_text_atomic(path, text)
     print(markdown)
     print(f"wrote {output / (name + '.json')} and {output / (name + '.md')} in {result['seconds']:.0f} s")
     return 0

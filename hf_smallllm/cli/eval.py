@@ -239,7 +239,7 @@ def run_ppl(args) -> int:
 def run_sliding_ppl(args) -> int:
     from pathlib import Path
 
-    from ..eval.outputs import write_json_atomic
+    from ..runfiles import write_json_atomic
     from ..eval.sliding_window import sliding_window_perplexity
 
     _positive("--window", args.window)
@@ -266,7 +266,7 @@ def run_sliding_ppl(args) -> int:
 
 def run_contamination(args) -> int:
     from ..eval.contamination import contamination_check, load_qa_texts
-    from ..eval.outputs import write_json_atomic
+    from ..runfiles import write_json_atomic
 
     _positive("--limit", args.limit)
     _positive("--batch-size", args.batch_size, allow_none=False)
@@ -286,7 +286,7 @@ def run_contamination(args) -> int:
 
 def run_contamination_demo(args) -> int:
     from ..eval.contamination_demo import demonstrate_contamination
-    from ..eval.outputs import write_json_atomic
+    from ..runfiles import write_json_atomic
 
     _positive("--steps", args.steps, allow_none=False)
     _positive("--leak-repeats", args.leak_repeats, allow_none=False)
@@ -304,7 +304,7 @@ def run_bench(args) -> int:
     import json
 
     from ..eval.harness import results_table, run_benchmarks, summary
-    from ..eval.outputs import write_json_atomic
+    from ..runfiles import write_json_atomic
 
     if args.num_fewshot is not None and args.num_fewshot < 0:
         raise UsageError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")

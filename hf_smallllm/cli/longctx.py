@@ -121,7 +121,7 @@ def _tokenizer(args, models):
 def run_passkey(args) -> int:
     from pathlib import Path
 
-    from ..eval.outputs import write_json_atomic
+    from ..runfiles import write_json_atomic
     from ..longctx import make_passkey_samples, plot_passkey_grid, score_passkey
 
     models = parse_models(args.model, args.overrides)
@@ -143,7 +143,7 @@ def run_passkey(args) -> int:
 def run_position_loss(args) -> int:
     from pathlib import Path
 
-    from ..eval.outputs import write_json_atomic
+    from ..runfiles import write_json_atomic
     from ..longctx import corpus_token_rows, loss_by_position, plot_loss_by_position
 
     models = parse_models(args.model, args.overrides)

@@ -16,9 +16,7 @@ import json
 import os
 import pickle
 import shutil
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers.utils.hub import convert_file_size_to_int
 
+from ..runfiles import atomic_folder
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -255,25 +254,10 @@ def check_output_path(output: Path, sources: list[Path], overwrite: bool) -> Non
             raise ValueError(f"the output {output} already exists; pass overwrite=True (--overwrite) to replace it")
 
 
-@contextmanager
-def staged_output(output: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty staging folder next to `output`; on success it replaces `output`, on any error it is removed."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if output.exists():
-        previous = output.parent / f".{output.name}.replaced-{uuid.uuid4().hex[:8]}"
-        output.rename(previous)
-        staging.rename(output)
-        shutil.rmtree(previous, ignore_errors=True)
-    else:
-        staging.rename(output)
+def staged_output(output: str | os.PathLike):
+    """Yield an empty staging folder next to `output`; on success it replaces `output`, on any error it is removed
+    (`hf_smallllm.runfiles.atomic_folder`)."""
+    return atomic_folder(output)
 
 
 def copy_tokenizer_files(source: Path, destination: Path) -> list[str]:

@@ -15,7 +15,6 @@ perplexity, Skywork's contamination check, and benchmarks through lm-eval with s
 | `harness.py` | lm-eval glue and the shipped local tasks |
 | `code_execution.py` | running HumanEval programs (opt-in) and pass@k |
 | `benchmark_data.py` | how the shipped benchmark files are built |
-| `outputs.py` | atomic writing of results |
 """
 
 from .contamination import ContaminationReport, SplitLoss, compare_splits, contamination_check, load_qa_texts

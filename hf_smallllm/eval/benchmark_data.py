@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..resources import CORPUS, RESOURCES
-from .outputs import atomic_path
+from ..runfiles import atomic_path
 
 BENCHMARKS = RESOURCES / "benchmarks"
 LETTERS = ("A", "B", "C", "D")

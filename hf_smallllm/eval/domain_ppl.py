@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..runfiles import write_json_atomic
 from .documents import Domain, read_documents, resolve_domains
 from .losses import DocumentLoss, document_losses, encode_documents
-from .outputs import write_json_atomic
 
 
 @dataclass

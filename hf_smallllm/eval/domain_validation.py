@@ -22,7 +22,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from ..train.metrics import append_metrics
+from ..runfiles import append_metrics
 from .documents import DEFAULT_CHUNK_CHARS, read_documents, resolve_domains
 from .losses import encode_documents, ids_losses, pooled_loss
 
@@ -102,7 +102,7 @@ class DomainEvalCallback(TrainerCallback):
     """Runs a `DomainValidator` every `every_steps` optimizer steps (and at the start and end of training) and logs
     each domain separately.
 
-    metrics_path: the run's metrics file (JSON lines, see `hf_smallllm.train.metrics`); None: not written.
+    metrics_path: the run's metrics file (JSON lines, see `hf_smallllm.runfiles`); None: not written.
     plot_path: PNG of the per-domain curves, redrawn after every evaluation; None: no plot.
     tokenizer: used when the loop passes no `processing_class`.
     """

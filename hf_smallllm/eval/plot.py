@@ -6,8 +6,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..train.metrics import read_metrics
-from .outputs import atomic_path
+from ..runfiles import atomic_path, read_metrics
 
 _LOSS_KEY = re.compile(r"^eval/(?P<domain>.+)/loss$")
 

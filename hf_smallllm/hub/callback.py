@@ -25,9 +25,9 @@ from typing import Callable
 
 from transformers import TrainerCallback
 
-from ..train.checkpoint import TRAINER_STATE_NAME, latest_checkpoint
-from .publish import (TRAINING_ONLY_FILES, HubPublisher, PublishError, PublishResult, RevisionCollisionError, _selected,
-                      checkpoint_files, link_or_copy)
+from ..runfiles import METRICS_NAME, RECIPE_NAME, TRAINER_STATE_NAME, checkpoint_dir, latest_checkpoint
+from .publish import (TRAINING_ONLY_FILES, HubPublisher, PublishError, PublishResult, RevisionCollisionError,
+                      checkpoint_files, link_or_copy, selected)
 
 _STOP = object()
 
@@ -70,7 +70,7 @@ class HubPublishCallback(TrainerCallback):
         return step in self.steps or bool(self.every_steps and step % self.every_steps == 0)
 
     def _checkpoint_dir(self, args, step: int) -> Path:
-        return Path(self.output_dir or args.output_dir) / f"checkpoint-{step}"
+        return checkpoint_dir(self.output_dir or args.output_dir, step)
 
     # background work ------------------------------------------------------------------------------------------
     def _ensure_worker(self) -> None:
@@ -114,12 +114,12 @@ class HubPublishCallback(TrainerCallback):
                 self._queue.task_done()
 
     def _hold_checkpoint(self, checkpoint: Path, step: int) -> Path:
-        held = self._hold / f"checkpoint-{step}"
+        held = checkpoint_dir(self._hold, step)
         shutil.rmtree(held, ignore_errors=True)
         held.mkdir(parents=True)
         # the links were checked against the run here: the held copy is outside it
         for name, real in checkpoint_files(checkpoint):
-            if _selected(name, TRAINING_ONLY_FILES) or name == TRAINER_STATE_NAME:
+            if selected(name, TRAINING_ONLY_FILES) or name == TRAINER_STATE_NAME:
                 link_or_copy(real, held / name)
         return held
 
@@ -159,11 +159,11 @@ class HubPublishCallback(TrainerCallback):
         if self.final:
             run_dir = Path(self.output_dir or args.output_dir)
             card_options = dict(self.card_options or {})
-            card_options.setdefault("metrics", run_dir / "metrics.jsonl")
-            if "recipe" not in card_options and (run_dir / "recipe.yaml").exists():
+            card_options.setdefault("metrics", run_dir / METRICS_NAME)
+            if "recipe" not in card_options and (run_dir / RECIPE_NAME).exists():
                 import yaml
 
-                card_options["recipe"] = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+                card_options["recipe"] = yaml.safe_load((run_dir / RECIPE_NAME).read_text(encoding="utf-8"))
             try:
                 folder = self._final_folder(args, state, model, processing_class)
                 result = self._with_retries("final model", self.publisher.publish_final, folder,
@@ -180,7 +180,7 @@ class HubPublishCallback(TrainerCallback):
         """The run's last checkpoint when it is at the final step; otherwise the live model saved for publishing."""
         run_dir = Path(self.output_dir or args.output_dir)
         checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is not None and checkpoint.name == f"checkpoint-{state.global_step}":
+        if checkpoint is not None and checkpoint == checkpoint_dir(run_dir, state.global_step):
             return checkpoint
         if model is None:
             raise PublishError(f"no checkpoint at the final step {state.global_step} in {run_dir} and no model to save")

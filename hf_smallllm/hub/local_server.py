@@ -66,6 +66,8 @@ class HubStore:
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"repos": {}}
 
     # storage -------------------------------------------------------------------------------------------------
+    # The two atomic writes below stay here rather than using hf_smallllm.runfiles: the server also runs as a plain
+    # file (`python local_server.py`, standard library + PyYAML only) so that it starts without the package's imports.
     def _save(self) -> None:
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state))

@@ -23,7 +23,7 @@ import yaml
 
 from ..families import FAMILIES, GENERIC_FAMILY
 from ..resources import RESOURCES
-from ..train.metrics import read_metrics
+from ..runfiles import METRICS_NAME, RECIPE_NAME, TRAINER_STATE_NAME, read_metrics, run_dir_of
 
 TEMPLATES = RESOURCES / "model_cards"
 BASE_TEMPLATE = "_base.md"
@@ -169,11 +169,11 @@ def render_model_card(folder: str | Path, repo_id: str, *, family: str | None = 
 
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
-    run_dir = folder.parent if folder.name.startswith("checkpoint-") else folder
-    if recipe is None and (run_dir / "recipe.yaml").exists():
-        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+    run_dir = run_dir_of(folder)
+    if recipe is None and (run_dir / RECIPE_NAME).exists():
+        recipe = yaml.safe_load((run_dir / RECIPE_NAME).read_text(encoding="utf-8"))
     if metrics is None:
-        metrics = run_dir / "metrics.jsonl"
+        metrics = run_dir / METRICS_NAME
     if not isinstance(metrics, list):
         metrics = read_metrics(metrics)
     if family is None:
@@ -181,7 +181,7 @@ def render_model_card(folder: str | Path, repo_id: str, *, family: str | None = 
 
         config_class = auto_classes_for(config.get("model_type", ""))["AutoConfig"]
         family = next((f.name for f in FAMILIES.values() if f.config_class is config_class), GENERIC_TEMPLATE)
-    state_path = folder / "trainer_state.json"
+    state_path = folder / TRAINER_STATE_NAME
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     tokens_seen = int(state.get("num_input_tokens_seen") or 0)
     global_step = int(state.get("global_step") or 0)

@@ -60,7 +60,8 @@ class PublishResult:
         return f"{self.revision}: {self.status} (step {self.step:,}, {self.tokens:,} tokens{tag}, commit {str(self.commit)[:10]})"
 
 
-def _selected(name: str, excludes) -> bool:
+def selected(name: str, excludes) -> bool:
+    """True when the file name `name` matches none of the glob patterns `excludes`."""
     return not any(fnmatch.fnmatch(name, pattern) for pattern in excludes)
 
 
@@ -95,7 +96,7 @@ def stage_model_folder(source: str | Path, target: str | Path, remote_code: bool
         raise FileNotFoundError(f"{source} is not a model folder (no config.json)")
     target.mkdir(parents=True, exist_ok=True)
     for name, real in checkpoint_files(source):
-        if _selected(name, TRAINING_ONLY_FILES):
+        if selected(name, TRAINING_ONLY_FILES):
             link_or_copy(real, target / name)
     if remote_code:
         add_remote_code(target)
@@ -189,7 +190,7 @@ class HubPublisher:
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
                       for name, path in sorted(staged.items())]
         for name in sorted(remote):
-            if name not in staged and name not in HUB_KEEP and (delete is None or not _selected(name, delete)):
+            if name not in staged and name not in HUB_KEEP and (delete is None or not selected(name, delete)):
                 operations.append(CommitOperationDelete(path_in_repo=name))
         info = self.api.create_commit(self.repo_id, operations, commit_message=message, revision=revision,
                                       parent_commit=parent)
@@ -316,7 +317,7 @@ class HubPublisher:
             (stage / REVISIONS_FILE).write_text("".join(f"{name}\n" for name, _ in snapshots))
             staged = {p.name: p for p in stage.iterdir() if p.is_file()}
             remote = self._remote_files("main")
-            stale_weights = {n: r for n, r in remote.items() if not _selected(n, MODEL_WEIGHT_FILES) or n in staged}
+            stale_weights = {n: r for n, r in remote.items() if not selected(n, MODEL_WEIGHT_FILES) or n in staged}
             head = self._refs()[0]["main"]
             if not self._differences(staged, stale_weights):
                 status, commit = "unchanged", head
@@ -369,5 +370,6 @@ __all__ = [
     "file_fingerprint",
     "link_or_copy",
     "publish_run",
+    "selected",
     "stage_model_folder",
 ]

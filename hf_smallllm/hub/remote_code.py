@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..runfiles import write_json_atomic
+
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM")
 
 
@@ -72,10 +74,7 @@ def add_remote_code(folder: str | Path) -> list[str]:
         target.write_bytes(source.read_bytes())
         copied.append(source.name)
     config["auto_map"] = auto_map_for(classes)
-    tmp = config_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    config_path.unlink()
-    tmp.rename(config_path)
+    write_json_atomic(config_path, config, sort_keys=True)  # replaces a hard link instead of writing through it
     return copied
 
 

@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from ..families import FAMILIES
-from ..train.checkpoint import TRAINER_STATE_NAME, list_checkpoints
+from ..runfiles import TRAINER_STATE_NAME, list_checkpoints
 
 # Named templates: OLMo's, and every family that names its own snapshots (its record's `branch_template`).
 BRANCH_TEMPLATES = {

@@ -163,7 +163,7 @@ def plot_passkey_grid(report: PasskeyReport, output_path, title: str | None = No
     """Accuracy heatmap (context length x depth) as a PNG, written atomically."""
     from matplotlib.figure import Figure
 
-    from ..eval.outputs import atomic_path
+    from ..runfiles import atomic_path
 
     grid = report.grid()
     if not grid:

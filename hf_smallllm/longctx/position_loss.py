@@ -106,7 +106,7 @@ def plot_loss_by_position(curves: Mapping[str, PositionLoss], output_path: str |
     """One line per curve (loss against position), a dashed line at the training length; PNG written atomically."""
     from matplotlib.figure import Figure
 
-    from ..eval.outputs import atomic_path
+    from ..runfiles import atomic_path
 
     if not curves:
         raise ValueError("no loss-by-position curves to plot")

@@ -13,10 +13,11 @@ on every `Linear4bit`; `load_base_model` applies it right after loading, before 
 """
 
 import os
-import shutil
 from pathlib import Path
 
 import torch
+
+from ..runfiles import atomic_folder
 
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 QUANTIZATION_MODES = ("none", "8bit", "4bit")
@@ -106,41 +107,15 @@ def apply_lora(model, config, quantized: bool = False, gradient_checkpointing: b
     return peft_model
 
 
-def _atomic_folder(output_dir: Path):
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.with_name(f".tmp-{output_dir.name}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    return output_dir, staging
-
-
-def _publish(staging: Path, output_dir: Path) -> None:
-    if output_dir.exists():
-        backup = output_dir.with_name(f".old-{output_dir.name}")
-        if backup.exists():
-            shutil.rmtree(backup)
-        os.replace(output_dir, backup)
-        os.replace(staging, output_dir)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        os.replace(staging, output_dir)
-
-
 def save_model_atomic(model, output_dir, tokenizer=None, generation_config=None) -> Path:
     """`save_pretrained` (and the tokenizer) into a temporary folder, renamed into place only when complete."""
-    output_dir, staging = _atomic_folder(output_dir)
-    try:
+    with atomic_folder(output_dir) as staging:
         if generation_config is not None:
             model.generation_config = generation_config
         model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        _publish(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
+    return Path(output_dir)
 
 
 def merge_adapter(peft_model):

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..families import FAMILIES, family_of, preset_config
+from ..runfiles import METRICS_NAME, latest_checkpoint, write_json_atomic
 from ..train.callbacks import RunLogger
-from ..train.checkpoint import latest_checkpoint, resolve_resume, write_json
+from ..train.checkpoint import resolve_resume
 from ..train.recipe import RecipeError
 from .adapters import apply_lora, export_merged, load_base_model, lora_config, merge_adapter, save_model_atomic
 from .recipe import SFTRecipe, load_sft_recipe
@@ -83,10 +84,10 @@ def run_sft(recipe, overrides=None, resume: bool | str = False, model=None, toke
     args = sft_training_arguments(recipe, has_eval=bool(eval_rows))
     output_dir.mkdir(parents=True, exist_ok=True)
     if args.should_save:  # the main process only
-        write_json(output_dir / DATA_REPORT_NAME, report.to_dict())
+        write_json_atomic(output_dir / DATA_REPORT_NAME, report.to_dict(), sort_keys=True)
         (output_dir / "sft_recipe.yaml").write_text(_yaml(recipe.to_dict()), encoding="utf-8")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    callbacks = [RunLogger(output_dir / "metrics.jsonl", recipe.training.progress_bar, args.should_save)]
+    callbacks = [RunLogger(output_dir / METRICS_NAME, recipe.training.progress_bar, args.should_save)]
     callbacks += list(extra_callbacks or [])
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
                          data_collator=PackedCollator(pad, recipe.data.flash_attn_kwargs), processing_class=tokenizer,
@@ -111,7 +112,7 @@ def run_sft(recipe, overrides=None, resume: bool | str = False, model=None, toke
     elif not recipe.lora.enabled:
         merged_dir = final
     return SFTResult(output_dir=output_dir, final_checkpoint=final, merged_dir=merged_dir,
-                     metrics_path=output_dir / "metrics.jsonl", global_step=trainer.state.global_step,
+                     metrics_path=output_dir / METRICS_NAME, global_step=trainer.state.global_step,
                      train_loss=output.training_loss, eval_loss=eval_loss, report=report, chat_format=fmt.name,
                      model=trained, tokenizer=tokenizer, recipe=recipe)
 

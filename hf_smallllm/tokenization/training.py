@@ -9,8 +9,6 @@ BOS/EOS behaviour (see presets.py); `save_pretrained` output loads with `AutoTok
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 from tokenizers import AddedToken, Tokenizer, trainers
 from tokenizers import pre_tokenizers as pt
 
+from ..runfiles import atomic_folder
 from .pipelines import BYTE_TOKENS, byte_level_pipeline, sentencepiece_pipeline
 from .presets import TokenizerPreset, tokenizer_preset
 
@@ -233,23 +232,9 @@ def train_tokenizer(
 def save_tokenizer(tokenizer, output_dir: str | os.PathLike) -> Path:
     """`save_pretrained` into a temporary sibling folder, then rename it to `output_dir` (replacing an old one only
     after the new one is complete)."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with atomic_folder(output_dir) as staging:
         tokenizer.save_pretrained(staging)
-        if output_dir.exists():
-            old = output_dir.with_name(f".{output_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            output_dir.rename(old)
-            staging.rename(output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output_dir
+    return Path(output_dir)
 
 
 __all__ = ["iter_training_texts", "save_tokenizer", "to_transformers", "train_tokenizer"]

@@ -1,7 +1,9 @@
 """Training: recipes, data loading, optimizers (incl. muP groups), Trainer and Accelerate entry points.
 
 The public API is imported on first use (`from hf_smallllm.train import run_pretraining`), so importing a light
-submodule such as `metrics` does not pull in transformers' Trainer.
+submodule such as `checkpoint` does not pull in transformers' Trainer. The run's metrics file and checkpoint names
+live in `hf_smallllm.runfiles` (re-exported here: `append_metrics`, `read_metrics`, `latest_checkpoint`,
+`list_checkpoints`).
 """
 
 import importlib
@@ -12,10 +14,10 @@ _API = {
     "load_recipe": "recipe",
     "Recipe": "recipe",
     "RecipeError": "recipe",
-    "append_metrics": "metrics",
-    "read_metrics": "metrics",
-    "latest_checkpoint": "checkpoint",
-    "list_checkpoints": "checkpoint",
+    "append_metrics": "..runfiles",
+    "read_metrics": "..runfiles",
+    "latest_checkpoint": "..runfiles",
+    "list_checkpoints": "..runfiles",
     "apply_fsdp2": "fsdp",
     "get_mup_param_groups": "mup",
 }
@@ -23,7 +25,7 @@ _API = {
 
 def __getattr__(name: str):
     if name in _API:
-        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        return getattr(importlib.import_module(_API[name] if _API[name].startswith("..") else f".{_API[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -19,9 +19,9 @@ import torch
 from accelerate import Accelerator
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, TrainerControl, TrainerState
 
+from ..runfiles import DATA_STATE_NAME, TRAINER_STATE_NAME, read_data_state, temporary_checkpoint_dir, write_json_atomic
 from .build import build_stream
-from .checkpoint import DATA_STATE_NAME, TRAINER_STATE_NAME, atomic_checkpoint, read_data_state
-from .checkpoint import rotate_checkpoints, write_json
+from .checkpoint import atomic_checkpoint, rotate_checkpoints
 from .lr_schedules import build_lr_scheduler
 from .optim import build_optimizer
 from .recipe import Recipe, RecipeError
@@ -101,7 +101,7 @@ class AccelerateTrainer:
         step = self.state.global_step
         accelerator = self.accelerator
         data_state = self.stream.state_dict()
-        folder = os.path.join(self.args.output_dir, f".tmp-checkpoint-{step}")
+        folder = temporary_checkpoint_dir(self.args.output_dir, step)
         context = atomic_checkpoint(self.args.output_dir, step) if accelerator.is_main_process else nullcontext(folder)
         with context as staging:
             accelerator.wait_for_everyone()
@@ -112,7 +112,7 @@ class AccelerateTrainer:
                     self.tokenizer.save_pretrained(staging)
                 torch.save(self.optimizer.state_dict(), os.path.join(staging, OPTIMIZER_NAME))
                 torch.save(self.lr_scheduler.state_dict(), os.path.join(staging, SCHEDULER_NAME))
-                write_json(os.path.join(staging, DATA_STATE_NAME), data_state)
+                write_json_atomic(os.path.join(staging, DATA_STATE_NAME), data_state, sort_keys=True)
             rng_name = f"rng_state_{accelerator.process_index}.pth" if accelerator.num_processes > 1 else "rng_state.pth"
             torch.save(_rng_state(), os.path.join(staging, rng_name))
             accelerator.wait_for_everyone()

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..families import family_of
+from ..runfiles import METRICS_NAME, RECIPE_NAME, latest_checkpoint
 from .build import build_callbacks, build_model, load_tokenizer
 from .callbacks import RunLogger
-from .checkpoint import latest_checkpoint, resolve_resume
+from .checkpoint import resolve_resume
 from .recipe import Recipe, load_recipe
 
 logger = logging.getLogger(__name__)
@@ -47,14 +48,14 @@ def run_pretraining(recipe, overrides=None, resume: bool | str = False, entry: s
     tokenizer = load_tokenizer(recipe)
     model = build_model(recipe, tokenizer)
     is_main = _is_main_process()
-    callbacks = [RunLogger(output_dir / "metrics.jsonl", recipe.training.progress_bar, is_main)]
+    callbacks = [RunLogger(output_dir / METRICS_NAME, recipe.training.progress_bar, is_main)]
     callbacks += build_callbacks(recipe, model, tokenizer, is_main)
     callbacks += list(extra_callbacks or [])
     output_dir.mkdir(parents=True, exist_ok=True)
     if is_main:
         import yaml
 
-        (output_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+        (output_dir / RECIPE_NAME).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
     if recipe.training.entry == "trainer":
         from .trainer_entry import train_with_trainer
 
@@ -64,7 +65,7 @@ def run_pretraining(recipe, overrides=None, resume: bool | str = False, entry: s
 
         trainer = train_with_accelerate(recipe, model, tokenizer, callbacks, resume_from)
     return PretrainResult(output_dir=output_dir, final_checkpoint=latest_checkpoint(output_dir),
-                          metrics_path=output_dir / "metrics.jsonl", global_step=trainer.state.global_step,
+                          metrics_path=output_dir / METRICS_NAME, global_step=trainer.state.global_step,
                           tokens_seen=trainer.state.num_input_tokens_seen, family=family_of(model.config),
                           recipe=recipe)
 

@@ -1,7 +1,7 @@
 """Callbacks shared by both entry points: the progress bar and the metrics file.
 
 `RunLogger` shows a tqdm bar with tokens seen, tokens/s, loss and lr, and appends every log record to the run's
-`metrics.jsonl` (see `metrics.py`) with `step`, `tokens`, `loss`, `lr`, `grad_norm`, `tokens_per_second`.
+`metrics.jsonl` (see `hf_smallllm.runfiles`) with `step`, `tokens`, `loss`, `lr`, `grad_norm`, `tokens_per_second`.
 """
 
 import math
@@ -9,7 +9,7 @@ import time
 
 from transformers import TrainerCallback
 
-from .metrics import append_metrics
+from ..runfiles import append_metrics
 
 RENAMES = {"learning_rate": "lr", "train_loss": "final_loss", "num_input_tokens_seen": "tokens"}
 

@@ -5,42 +5,24 @@ generation config, tokenizer) plus what resuming needs: `trainer_state.json` (tr
 step, tokens seen, log history), `optimizer.pt`, `scheduler.pt`, `rng_state*.pth`, and `data_state.json` (where the
 data stream stands). Everything is first written into `output_dir/.tmp-checkpoint-<step>/` and renamed into place
 only when complete, so a run killed mid-save leaves the previous checkpoint as the latest; the leftover temporary
-folder is ignored and removed by the next save.
+folder is ignored and removed by the next save. The names and the atomic rename live in `hf_smallllm.runfiles`;
+this module adds the training-side policy (resume or refuse, rotation).
 """
 
-import json
 import os
-import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-TEMPORARY_PREFIX = ".tmp-"
-DATA_STATE_NAME = "data_state.json"
-TRAINER_STATE_NAME = "trainer_state.json"
-
-
-def checkpoint_dir(output_dir, step: int) -> Path:
-    return Path(output_dir) / f"checkpoint-{step}"
-
-
-def list_checkpoints(output_dir) -> list[tuple[int, Path]]:
-    """Complete checkpoints as (step, path), oldest first."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    found = []
-    for path in output_dir.iterdir():
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match and path.is_dir() and (path / TRAINER_STATE_NAME).exists():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def latest_checkpoint(output_dir) -> Path | None:
-    checkpoints = list_checkpoints(output_dir)
-    return checkpoints[-1][1] if checkpoints else None
+from ..runfiles import (
+    CHECKPOINT_PREFIX,
+    TEMPORARY_PREFIX,
+    checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    replace_folder,
+    temporary_checkpoint_dir,
+)
 
 
 def resolve_resume(output_dir, resume) -> Path | None:
@@ -64,7 +46,7 @@ def remove_stale_temporaries(output_dir) -> None:
     output_dir = Path(output_dir)
     if output_dir.is_dir():
         for path in output_dir.iterdir():
-            if path.name.startswith(TEMPORARY_PREFIX + "checkpoint-"):
+            if path.name.startswith(TEMPORARY_PREFIX + CHECKPOINT_PREFIX):
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -75,31 +57,14 @@ def atomic_checkpoint(output_dir, step: int):
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output_dir)
-    temporary = output_dir / f"{TEMPORARY_PREFIX}checkpoint-{step}"
+    temporary = temporary_checkpoint_dir(output_dir, step)
     temporary.mkdir()
     try:
         yield temporary
-        final = checkpoint_dir(output_dir, step)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(temporary, final)
-        _fsync_dir(output_dir)
+        replace_folder(temporary, checkpoint_dir(output_dir, step))
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def rotate_checkpoints(output_dir, keep: int | None) -> None:
@@ -111,28 +76,4 @@ def rotate_checkpoints(output_dir, keep: int | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def write_json(path, data) -> None:
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def read_data_state(checkpoint) -> dict | None:
-    path = Path(checkpoint) / DATA_STATE_NAME
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-__all__ = [
-    "DATA_STATE_NAME",
-    "TRAINER_STATE_NAME",
-    "atomic_checkpoint",
-    "checkpoint_dir",
-    "latest_checkpoint",
-    "list_checkpoints",
-    "read_data_state",
-    "remove_stale_temporaries",
-    "resolve_resume",
-    "rotate_checkpoints",
-    "write_json",
-]
+__all__ = ["atomic_checkpoint", "remove_stale_temporaries", "resolve_resume", "rotate_checkpoints"]

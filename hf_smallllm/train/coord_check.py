@@ -21,8 +21,6 @@ The same building blocks (`width_config`, `byte_windows`, `train_steps`) drive t
 
 import json
 import math
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +32,7 @@ from tqdm.auto import tqdm
 from ..families import FAMILIES, family_of, preset_config
 from ..models.configuration_smallllm import SmallLLMConfig
 from ..resources import corpus_path
-
+from ..runfiles import atomic_path
 
 PARAMETRIZATIONS = ("mup", "sp")
 BYTE_VOCAB_SIZE = 256
@@ -288,14 +286,8 @@ class CoordCheckResult:
             "png": self.plot,
         }
         for kind, path in paths.items():
-            handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=f".{path.name}.", suffix=f".{kind}")
-            os.close(handle)
-            try:
-                writers[kind](Path(temporary))
-                os.replace(temporary, path)
-            finally:
-                if os.path.exists(temporary):
-                    os.remove(temporary)
+            with atomic_path(path) as temporary:
+                writers[kind](temporary)
         return paths
 
 

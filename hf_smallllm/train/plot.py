@@ -4,14 +4,14 @@ training tokens, read from the run's metrics file."""
 import os
 from pathlib import Path
 
-from .metrics import read_metrics
+from ..runfiles import atomic_path, read_metrics
 
 
 def plot_run_curves(metrics_path: str | os.PathLike, output_path: str | os.PathLike, title: str | None = None) -> Path:
     """Draw the training-loss and validation-loss curves of a run into `output_path` (written atomically)."""
     from matplotlib.figure import Figure
 
-    from ..eval.plot import domain_curves
+    from ..eval.plot import domain_curves  # eval's package imports pull in transformers; only needed here
 
     records = read_metrics(metrics_path)
     train = [(r["tokens"], r["loss"]) for r in records if "loss" in r and r.get("tokens")]
@@ -36,12 +36,9 @@ def plot_run_curves(metrics_path: str | os.PathLike, output_path: str | os.PathL
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output_path.with_name(f".{output_path.name}.tmp")
-    figure.savefig(temporary, dpi=110, format="png")
-    os.replace(temporary, output_path)
-    return output_path
+    with atomic_path(output_path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    return Path(output_path)
 
 
 __all__ = ["plot_run_curves"]

@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import ExportableState, PrinterCallback, ProgressCallback
 
+from ..runfiles import DATA_STATE_NAME, TRAINER_STATE_NAME, read_data_state, temporary_checkpoint_dir, write_json_atomic
 from .build import build_stream
-from .checkpoint import DATA_STATE_NAME, TRAINER_STATE_NAME, atomic_checkpoint, read_data_state
-from .checkpoint import rotate_checkpoints, write_json
+from .checkpoint import atomic_checkpoint, rotate_checkpoints
 from .lr_schedules import build_lr_scheduler
 from .optim import build_optimizer
 from .recipe import Recipe, RecipeError
@@ -104,7 +104,7 @@ class RecipeTrainer(Trainer):
                 self._write_checkpoint(str(staging), extras)
             rotate_checkpoints(run_dir, self.args.save_total_limit)
         else:
-            self._write_checkpoint(os.path.join(run_dir, f".tmp-checkpoint-{step}"), extras)
+            self._write_checkpoint(str(temporary_checkpoint_dir(run_dir, step)), extras)
 
     def _write_checkpoint(self, folder: str, extras: dict) -> None:
         self._barrier()  # the staging folder exists before other processes write their RNG state
@@ -146,7 +146,7 @@ class PretrainTrainer(RecipeTrainer):
         return {"data_state": self.stream.state_dict()}
 
     def write_extra_checkpoint_files(self, folder: str, extras: dict) -> None:
-        write_json(os.path.join(folder, DATA_STATE_NAME), extras["data_state"])
+        write_json_atomic(os.path.join(folder, DATA_STATE_NAME), extras["data_state"], sort_keys=True)
 
 
 def train_with_trainer(recipe: Recipe, model, tokenizer, callbacks: list, resume_from=None) -> PretrainTrainer:

@@ -9,8 +9,8 @@ import pytest
 from hf_smallllm.eval.documents import default_domains
 from hf_smallllm.eval.domain_validation import DomainEvalCallback, DomainValidator
 from hf_smallllm.eval.recipe import build_domain_eval_callbacks, resolve_section
+from hf_smallllm.runfiles import read_metrics
 from hf_smallllm.train.extensions import RunContext
-from hf_smallllm.train.metrics import read_metrics
 
 DOMAIN_EVAL = {"every_steps": 2, "max_documents": 2, "max_chars": 300, "batch_size": 2}
 

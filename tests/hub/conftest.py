@@ -17,7 +17,7 @@ import yaml
 
 from hf_smallllm.hub.local_server import DEFAULT_TOKEN, start_in_thread
 from hf_smallllm.families import preset_config
-from hf_smallllm.train.metrics import append_metrics
+from hf_smallllm.runfiles import append_metrics
 
 FAMILY = "tinyllama"
 STEPS = (10, 20, 30)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_smallllm.train.metrics import read_metrics
+from hf_smallllm.runfiles import read_metrics
 from hf_smallllm.train.recipe import load_recipe
 
 RECIPES = Path(__file__).parents[2] / "training" / "recipes"

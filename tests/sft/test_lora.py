@@ -10,9 +10,9 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hf_smallllm.runfiles import read_metrics
 from hf_smallllm.sft import apply_lora, disable_cpu_4bit_repacking, load_base_model, lora_config, run_sft
 from hf_smallllm.sft.templates import resize_embeddings_for
-from hf_smallllm.train.metrics import read_metrics
 
 from .conftest import sft_recipe, tiny_model
 

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from hf_smallllm.runfiles import list_checkpoints
 from hf_smallllm.train import read_metrics, run_pretraining
-from hf_smallllm.train.checkpoint import list_checkpoints
 from hf_smallllm.train.recipe import RecipeError
 
 
