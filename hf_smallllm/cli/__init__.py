@@ -11,9 +11,7 @@ import importlib
 import pkgutil
 import sys
 
-
-class UsageError(Exception):
-    """A mistake in what the user asked for; printed as one line without a traceback."""
+from ..errors import UsageError
 
 
 def _subcommand_modules():
