@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UsageFileExistsError, UsageValueError
 from .families import FAMILIES
 
 TOKENIZER_FILES = ["bundled:en_shakespeare.txt", "bundled:en_kjv.txt", "bundled:en_pydoc.txt",
@@ -102,9 +103,9 @@ def _hub(settings: DemoSettings, root: Path, log):
             raise ValueError("publishing to a real Hub needs a token: set HF_TOKEN or run `hf auth login`")
         yield settings.endpoint or constants.ENDPOINT, token, settings.repo_id
         return
-    from .hub.local_server import DEFAULT_TOKEN, DEFAULT_USER, start_in_thread
-
     from huggingface_hub import constants
+
+    from .hub.local_server import DEFAULT_TOKEN, DEFAULT_USER, start_in_thread
 
     server = start_in_thread(root)
     log(f"local Hub server on {server.url} (storage {root})")
@@ -130,7 +131,7 @@ def _prepare_output(settings: DemoSettings) -> Path:
     output = Path(settings.output_dir)
     if output.exists() and any(output.iterdir()):
         if not settings.overwrite:
-            raise FileExistsError(f"{output} already holds a demo; pass --overwrite to replace it or choose "
+            raise UsageFileExistsError(f"{output} already holds a demo; pass --overwrite to replace it or choose "
                                   "another --output-dir")
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,8 @@ def _validate(settings: DemoSettings) -> None:
     if settings.family not in FAMILIES:
         raise ValueError(f"--family {settings.family!r}: choose one of {', '.join(FAMILIES)}")
     if settings.steps < 4:
-        raise ValueError(f"--steps {settings.steps}: the demo needs at least 4 steps (snapshots are taken between)")
+        raise UsageValueError(f"--steps {settings.steps}: the demo needs at least 4 steps (snapshots are taken "
+                              "between)")
     if not 1 <= settings.snapshots < settings.steps:
         raise ValueError(f"--snapshots {settings.snapshots} must be between 1 and steps - 1")
     if settings.tokenizer_vocab < 512:
@@ -186,9 +188,14 @@ def _generate(model, tokenizer, prompt: str, new_tokens: int, seed: int) -> str:
 
 
 def _domain_perplexity(models: dict, tokenizer, output: Path, progress: bool):
-    from .eval.domain_ppl import (DomainPerplexityReport, default_max_chars, load_domain_documents,
-                                  reference_token_counts, score_model)
     from .eval.documents import resolve_domains
+    from .eval.domain_ppl import (
+        DomainPerplexityReport,
+        default_max_chars,
+        load_domain_documents,
+        reference_token_counts,
+        score_model,
+    )
 
     first = next(iter(models.values()))
     max_chars = default_max_chars(first.config)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageValueError
 from ..families import FAMILIES
 from ..runfiles import write_text_atomic
 
@@ -37,8 +38,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def run(args) -> int:
     from .footprint import quantized_footprint
-    from .measure import machine_description, read_bandwidth_bytes_per_second, read_bandwidths
     from .gpu import gpu_rows
+    from .measure import machine_description, read_bandwidth_bytes_per_second, read_bandwidths
     from .suite import SuiteSettings, format_markdown, measure_pair
 
     if args.threads:
@@ -46,12 +47,12 @@ def run(args) -> int:
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
-        raise ValueError(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+        raise UsageValueError(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
     sizes = [s.strip() for s in (args.sizes or ("small" if args.quick else "small,published")).split(",")]
     if any(s not in SIZES for s in sizes):
-        raise ValueError(f"--sizes must be among {SIZES}, got {sizes}")
+        raise UsageValueError(f"--sizes must be among {SIZES}, got {sizes}")
     if args.repeats is not None and args.repeats < 1:
-        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+        raise UsageValueError(f"--repeats must be at least 1, got {args.repeats}")
     overrides = {"repeats": args.repeats} if args.repeats else {}
     settings = (SuiteSettings.quick if args.quick else SuiteSettings)(families=tuple(families), sizes=tuple(sizes),
                                                                        **overrides)

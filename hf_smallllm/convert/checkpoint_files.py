@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers.utils.hub import convert_file_size_to_int
 
+from ..errors import UsageFileNotFoundError, UsageValueError
 from ..runfiles import atomic_folder
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -74,7 +75,7 @@ class CheckpointReader:
     def open(cls, path: str | os.PathLike) -> CheckpointReader:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
+            raise UsageFileNotFoundError(f"checkpoint not found: {path}")
         if path.is_file():
             if path.suffix != ".safetensors" and path.suffix not in PICKLE_SUFFIXES:
                 raise ValueError(f"{path}: unknown checkpoint file type {path.suffix!r}; expected .safetensors or "
@@ -86,11 +87,11 @@ class CheckpointReader:
                 files = [path / name for name in sorted(set(weight_map.values()))]
                 missing = [str(f) for f in files if not f.is_file()]
                 if missing:
-                    raise FileNotFoundError(f"{path / index_name} names shard files that do not exist: {missing}")
+                    raise UsageFileNotFoundError(f"{path / index_name} names shard files that do not exist: {missing}")
                 return cls(files, path)
             if (path / single_name).is_file():
                 return cls([path / single_name], path)
-        raise FileNotFoundError(
+        raise UsageFileNotFoundError(
             f"no weights in {path}: expected {SAFETENSORS_SINGLE}, {SAFETENSORS_INDEX}, {BIN_SINGLE} or {BIN_INDEX}"
         )
 
@@ -251,7 +252,8 @@ def check_output_path(output: Path, sources: list[Path], overwrite: bool) -> Non
         if not output.is_dir():
             raise ValueError(f"the output {output} exists and is not a folder")
         if not overwrite:
-            raise ValueError(f"the output {output} already exists; pass overwrite=True (--overwrite) to replace it")
+            raise UsageValueError(f"the output {output} already exists; pass overwrite=True (--overwrite) to replace "
+                                  "it")
 
 
 def staged_output(output: str | os.PathLike):

@@ -26,8 +26,8 @@ from typing import Any
 
 from transformers import GenerationConfig, GlmConfig, LlamaConfig
 
+from ..errors import UsageValueError
 from ..models.configuration_smallllm import SmallLLMConfig
-
 
 SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 # keys of a config.json that say where it came from rather than what the model is
@@ -39,7 +39,7 @@ _BOOKKEEPING_KEYS = ("_name_or_path", "id2label", "label2id", "problem_type", "o
 DEFAULT_ROPE_THETA = 10000.0
 
 
-class InexpressibleConfigError(ValueError):
+class InexpressibleConfigError(UsageValueError):
     """The config uses features the target layout has no way to store."""
 
     def __init__(self, layout: str, reasons: list[str]):

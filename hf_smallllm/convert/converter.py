@@ -47,6 +47,7 @@ from .formats import (
 )
 from .plan import FROM_PACKAGE, TO_PACKAGE, model_tensors, plan_conversion, run_plan
 from .verify import DEFAULT_LENGTH, DEFAULT_TOLERANCE, LogitCheck, check_logits, verification_ids
+from ..errors import UsageFileNotFoundError, UsageValueError
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -114,7 +115,7 @@ def _dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     if isinstance(name, torch.dtype):
         return name
     if name not in DTYPES:
-        raise ValueError(f"dtype={name!r}; choose one of auto, {', '.join(DTYPES)}")
+        raise UsageValueError(f"dtype={name!r}; choose one of auto, {', '.join(DTYPES)}")
     return DTYPES[name]
 
 
@@ -127,11 +128,11 @@ def _checkpoint_dtype(infos, cast: torch.dtype | None) -> torch.dtype:
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise UsageFileNotFoundError(f"{path} not found")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+        raise UsageValueError(f"{path} is not valid JSON: {err}") from err
 
 
 def _convert(
@@ -262,7 +263,7 @@ def package_to_official(
     config = load_package_config(source)
     family = family_of(config)
     if family not in OFFICIAL_FORMATS:
-        raise ValueError(f"{source} is a generic {config.model_type!r} checkpoint without an official layout; use "
+        raise UsageValueError(f"{source} is a generic {config.model_type!r} checkpoint without an official layout; use "
                          "package_to_native (to-native) for a stock transformers checkpoint")
     layout = OFFICIAL_FORMATS[family].layout
     reader = CheckpointReader.open(source)
@@ -290,7 +291,7 @@ def package_to_native(
     source = Path(source)
     config = load_package_config(source)
     if target != "auto" and target not in NATIVE_LAYOUTS:
-        raise ValueError(f"target={target!r}; choose auto, {', '.join(NATIVE_LAYOUTS)}")
+        raise UsageValueError(f"target={target!r}; choose auto, {', '.join(NATIVE_LAYOUTS)}")
     reader = CheckpointReader.open(source)
     config.dtype = _checkpoint_dtype(reader.infos(), _dtype(dtype))
     layout, config_json = _native_layout(config, target)
@@ -337,7 +338,7 @@ def litgpt_to_package(
     tokenizer_folder = Path(tokenizer) if tokenizer is not None else None
     if tokenizer_folder is not None:
         if not tokenizer_folder.is_dir():
-            raise FileNotFoundError(f"tokenizer folder not found: {tokenizer_folder}")
+            raise UsageFileNotFoundError(f"tokenizer folder not found: {tokenizer_folder}")
         published = {name: getattr(config, name) for name in configs.SPECIAL_IDS}
         notes += configs.resolve_special_ids(config, tokenizer_folder, True, published)
     reader = CheckpointReader.open(checkpoint)
@@ -390,8 +391,8 @@ def load_package_config(path: Path) -> SmallLLMConfig:
     data = _read_json(path / "config.json" if path.is_dir() else path)
     model_type = data.get("model_type")
     if not isinstance(model_type, str) or not model_type.startswith("smallllm"):
-        raise ValueError(f"{path} is not an hf_smallllm checkpoint (config.json model_type {model_type!r}); official "
-                         "checkpoints convert with official_to_package (from-official)")
+        raise UsageValueError(f"{path} is not an hf_smallllm checkpoint (config.json model_type {model_type!r}); "
+                              "official checkpoints convert with official_to_package (from-official)")
     if path.is_dir():
         return AutoConfig.from_pretrained(path)
     return AutoConfig.for_model(**{k: v for k, v in data.items() if k != "transformers_version"})

@@ -38,6 +38,7 @@ from .checkpoint_files import CheckpointReader
 from .plan import TO_PACKAGE, model_tensors, plan_conversion, run_plan
 from .references import btlm_official_logits, litgpt_logits
 from .tables import BTLM_OFFICIAL, GEB_OFFICIAL, GEB_OFFICIAL_AS_GLM, GLM, LITGPT, LLAMA, KeyTable
+from ..errors import UsageValueError
 
 # runner(checkpoint path, package config, input ids, weight_dtype) -> float32 logits. `weight_dtype` rounds the
 # weights to that dtype before computing in float32, so a check of a cast conversion compares like with like.
@@ -179,23 +180,23 @@ OFFICIAL_FORMATS: dict[str, OfficialFormat] = {
 def official_format_for(model_type: str | None, family: str | None) -> OfficialFormat:
     """The official format of a folder whose config.json has `model_type`, or of `family` when given."""
     if model_type and model_type.startswith("smallllm"):
-        raise ValueError(f"config.json has model_type {model_type!r}: this is already an hf_smallllm checkpoint")
+        raise UsageValueError(f"config.json has model_type {model_type!r}: this is already an hf_smallllm checkpoint")
     if family is not None:
         if family not in OFFICIAL_FORMATS:
-            raise ValueError(f"unknown family {family!r}; choose one of {', '.join(OFFICIAL_FORMATS)}")
+            raise UsageValueError(f"unknown family {family!r}; choose one of {', '.join(OFFICIAL_FORMATS)}")
         official = OFFICIAL_FORMATS[family]
         if model_type not in official.model_types:
-            raise ValueError(f"config.json has model_type {model_type!r}, but {family}'s official checkpoints have "
-                             f"{' or '.join(repr(t) for t in official.model_types)}")
+            raise UsageValueError(f"config.json has model_type {model_type!r}, but {family}'s official checkpoints "
+                                  f"have {' or '.join(repr(t) for t in official.model_types)}")
         return official
     candidates = [f for f in OFFICIAL_FORMATS.values() if model_type in f.model_types]
     if not candidates:
         known = sorted({t for f in OFFICIAL_FORMATS.values() for t in f.model_types})
-        raise ValueError(f"config.json has model_type {model_type!r}, which is not an official layout of any family "
-                         f"(known: {', '.join(known)})")
+        raise UsageValueError(f"config.json has model_type {model_type!r}, which is not an official layout of any "
+                              f"family (known: {', '.join(known)})")
     if len(candidates) > 1:
         names = " or ".join(f.family for f in candidates)
-        raise ValueError(f"model_type {model_type!r} is published by {names}; say which with family= (--family)")
+        raise UsageValueError(f"model_type {model_type!r} is published by {names}; say which with family= (--family)")
     return candidates[0]
 
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import UsageValueError
 from ..models.attention_smallllm import alibi_slopes
 from .checkpoint_files import TensorInfo
 from .tables import KeyRule, KeyTable
 from .transforms import TRANSFORMS, owned
-
 
 TO_PACKAGE = "to_package"
 FROM_PACKAGE = "from_package"
@@ -40,7 +40,7 @@ def _stored_alibi_slopes(config) -> torch.Tensor:
 DERIVED_TENSORS: dict[str, Callable] = {"alibi_slopes": _stored_alibi_slopes}
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UsageValueError):
     """The checkpoint does not have the tensors its layout and config call for; lists every problem at once."""
 
     def __init__(self, location: str, layout: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),

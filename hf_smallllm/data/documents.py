@@ -22,6 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageFileNotFoundError
 from ..resources import corpus_path
 
 TEXT_SPLITS = ("file", "line", "blank_line", "heading")
@@ -69,7 +70,7 @@ class DocumentSource:
                 continue
             matches = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
             if not matches:
-                raise FileNotFoundError(f"source {self.name!r}: no file matches {pattern!r}")
+                raise UsageFileNotFoundError(f"source {self.name!r}: no file matches {pattern!r}")
             files.extend(Path(m) for m in matches if Path(m).is_file())
         for path in files:
             if self._format_of(path) not in FILE_FORMATS:

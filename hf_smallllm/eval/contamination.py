@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import UsageFileNotFoundError
 from .benchmark_data import read_jsonl
 from .losses import DocumentLoss, document_losses
 
@@ -60,7 +61,7 @@ def load_qa_texts(path: str | Path, template: str | None = None, *, question_fie
     """The formatted samples of a JSON-lines file (first `limit` records when given)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such file {str(path)!r}")
+        raise UsageFileNotFoundError(f"no such file {str(path)!r}")
     try:
         records = read_jsonl(path)
     except ValueError as err:

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageFileNotFoundError
 from ..resources import CORPUS
 
 DEFAULT_CHUNK_CHARS = 2000
@@ -45,7 +46,7 @@ def parse_domain(spec: str) -> Domain:
     if not name or "/" in name:
         raise ValueError(f"domain {spec!r}: give it as name=path with a name without '/'")
     if not path.is_file():
-        raise FileNotFoundError(f"domain {name!r}: no such file {str(path)!r}")
+        raise UsageFileNotFoundError(f"domain {name!r}: no such file {str(path)!r}")
     return Domain(name, path)
 
 

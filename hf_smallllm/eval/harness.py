@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
+from ..errors import UsageFileNotFoundError
 from ..resources import RESOURCES
 from .code_execution import ALLOW_ENV
 
@@ -49,7 +50,7 @@ def render_local_tasks(output_dir: str | Path, data_dir: str | Path = BENCHMARKS
     ready for lm-eval's `include_path` (`--include_path` on its command line)."""
     output_dir, data_dir = Path(output_dir), Path(data_dir).resolve()
     if not (data_dir / "mmlu").is_dir():
-        raise FileNotFoundError(f"{data_dir} is not a benchmark folder (no mmlu/ inside)")
+        raise UsageFileNotFoundError(f"{data_dir} is not a benchmark folder (no mmlu/ inside)")
     output_dir.mkdir(parents=True, exist_ok=True)
     # The path sits inside double-quoted YAML strings: escape what YAML would read as escapes.
     quoted_dir = json.dumps(data_dir.as_posix())[1:-1]

@@ -26,6 +26,7 @@ from pathlib import Path
 from .model_card import SnapshotRow, render_model_card
 from .remote_code import add_remote_code
 from .revisions import BranchTemplate, Snapshot, run_snapshots, select_snapshots, snapshot_of_checkpoint, validate_ref_name
+from ..errors import UsageFileNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def stage_model_folder(source: str | Path, target: str | Path, remote_code: bool
     the contents even if training deletes the checkpoint meanwhile (`save_total_limit`)."""
     source, target = Path(source), Path(target)
     if not (source / "config.json").exists():
-        raise FileNotFoundError(f"{source} is not a model folder (no config.json)")
+        raise UsageFileNotFoundError(f"{source} is not a model folder (no config.json)")
     target.mkdir(parents=True, exist_ok=True)
     for name, real in checkpoint_files(source):
         if selected(name, TRAINING_ONLY_FILES):
@@ -344,7 +345,7 @@ def publish_run(output_dir: str | Path, repo_id: str, *, steps: list[int] | None
     output_dir = Path(output_dir)
     snapshots = run_snapshots(output_dir)
     if not snapshots and final is None:
-        raise FileNotFoundError(f"{output_dir} has no checkpoint-<step>/ folders with a trainer_state.json")
+        raise UsageFileNotFoundError(f"{output_dir} has no checkpoint-<step>/ folders with a trainer_state.json")
     chosen = select_snapshots(snapshots, steps, every)
     unknown_tags = sorted(set(tags or {}) - {s.step for s in chosen})
     if unknown_tags:

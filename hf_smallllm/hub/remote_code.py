@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import UsageFileNotFoundError
 from ..runfiles import write_json_atomic
 
 AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM")
@@ -23,9 +24,10 @@ AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForCausalLM")
 
 def auto_classes_for(model_type: str) -> dict[str, type]:
     """{Auto class name: our class} for a registered hf_smallllm model_type."""
-    import hf_smallllm  # noqa: F401  registers the families
     from transformers import AutoModel, AutoModelForCausalLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    import hf_smallllm  # noqa: F401  registers the families
 
     if model_type not in CONFIG_MAPPING:
         raise ValueError(f"model_type {model_type!r} is not a registered architecture")
@@ -64,7 +66,7 @@ def add_remote_code(folder: str | Path) -> list[str]:
     folder = Path(folder)
     config_path = folder / "config.json"
     if not config_path.exists():
-        raise FileNotFoundError(f"{folder} has no config.json")
+        raise UsageFileNotFoundError(f"{folder} has no config.json")
     config = json.loads(config_path.read_text())
     classes = auto_classes_for(config.get("model_type", ""))
     copied = []

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..families import FAMILIES
 from ..runfiles import TRAINER_STATE_NAME, list_checkpoints
+from ..errors import UsageFileNotFoundError
 
 # Named templates: OLMo's, and every family that names its own snapshots (its record's `branch_template`).
 BRANCH_TEMPLATES = {
@@ -123,11 +124,11 @@ def snapshot_of_checkpoint(path: str | Path) -> Snapshot:
     """Step and tokens of a checkpoint folder from its `trainer_state.json`."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {path} does not exist")
+        raise UsageFileNotFoundError(f"checkpoint folder {path} does not exist")
     state_path = path / TRAINER_STATE_NAME
     if not state_path.exists():
-        raise FileNotFoundError(f"{path} has no {TRAINER_STATE_NAME}: not a training checkpoint (it carries the step "
-                                f"and tokens a snapshot is named after)")
+        raise UsageFileNotFoundError(f"{path} has no {TRAINER_STATE_NAME}: not a training checkpoint (it carries the "
+                                     "step and tokens a snapshot is named after)")
     state = json.loads(state_path.read_text())
     if "global_step" not in state:
         raise ValueError(f"{state_path} has no global_step")

@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 from transformers import TextStreamer
 
+from ..errors import UsageFileNotFoundError, UsageValueError
+
 QUANTIZATION_CHOICES = ("none", "int8", "bnb-8bit", "bnb-4bit")
 DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 
@@ -39,8 +41,9 @@ class InferenceOptions:
 
 def load_for_inference(model_path, options: InferenceOptions | None = None, tokenizer_path=None):
     """(model, tokenizer) ready for generation. Raises FileNotFoundError if no tokenizer can be found."""
-    import hf_smallllm  # noqa: F401  (registers the model types)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import hf_smallllm  # noqa: F401  (registers the model types)
 
     from .cpu_linear import LinearsChoice, can_pack_linears, pack_linears, pack_linears_if_faster
     from .quantization import load_bnb_quantized, quantize_int8_dynamic
@@ -50,12 +53,12 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
     hub_kwargs = {"revision": options.revision} if options.revision else {}
     packable = options.device == "cpu" and dtype == torch.float32 and options.quantization == "none"
     if options.pack_linears and not (packable and can_pack_linears()):
-        raise ValueError("packed linears need float32 weights on a CPU with oneDNN and no quantization; got "
+        raise UsageValueError("packed linears need float32 weights on a CPU with oneDNN and no quantization; got "
                          f"dtype={options.dtype}, device={options.device}, quantization={options.quantization}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or model_path, **hub_kwargs)
     except (OSError, ValueError) as err:
-        raise FileNotFoundError(
+        raise UsageFileNotFoundError(
             f"no tokenizer found in {tokenizer_path or model_path}; pass --tokenizer PATH ({err.__class__.__name__})"
         ) from err
 
@@ -136,10 +139,10 @@ def stream_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 64, 
     """Generate from `prompt`, streaming text pieces to `on_text`. Temperature 0 is greedy decoding. With `chat`, the
     prompt is wrapped as one user turn with the tokenizer's chat template."""
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1")
+        raise UsageValueError(f"max_new_tokens={max_new_tokens} must be at least 1")
     if chat:
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("this tokenizer has no chat template; drop --chat or use a fine-tuned model")
+            raise UsageValueError("this tokenizer has no chat template; drop --chat or use a fine-tuned model")
         input_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                   return_tensors="pt", return_dict=True)["input_ids"]
     else:

@@ -3,6 +3,8 @@ it works from a source checkout and after a wheel install alike."""
 
 from pathlib import Path
 
+from ..errors import UsageFileNotFoundError
+
 RESOURCES = Path(__file__).parent
 CORPUS = RESOURCES / "corpus"
 
@@ -13,7 +15,7 @@ def corpus_path(name: str) -> Path:
     path = CORPUS / name
     if not path.exists():
         available = sorted(str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file() and p.name != "README.md")
-        raise FileNotFoundError(f"no bundled corpus file {name!r}; available: {', '.join(available)}")
+        raise UsageFileNotFoundError(f"no bundled corpus file {name!r}; available: {', '.join(available)}")
     return path
 
 

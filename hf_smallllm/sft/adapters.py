@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageFileNotFoundError
 from ..runfiles import atomic_folder
 
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -134,7 +135,7 @@ def merge_adapter_folder(adapter_dir, base=None, dtype: str = "float32"):
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
-        raise FileNotFoundError(f"{adapter_dir} holds no adapter (adapter_config.json missing)")
+        raise UsageFileNotFoundError(f"{adapter_dir} holds no adapter (adapter_config.json missing)")
     if base is None:
         base = PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path
         if not base:

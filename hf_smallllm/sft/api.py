@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageFileNotFoundError
 from ..families import FAMILIES, family_of, preset_config
 from ..runfiles import METRICS_NAME, latest_checkpoint, write_json_atomic
 from ..train.callbacks import RunLogger
@@ -56,7 +57,7 @@ def run_sft(recipe, overrides=None, resume: bool | str = False, model=None, toke
 
     set_seed(recipe.training.seed)
     if model is None and recipe.model.init_from and not Path(recipe.model.init_from).exists():
-        raise FileNotFoundError(f"model.init_from: no folder {recipe.model.init_from!r}")
+        raise UsageFileNotFoundError(f"model.init_from: no folder {recipe.model.init_from!r}")
     tokenizer = _tokenizer(recipe, tokenizer)
     model = _model(recipe, model, tokenizer)
     family = family_of(model.config)

@@ -18,6 +18,7 @@ from ..train.recipe import OptimizerSection, RecipeError, ScheduleSection, _buil
 from .adapters import LORA_TARGET_MODULES, QUANTIZATION_MODES
 from .samples import BAD_SAMPLE_POLICIES
 from .templates import CHAT_FORMATS
+from ..errors import UsageFileNotFoundError
 
 SFT_RECIPES_DIR = Path(__file__).parents[1] / "resources" / "recipes"  # shared with pretraining; SFT ones: sft_*
 
@@ -182,7 +183,7 @@ def find_sft_recipe(name_or_path) -> Path:
     if shipped.exists():
         return shipped
     names = sorted(p.stem for p in SFT_RECIPES_DIR.glob("sft_*.yaml"))
-    raise FileNotFoundError(f"no SFT recipe {str(name_or_path)!r}: not a file and not a shipped recipe "
+    raise UsageFileNotFoundError(f"no SFT recipe {str(name_or_path)!r}: not a file and not a shipped recipe "
                             f"({', '.join(names)})")
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageFileNotFoundError
 from .templates import ROLES
 
 RESOURCES = Path(__file__).parents[1] / "resources" / "sft"
@@ -72,13 +73,13 @@ class RecordSource:
                 path = RESOURCES / pattern[len("bundled:"):]
                 if not path.exists():
                     shipped = sorted(p.name for p in RESOURCES.glob("*.jsonl"))
-                    raise FileNotFoundError(f"source {self.name!r}: no bundled SFT file {pattern!r}; shipped: "
+                    raise UsageFileNotFoundError(f"source {self.name!r}: no bundled SFT file {pattern!r}; shipped: "
                                             f"{', '.join(shipped)}")
                 found.append(path)
                 continue
             matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
             if not matches or not all(Path(m).exists() for m in matches):
-                raise FileNotFoundError(f"source {self.name!r}: no file matches {pattern!r}")
+                raise UsageFileNotFoundError(f"source {self.name!r}: no file matches {pattern!r}")
             found.extend(Path(m) for m in matches)
         return found
 

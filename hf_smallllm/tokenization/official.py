@@ -22,6 +22,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, models
 from tokenizers import pre_tokenizers as pt
 
+from ..errors import UsageFileNotFoundError, UsageValueError
 from .pipelines import byte_level_pre_tokenizer, sentencepiece_normalizer
 
 # llama.cpp token types (gguf.TokenType): 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
@@ -74,7 +75,7 @@ def load_tokenizer(path: str | os.PathLike, gguf_file: str | None = None, *, use
     folder = Path(path)
     if not folder.is_dir() or any(folder.glob("*.model")) or (folder / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(path, **kwargs)  # SentencePiece models, remote-code classes
-    raise FileNotFoundError(f"{folder}: no tokenizer.json, vocab.json + merges.txt, SentencePiece *.model or "
+    raise UsageFileNotFoundError(f"{folder}: no tokenizer.json, vocab.json + merges.txt, SentencePiece *.model or "
                             "tokenizer_config.json")
 
 
@@ -136,22 +137,22 @@ def load_gguf_tokenizer(path: str | os.PathLike):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no GGUF file {path}")
+        raise UsageFileNotFoundError(f"no GGUF file {path}")
     meta = _gguf_fields(path)
     model = meta.get("tokenizer.ggml.model")
     tokens = meta.get("tokenizer.ggml.tokens")
     if not tokens:
-        raise ValueError(f"{path}: no tokenizer.ggml.tokens in the GGUF metadata")
+        raise UsageValueError(f"{path}: no tokenizer.ggml.tokens in the GGUF metadata")
     if model == "gpt2":
         pre = meta.get("tokenizer.ggml.pre", "gpt-2")
         if pre not in _GGUF_BYTE_LEVEL_PRE:
-            raise ValueError(f"{path}: byte-level pre-tokenizer {pre!r} is not supported; supported: "
+            raise UsageValueError(f"{path}: byte-level pre-tokenizer {pre!r} is not supported; supported: "
                              f"{sorted(_GGUF_BYTE_LEVEL_PRE)}")
         tokenizer = _byte_level_from_gguf(meta, _GGUF_BYTE_LEVEL_PRE[pre])
     elif model == "llama":
         tokenizer = _sentencepiece_from_gguf(path)
     else:
-        raise ValueError(f"{path}: tokenizer model {model!r} is not supported; supported: gpt2, llama")
+        raise UsageValueError(f"{path}: tokenizer model {model!r} is not supported; supported: gpt2, llama")
     context = meta.get(f"{meta.get('general.architecture')}.context_length")
     extra = {"model_max_length": int(context)} if context else {}
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, clean_up_tokenization_spaces=False,

@@ -17,6 +17,7 @@ from typing import Any
 from tokenizers import AddedToken, Tokenizer, trainers
 from tokenizers import pre_tokenizers as pt
 
+from ..errors import UsageFileNotFoundError
 from ..runfiles import atomic_folder
 from .pipelines import BYTE_TOKENS, byte_level_pipeline, sentencepiece_pipeline
 from .presets import TokenizerPreset, tokenizer_preset
@@ -64,7 +65,7 @@ def _expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             matches = [Path(m) for m in sorted(glob.glob(str(path), recursive=True)) if Path(m).is_file()]
         if not matches:
-            raise FileNotFoundError(f"no training file matches {pattern!r}")
+            raise UsageFileNotFoundError(f"no training file matches {pattern!r}")
         files.extend(matches)
     return files
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import UsageFileNotFoundError, UsageValueError
 from ..families import PRESETS
 from .extensions import RECIPE_SECTIONS
 
@@ -27,8 +28,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ENTRIES = ("trainer", "accelerate")
 
 
-class RecipeError(ValueError):
-    """A recipe that cannot run, with the path of the offending field."""
+class RecipeError(UsageValueError):
+    """A recipe that cannot run, with the path of the offending field (a `ValueError` too)."""
 
 
 @dataclass
@@ -258,7 +259,7 @@ def find_recipe(name_or_path: str | Path) -> Path:
     if shipped.exists():
         return shipped
     names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"no recipe {str(name_or_path)!r}: not a file and not a shipped recipe "
+    raise UsageFileNotFoundError(f"no recipe {str(name_or_path)!r}: not a file and not a shipped recipe "
                             f"({', '.join(names)})")
 
 
