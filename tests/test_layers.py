@@ -2,7 +2,7 @@
 
 Every module under `hf_smallllm/` is parsed (not imported): `import` and `from ... import` statements anywhere in
 the file (function-level imports included), `importlib.import_module(...)` / `__import__(...)` calls, and strings
-naming a module the way registries do (`"hf_smallllm.hub.recipe:build"`), so a dependency cannot hide in a string.
+naming a module's attribute the way registries do (`"hf_smallllm.hub.recipe:build"`), so a dependency cannot hide in a string.
 A module's package is its first component below `hf_smallllm` (`hf_smallllm.train.api` -> `train`); top-level
 modules (`demo.py`, `smoke.py`, `runfiles.py`) are packages of their own, and `hf_smallllm/__init__.py` belongs
 with `families` (it re-exports the models and registers the families).
@@ -59,9 +59,16 @@ def _resolve(module: str, is_package: bool, level: int, name: str | None) -> str
     return ".".join(base + ([name] if name else []))
 
 
+def _is_module(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def _is_module_string(value: str) -> bool:
-    head = value.split(":", 1)[0]
-    return head.startswith(PACKAGE + ".") and all(part.isidentifier() for part in head.split("."))
+    """A registry entry naming a module's attribute, `"hf_smallllm.hub.recipe:build_publish_callbacks"`."""
+    head, sep, attribute = value.partition(":")
+    return bool(sep) and attribute.isidentifier() and head.startswith(PACKAGE + ".") \
+        and all(part.isidentifier() for part in head.split("."))
 
 
 def imports_of(path: Path) -> set[str]:
@@ -75,7 +82,8 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             target = _resolve(module, is_package, node.level, node.module)
             found.add(target)
-            found.update(f"{target}.{alias.name}" for alias in node.names)
+            # `from package import name`: an edge to `package.name` only when that is a module (not an attribute)
+            found.update(f"{target}.{alias.name}" for alias in node.names if _is_module(f"{target}.{alias.name}"))
         elif isinstance(node, ast.Call):
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
@@ -175,3 +183,4 @@ def test_the_parser_sees_function_level_and_string_imports(tmp_path):
     assert "hf_smallllm.runfiles" in imports_of(lazy)  # computed import_module names in a lazy __init__
     assert _is_module_string("hf_smallllm.hub.recipe:build_publish_callbacks")
     assert not _is_module_string("see hf_smallllm.runfiles for the format")
+    assert not _is_module_string("hf_smallllm.cli")  # e.g. `python -m hf_smallllm.cli` in a child process
