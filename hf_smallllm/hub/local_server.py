@@ -1,12 +1,25 @@
 """A local server that speaks the Hugging Face Hub's HTTP protocol, for tests and offline demos.
 
 It implements the part of the protocol that `huggingface_hub` (2.x) and `transformers` (5.x) use to publish and
-load models: whoami, repo create/delete/info, preupload (every file answered "regular", so uploads travel base64
-inside the NDJSON commit and neither LFS nor Xet is needed), NDJSON commits with `parentCommit` checks, branches,
-tags, refs, tree, paths-info, commits, `validate-yaml`, and `resolve` downloads with `X-Repo-Commit`, `ETag` and
-`Range`. Errors carry the Hub's `X-Error-Code` (`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`) so the client
-raises its usual exception types. Which endpoints the client calls was established in
-`/work/shared/reference/ECOSYSTEM.md` section 1 (reading huggingface_hub 2.4 against a working server).
+load models: whoami, repo create/delete/info, preupload, NDJSON commits with `parentCommit` checks, the git LFS
+batch API with the basic transfer, branches, tags, refs, tree, paths-info, commits, `validate-yaml`, and `resolve`
+downloads with `X-Repo-Commit`, `ETag` and `Range`. Errors carry the Hub's `X-Error-Code` (`RepoNotFound`,
+`RevisionNotFound`, `EntryNotFound`) so the client raises its usual exception types. Which endpoints the client calls
+was established in `/work/shared/reference/ECOSYSTEM.md` section 1 (reading huggingface_hub 2.4 against a working
+server).
+
+Uploads: by default every preupload is answered "regular" (files travel base64 inside the NDJSON commit), which
+works with any client. With `lfs=True` (`--lfs`) the server answers as the Hub does: "lfs" for files of
+`lfs_threshold` bytes (10 MB) or more, binary files and paths the branch's `.gitattributes` sends to LFS; the client
+then asks the batch API (`<repo>.git/info/lfs/objects/batch`), PUTs each object it does not have to a one-time
+ticket URL and verifies it, and the commit names the object by sha256 (`lfsFile`). A repo can only commit objects
+uploaded to it. huggingface_hub uses Xet instead of LFS when `hf_xet` is installed, which needs the Hub's Xet
+storage: clients of an `--lfs` server set `HF_HUB_DISABLE_XET=1`.
+
+Robustness: every malformed request gets a 4xx JSON error (never a dead handler thread); bodies are streamed to
+disk up to a cap per endpoint (`MAX_JSON_BODY`, `MAX_COMMIT_BODY`, `MAX_LFS_OBJECT`; 413 beyond); repo ids, file
+paths and ref names are validated as the Hub does; a bad or unsatisfiable `Range` gets 416; downloads stream from
+disk.
 
 Storage is plain files under `root`: file contents by sha256 in `blobs/`, repos, commits, branches and tags in
 `state.json` (rewritten atomically after every change). Tokens: a request carrying a token that is not in `tokens`
@@ -21,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fnmatch
 import hashlib
 import json
 import os
@@ -39,12 +53,48 @@ DEFAULT_TOKEN = "hf_local_token"
 DEFAULT_USER = "local-user"
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 SHA256 = re.compile(r"[0-9a-f]{64}")
+# Request size caps (413 beyond them): JSON API bodies, NDJSON commits (regular files travel base64 inside them; the
+# Hub itself answers "lfs" above 10 MB) and LFS object uploads, which are streamed to disk.
+MAX_JSON_BODY = 16 << 20
+MAX_COMMIT_BODY = 1 << 30
+MAX_LFS_OBJECT = 1 << 40
+LFS_THRESHOLD = 10 << 20  # bytes from which a preupload answers "lfs" when LFS is on (the Hub's 10 MB)
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"
+LFS_CONTENT_TYPE = "application/vnd.git-lfs+json"
+# The Hub's rules for a repo name part (huggingface_hub's `validate_repo_id` checks the same on the client side).
+NAME_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
 
 
 def git_blob_oid(data: bytes) -> str:
     """The git object id of a file, which is what the Hub reports as `oid` for regular files."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def validate_repo_id(repo_id) -> str:
+    """`owner/name` as the Hub accepts it: letters, digits, `.`, `_`, `-`, no `--` or `..`, at most 96 characters
+    per part, starting and ending with a letter or digit (so `../../x` and a JSON null are refused)."""
+    parts = repo_id.split("/") if isinstance(repo_id, str) else []
+    if (len(parts) != 2 or not all(NAME_PART.fullmatch(p) for p in parts) or "--" in repo_id or ".." in repo_id
+            or repo_id.endswith(".git")):
+        raise HubError(400, f"invalid repo id {repo_id!r}: expected owner/name, each part letters, digits, '.', '_' "
+                            "or '-' (no '--' or '..', at most 96 characters, starting and ending alphanumerically)")
+    return repo_id
+
+
+def validate_path(path) -> str:
+    """A file path inside a repo as the Hub accepts it: relative, `/`-separated, no empty, `.` or `..` part, not
+    inside `.git/`, no control characters, at most 1,000 characters (`../../etc/evil` made snapshots undownloadable)."""
+    parts = path.split("/") if isinstance(path, str) else []
+    if (not parts or len(path) > 1000 or any(p in ("", ".", "..") for p in parts) or parts[0] == ".git"
+            or any(ord(c) < 32 or c == "\\" for c in path)):
+        raise HubError(400, f"invalid path in repo {path!r}: must be relative, '/'-separated, without empty, '.' or "
+                            "'..' parts, backslashes or control characters, and not under .git/")
+    return path
+
+
+def lfs_pointer(oid: str, size: int) -> bytes:
+    return LFS_POINTER.format(oid=oid, size=size).encode()
 
 
 class HubError(Exception):
@@ -64,6 +114,8 @@ class HubStore:
         self.state_path = self.root / "state.json"
         self.lock = threading.RLock()
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"repos": {}}
+        for stale in (self.root / "tmp").glob("*"):  # bodies of requests a previous server did not finish
+            stale.unlink()
 
     # storage -------------------------------------------------------------------------------------------------
     # The two atomic writes below stay here rather than using hf_smallllm.runfiles: the server also runs as a plain
@@ -83,9 +135,37 @@ class HubStore:
         return sha
 
     def blob_path(self, sha: str) -> Path:
-        if not SHA256.fullmatch(sha):
+        if not isinstance(sha, str) or not SHA256.fullmatch(sha):
             raise HubError(400, f"{sha!r} is not a sha256")
         return self.root / "blobs" / sha
+
+    def temp_path(self) -> Path:
+        """A fresh file name on the store's disk, for streamed bodies (renamed into blobs/ when complete)."""
+        (self.root / "tmp").mkdir(exist_ok=True)
+        return self.root / "tmp" / uuid.uuid4().hex
+
+    def add_lfs_object(self, repo_type: str, repo_id: str, oid: str, size: int, staged: Path) -> None:
+        """Register an uploaded LFS object of a repo: `staged` (already hashed to `oid`) becomes blobs/<oid>."""
+        target = self.blob_path(oid)
+        with self.lock:
+            if target.exists():
+                staged.unlink()
+            else:
+                os.replace(staged, target)
+            repo = self.repo(repo_type, repo_id)
+            objects = repo.setdefault("lfs_objects", {})
+            if objects.get(oid) != size:
+                objects[oid] = size
+                self._save()
+
+    def has_lfs_object(self, repo: dict, oid: str, size: int | None = None) -> bool:
+        """Whether `oid` was uploaded to this repo (or is in one of its commits) and its blob is on disk: a commit
+        can only name objects its repo owns, never another repo's (a private one's) or a host file."""
+        known = repo.get("lfs_objects", {}).get(oid)
+        if known is None:
+            known = next((f["size"] for c in repo["commits"].values() for f in c["files"].values()
+                          if f["sha256"] == oid), None)
+        return known is not None and (size is None or known == size) and self.blob_path(oid).is_file()
 
     # repos ---------------------------------------------------------------------------------------------------
     @staticmethod
@@ -117,6 +197,11 @@ class HubStore:
 
     def _file_entry(self, data: bytes) -> dict:
         return {"sha256": self.put_blob(data), "oid": git_blob_oid(data), "size": len(data)}
+
+    @staticmethod
+    def _lfs_entry(oid: str, size: int) -> dict:
+        # a git LFS file's git object is its pointer; the content is found by sha256
+        return {"sha256": oid, "oid": git_blob_oid(lfs_pointer(oid, size)), "size": size, "lfs": True}
 
     def _add_commit(self, repo: dict, parent: str | None, title: str, description: str, files: dict) -> str:
         commit_id = hashlib.sha1(f"{uuid.uuid4()}{time.time()}".encode()).hexdigest()
@@ -156,28 +241,33 @@ class HubStore:
                                     f"(parent {parent} is not the head {head} of {branch})")
             files = dict(repo["commits"][head]["files"])
             for op in operations:
-                key, value = op["key"], op["value"]
+                key, value = op.get("key"), op.get("value")
+                if not isinstance(value, dict):
+                    raise HubError(400, f"commit operation {key!r}: value must be a JSON object, got {value!r}")
+                path = validate_path(value.get("path"))
                 if key == "file":
-                    if value.get("encoding", "base64") != "base64":
-                        raise HubError(400, f"unsupported encoding {value.get('encoding')!r}")
-                    files[value["path"]] = self._file_entry(base64.b64decode(value["content"]))
+                    if value.get("encoding", "base64") != "base64" or not isinstance(value.get("content"), str):
+                        raise HubError(400, f"file {path!r}: content must be a base64 string "
+                                            f"(encoding {value.get('encoding')!r})")
+                    files[path] = self._file_entry(base64.b64decode(value["content"], validate=True))
                 elif key == "lfsFile":
-                    sha = value["oid"]
-                    # The oid names a file under blobs/: anything but a sha256 would let a commit point at any
-                    # file of the host ("/etc/passwd", "../state.json").
+                    sha = value.get("oid")
+                    # The oid names a file under blobs/: anything but a sha256 this repo uploaded would let a commit
+                    # point at a file of the host ("/etc/passwd", "../state.json") or of another (private) repo.
                     if not isinstance(sha, str) or not SHA256.fullmatch(sha):
-                        raise HubError(400, f"lfsFile {value['path']!r}: oid {sha!r} is not a sha256 (64 lowercase "
-                                            "hex characters)")
-                    if not self.blob_path(sha).is_file():
-                        raise HubError(400, f"LFS object {sha} of {value['path']} was never uploaded")
-                    data = self.blob_path(sha).read_bytes()
-                    files[value["path"]] = {"sha256": sha, "oid": git_blob_oid(data), "size": len(data)}
+                        raise HubError(400, f"lfsFile {path!r}: oid {sha!r} is not a sha256 (64 lowercase hex "
+                                            "characters)")
+                    if value.get("algo", "sha256") != "sha256":
+                        raise HubError(400, f"lfsFile {path!r}: algo {value.get('algo')!r} is not sha256")
+                    if not self.has_lfs_object(repo, sha):
+                        raise HubError(400, f"LFS object {sha} of {path} was never uploaded to this repo")
+                    files[path] = self._lfs_entry(sha, self.blob_path(sha).stat().st_size)
                 elif key == "deletedFile":
-                    if value["path"] not in files:
-                        raise HubError(404, f"File {value['path']} does not exist", "EntryNotFound")
-                    del files[value["path"]]
+                    if path not in files:
+                        raise HubError(404, f"File {path} does not exist", "EntryNotFound")
+                    del files[path]
                 elif key == "deletedFolder":
-                    prefix = value["path"].rstrip("/") + "/"
+                    prefix = path.rstrip("/") + "/"
                     files = {p: f for p, f in files.items() if not p.startswith(prefix)}
                 else:
                     raise HubError(400, f"unknown commit operation {key!r}")
@@ -246,7 +336,58 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), headers)
 
     def _body(self) -> bytes:
-        return self._request_body
+        """The (JSON-sized) request body, already streamed to `self._body_file`."""
+        self._body_file.seek(0)
+        return self._body_file.read()
+
+    def _json_body(self, kind: type = dict, empty=None):
+        """The body parsed as JSON of type `kind` (a mistake is a 400 naming what was expected)."""
+        body = self._body()
+        if not body.strip() and empty is not None:
+            return empty
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise HubError(400, f"request body is not JSON: {err}") from None
+        if not isinstance(payload, kind):
+            raise HubError(400, f"request body must be a JSON {kind.__name__}, got {type(payload).__name__}")
+        return payload
+
+    def _body_limit(self) -> int:
+        path = urlsplit(self.path).path
+        if self.command == "PUT" and path.startswith("/api/lfs-upload/"):
+            return self.server.max_lfs_object
+        if self.command == "POST" and "/commit/" in path:
+            return self.server.max_commit_body
+        return self.server.max_json_body
+
+    def _read_body(self) -> None:
+        """Stream the body (Content-Length bytes, up to the route's cap) into a spooled temporary file: large
+        uploads go to disk, never into one pre-allocated buffer."""
+        import tempfile
+
+        # closed by _handle's finally
+        self._body_file = tempfile.SpooledTemporaryFile(max_size=1 << 20, dir=self.server.store.temp_path().parent)  # noqa: SIM115
+        raw = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").lower() not in ("", "identity"):
+            self.close_connection = True
+            raise HubError(411, "chunked request bodies are not supported: send Content-Length")
+        if raw is None:
+            return
+        if not raw.strip().isdigit():
+            self.close_connection = True
+            raise HubError(400, f"Content-Length {raw!r} is not a non-negative integer")
+        length, limit = int(raw), self._body_limit()
+        if length > limit:
+            self.close_connection = True  # the unread body must not be taken for the next request
+            raise HubError(413, f"request body of {length:,} bytes exceeds this endpoint's limit of {limit:,} bytes")
+        while length:
+            chunk = self.rfile.read(min(length, 1 << 20))
+            if not chunk:
+                self.close_connection = True
+                raise HubError(400, f"request body ended {length:,} bytes before its Content-Length")
+            self._body_file.write(chunk)
+            length -= len(chunk)
 
     def _token(self) -> str | None:
         auth = self.headers.get("Authorization", "")
@@ -270,18 +411,36 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         return repo
 
     def _handle(self):
-        # Read the whole body first: an early error reply must not leave it in a kept-alive connection.
-        length = int(self.headers.get("Content-Length") or 0)
-        self._request_body = self.rfile.read(length) if length else b""
+        # Read the whole body first: an early error reply must not leave it in a kept-alive connection. Every
+        # failure becomes a JSON error reply; a handler thread never dies with a traceback and no answer.
+        self._body_file = None
         try:
+            self._read_body()
             self._route()
         except HubError as err:
-            headers = {"X-Error-Message": err.message, **err.headers}
-            if err.code:
-                headers["X-Error-Code"] = err.code
-            self._json({"error": err.message}, err.status, headers)
-        except (KeyError, ValueError, json.JSONDecodeError) as err:
-            self._json({"error": f"bad request: {err!r}"}, 400)
+            self._error(err.status, err.message, err.code, err.headers)
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError, UnicodeError) as err:
+            self._error(400, f"bad request: {type(err).__name__}: {err}")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as err:  # noqa: BLE001 - a server answers every request, whatever went wrong
+            if self.server.verbose:
+                import traceback
+
+                traceback.print_exc()
+            self._error(500, f"internal error: {type(err).__name__}: {err}")
+        finally:
+            if self._body_file is not None:
+                self._body_file.close()
+
+    def _error(self, status: int, message: str, code: str | None = None, headers: dict | None = None):
+        headers = {"X-Error-Message": message, **(headers or {})}
+        if code:
+            headers["X-Error-Code"] = code
+        try:
+            self._json({"error": message}, status, headers)
+        except OSError:
+            self.close_connection = True
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
 
@@ -296,8 +455,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return self._json({"type": "user", "name": self.server.user, "fullname": self.server.user, "orgs": [],
                                "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
         if parts[:2] == ["api", "validate-yaml"] and method == "POST":
-            payload = json.loads(self._body() or b"{}")
-            content = payload.get("content", "")
+            content = self._json_body().get("content", "")
+            if not isinstance(content, str):
+                raise HubError(400, "validate-yaml: content must be a string")
             if content.startswith("---"):  # a model card: only its front matter is YAML
                 content = content.split("---", 2)[1] if content.count("---") >= 2 else content
             try:
@@ -309,10 +469,16 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             return self._create_repo()
         if parts[:3] == ["api", "repos", "delete"] and method == "DELETE":
             self._check_auth(write=True)
-            payload = json.loads(self._body() or b"{}")
-            repo_id = f"{payload.get('organization') or self.server.user}/{payload['name']}"
-            self.server.store.delete_repo(payload.get("type") or "model", repo_id)
+            repo_type, repo_id = self._repo_of_payload(self._json_body())
+            self.server.store.delete_repo(repo_type, repo_id)
             return self._json({})
+        if len(parts) == 4 and parts[:2] == ["api", "lfs-upload"] and method == "PUT":
+            return self._lfs_upload(parts[2], parts[3])
+        if len(parts) == 3 and parts[:2] == ["api", "lfs-verify"] and method == "POST":
+            return self._lfs_verify(parts[2])
+        lfs = self._lfs_batch_route(parts)
+        if lfs is not None and method == "POST":
+            return self._lfs_batch(*lfs)
         if len(parts) >= 4 and parts[0] == "api" and parts[1] in REPO_TYPES:
             repo_type, repo_id = REPO_TYPES[parts[1]], f"{unquote(parts[2])}/{unquote(parts[3])}"
             return self._repo_api(method, repo_type, repo_id, parts[4:], query)
@@ -327,11 +493,20 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                                      "/".join(unquote(p) for p in parts[index + 2:]))
         raise HubError(404, f"no route for {method} {url.path}")
 
+    def _repo_of_payload(self, payload: dict) -> tuple[str, str]:
+        """(repo type, repo id) named by a create/delete body; both validated as the Hub does."""
+        owner, name = payload.get("organization") or self.server.user, payload.get("name")
+        if not isinstance(owner, str) or not isinstance(name, str):
+            raise HubError(400, f"repo name and organization must be strings, got name={name!r} organization={owner!r}")
+        repo_type = payload.get("type") or "model"
+        if repo_type not in REPO_TYPES.values():
+            raise HubError(400, f"repo type {repo_type!r} is not one of {sorted(REPO_TYPES.values())}")
+        return repo_type, validate_repo_id(f"{owner}/{name}")
+
     def _create_repo(self):
         self._check_auth(write=True)
-        payload = json.loads(self._body() or b"{}")
-        repo_id = f"{payload.get('organization') or self.server.user}/{payload['name']}"
-        repo_type = payload.get("type") or "model"
+        payload = self._json_body()
+        repo_type, repo_id = self._repo_of_payload(payload)
         url = f"{self.server.url}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
         # huggingface_hub 2.x sends {"visibility": "private"}; older clients {"private": true}
         private = payload.get("private") is True or payload.get("visibility") in ("private", "protected")
@@ -354,19 +529,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                                "likes": 0, "tags": [], "createdAt": repo["created"], "lastModified": _now(),
                                "siblings": [{"rfilename": p} for p in sorted(files)]})
         if action == "preupload" and method == "POST":
-            payload = json.loads(self._body())
-            with store.lock:
-                try:
-                    _, files = store.files_at(repo, rest[1])
-                except HubError:
-                    files = {}
-            return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                                          "oid": files.get(f["path"], {}).get("oid")} for f in payload["files"]]})
+            return self._preupload(repo, revision_of(rest, action))
         if action == "commit" and method == "POST":
-            lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
-            header = next((line["value"] for line in lines if line["key"] == "header"), {})
-            operations = [line for line in lines if line["key"] != "header"]
-            commit_id = store.commit(repo_type, repo_id, rest[1], header, operations)
+            header, operations = self._commit_lines()
+            commit_id = store.commit(repo_type, repo_id, revision_of(rest, action), header, operations)
             return self._json({"success": True, "commitOid": commit_id,
                                "commitUrl": f"{self.server.url}/{repo_id}/commit/{commit_id}", "hookOutput": ""})
         if action == "refs":
@@ -378,31 +544,35 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                                    "converts": [], "pullRequests": []})
         if action in ("branch", "tag"):
             kind = "branches" if action == "branch" else "tags"
+            name = unquote(revision_of(rest, action))
             if method == "DELETE":
-                store.delete_ref(repo_type, repo_id, kind, unquote(rest[1]))
+                store.delete_ref(repo_type, repo_id, kind, name)
                 return self._json({})
-            payload = json.loads(self._body() or b"{}")
+            payload = self._json_body(empty={})
             if action == "branch":
-                store.create_ref(repo_type, repo_id, kind, unquote(rest[1]), payload.get("startingPoint"),
-                                 empty=bool(payload.get("emptyBranch")))
+                start = payload.get("startingPoint")
+                if start is not None and not isinstance(start, str):
+                    raise HubError(400, f"startingPoint must be a string, got {start!r}")
+                store.create_ref(repo_type, repo_id, kind, validate_ref(name), start,
+                                 empty=payload.get("emptyBranch") is True)
             else:
-                store.create_ref(repo_type, repo_id, kind, payload["tag"], unquote(rest[1]))
+                store.create_ref(repo_type, repo_id, kind, validate_ref(payload.get("tag")), name)
             return self._json({})
         if action == "tree":
             path = "/".join(unquote(p) for p in rest[2:])
             recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
             with store.lock:
-                commit_id, files = store.files_at(repo, rest[1])
+                commit_id, files = store.files_at(repo, revision_of(rest, action))
             return self._json(self._tree(files, path, recursive, commit_id))
         if action == "paths-info" and method == "POST":
-            body = self._body()
-            ctype = self.headers.get("Content-Type", "")
-            if "json" in ctype:
-                paths = json.loads(body).get("paths", [])
+            if "json" in self.headers.get("Content-Type", ""):
+                paths = self._json_body().get("paths", [])
             else:
-                paths = parse_qs(body.decode()).get("paths", [])
+                paths = parse_qs(self._body().decode()).get("paths", [])
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                raise HubError(400, f"paths must be a list of strings, got {paths!r}")
             with store.lock:
-                _, files = store.files_at(repo, rest[1])
+                _, files = store.files_at(repo, revision_of(rest, action))
             entries = []
             for path in paths:
                 if path in files:
@@ -418,9 +588,152 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                                 "authors": [{"user": self.server.user}], "date": c["date"]} for c in commits])
         raise HubError(404, f"no route for {method} /api/{repo_type}s/{repo_id}/{'/'.join(rest)}")
 
+    def _preupload(self, repo: dict, revision: str):
+        """Which files go as "regular" (base64 in the commit) and which as "lfs" (LFS basic transfer first). With
+        LFS on, like the Hub: files of `lfs_threshold` bytes or more, binary samples (a NUL byte) and paths the
+        branch's .gitattributes sends to LFS; empty files are always regular. `oid` is the branch's current file:
+        sha256 for LFS files, git blob id for regular ones, which is what the client compares to skip unchanged
+        files."""
+        payload = self._json_body()
+        entries = payload.get("files")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise HubError(400, "preupload: 'files' must be a list of objects with path, sample and size")
+        store = self.server.store
+        with store.lock:
+            try:
+                _, files = store.files_at(repo, revision)
+            except HubError:
+                files = {}
+        patterns = self._lfs_patterns(files)
+        answers = []
+        for entry in entries:
+            path, size = validate_path(entry.get("path")), entry.get("size")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise HubError(400, f"preupload {path!r}: size must be a non-negative integer, got {size!r}")
+            sample = base64.b64decode(entry.get("sample") or "", validate=True)
+            lfs = self.server.lfs and size > 0 and (size >= self.server.lfs_threshold or b"\0" in sample
+                                                    or any(fnmatch.fnmatch(path, p) for p in patterns))
+            remote = files.get(path)
+            oid = None if remote is None else remote["sha256"] if remote.get("lfs") else remote["oid"]
+            answers.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                            "oid": oid})
+        return self._json({"files": answers})
+
+    def _lfs_patterns(self, files: dict) -> list[str]:
+        entry = files.get(".gitattributes")
+        if entry is None:
+            return []
+        text = self.server.store.blob_path(entry["sha256"]).read_text(errors="replace")
+        return [line.split()[0] for line in text.splitlines() if "filter=lfs" in line.split()[1:]]
+
+    def _commit_lines(self) -> tuple[dict, list[dict]]:
+        """The NDJSON commit body, read line by line from its spooled file: a header and operations."""
+        header, operations = {}, []
+        self._body_file.seek(0)
+        for number, line in enumerate(self._body_file, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise HubError(400, f"commit line {number} is not JSON: {err}") from None
+            if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
+                raise HubError(400, f"commit line {number} must be an object with 'key' and an object 'value'")
+            if item.get("key") == "header":
+                header = item["value"]
+            else:
+                operations.append(item)
+        for field in ("summary", "description", "parentCommit"):
+            if header.get(field) is not None and not isinstance(header[field], str):
+                raise HubError(400, f"commit header {field} must be a string, got {header[field]!r}")
+        return header, operations
+
+    # LFS basic transfer (https://github.com/git-lfs/git-lfs/blob/main/docs/api/batch.md) ----------------------
     @staticmethod
-    def _file_json(path: str, entry: dict) -> dict:
-        return {"type": "file", "path": path, "oid": entry["oid"], "size": entry["size"]}
+    def _lfs_batch_route(parts: list[str]) -> tuple[str, str] | None:
+        """(repo type, repo id) of `/[datasets/|spaces/]owner/name.git/info/lfs/objects/batch`, else None."""
+        if parts[-4:] != ["info", "lfs", "objects", "batch"]:
+            return None
+        prefix = [unquote(p) for p in parts[:-4]]
+        repo_type = "model"
+        if len(prefix) == 3 and prefix[0] in REPO_TYPES:
+            repo_type, prefix = REPO_TYPES[prefix[0]], prefix[1:]
+        if len(prefix) != 2 or not prefix[1].endswith(".git"):
+            return None
+        return repo_type, f"{prefix[0]}/{prefix[1][:-4]}"
+
+    def _lfs_batch(self, repo_type: str, repo_id: str):
+        """Upload batch: objects this repo already has get no actions (the client skips them); the others get an
+        upload href carrying a one-time ticket (the client PUTs there without its token, as to S3) and a verify
+        href."""
+        self._check_auth(write=True)
+        repo = self._readable_repo(repo_type, repo_id)
+        payload = self._json_body()
+        if payload.get("operation") != "upload":
+            raise HubError(400, f"LFS batch operation {payload.get('operation')!r}: only 'upload' is served "
+                                "(downloads go through /resolve/)")
+        if "basic" not in (payload.get("transfers") or ["basic"]):
+            raise HubError(400, f"LFS transfers {payload.get('transfers')!r}: this server speaks 'basic' only")
+        objects = payload.get("objects")
+        if not isinstance(objects, list):
+            raise HubError(400, "LFS batch: 'objects' must be a list")
+        answers = []
+        for item in objects:
+            oid, size = (item.get("oid"), item.get("size")) if isinstance(item, dict) else (None, None)
+            if not isinstance(oid, str) or not SHA256.fullmatch(oid) or not isinstance(size, int) or size < 0:
+                answers.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
+                                "error": {"code": 422, "message": "oid must be a sha256 and size an integer >= 0"}})
+                continue
+            answer = {"oid": oid, "size": size, "authenticated": True}
+            with self.server.store.lock:
+                known = self.server.store.has_lfs_object(repo, oid, size)
+            if not known:
+                ticket = self.server.new_ticket(repo_type, repo_id, oid, size)
+                answer["actions"] = {
+                    "upload": {"href": f"{self.server.url}/api/lfs-upload/{ticket}/{oid}", "header": {}},
+                    "verify": {"href": f"{self.server.url}/api/lfs-verify/{ticket}", "header": {}}}
+            answers.append(answer)
+        body = json.dumps({"transfer": "basic", "objects": answers, "hash_algo": "sha256"}).encode()
+        return self._send(200, body, content_type=LFS_CONTENT_TYPE)
+
+    def _lfs_upload(self, ticket: str, oid: str):
+        """PUT of one object: the streamed body must hash to the ticket's oid and have its size."""
+        repo_type, repo_id, expected, size = self.server.ticket(ticket)
+        if oid != expected:
+            raise HubError(400, f"upload ticket is for {expected}, not {oid}")
+        staged = self.server.store.temp_path()
+        digest, length = hashlib.sha256(), 0
+        self._body_file.seek(0)
+        with open(staged, "wb") as out:
+            for chunk in iter(lambda: self._body_file.read(1 << 20), b""):
+                digest.update(chunk)
+                length += len(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != oid or length != size:
+            staged.unlink()
+            raise HubError(400, f"uploaded object has sha256 {digest.hexdigest()} and {length} bytes; the batch "
+                                f"announced {oid} and {size} bytes")
+        self.server.store.add_lfs_object(repo_type, repo_id, oid, size, staged)
+        return self._send(200)
+
+    def _lfs_verify(self, ticket: str):
+        self._check_auth(write=True)
+        repo_type, repo_id, oid, size = self.server.ticket(ticket)
+        payload = self._json_body()
+        if payload.get("oid") != oid or payload.get("size") != size:
+            raise HubError(400, f"verify: expected oid {oid} and size {size}, got {payload!r}")
+        with self.server.store.lock:
+            if not self.server.store.has_lfs_object(self.server.store.repo(repo_type, repo_id), oid, size):
+                raise HubError(404, f"LFS object {oid} was not uploaded")
+        self.server.drop_ticket(ticket)
+        return self._json({"message": "verified"})
+
+    def _file_json(self, path: str, entry: dict) -> dict:
+        info = {"type": "file", "path": path, "oid": entry["oid"], "size": entry["size"]}
+        if entry.get("lfs"):
+            info["lfs"] = {"oid": entry["sha256"], "size": entry["size"],
+                           "pointerSize": len(lfs_pointer(entry["sha256"], entry["size"]))}
+        return info
 
     def _tree(self, files: dict, path: str, recursive: bool, commit_id: str) -> list[dict]:
         prefix = path.rstrip("/") + "/" if path else ""
@@ -453,16 +766,78 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             # the commit header lets the client cache "this file does not exist at this commit"
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound", headers)
         entry = files[path]
-        data = store.blob_path(entry["sha256"]).read_bytes()
-        headers.update({"ETag": f'"{entry["oid"]}"', "Accept-Ranges": "bytes"})
-        match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "") or "")
-        if match and data:
-            start = int(match.group(1)) if match.group(1) else max(len(data) - int(match.group(2)), 0)
-            end = int(match.group(2)) if match.group(1) and match.group(2) else len(data) - 1
-            end = min(end, len(data) - 1)
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            return self._send(HTTPStatus.PARTIAL_CONTENT, data[start:end + 1], headers, "application/octet-stream")
-        return self._send(200, data, headers, "application/octet-stream")
+        blob = store.blob_path(entry["sha256"])
+        size = entry["size"]
+        if entry.get("lfs"):  # as the Hub: LFS files are identified by their sha256
+            headers.update({"ETag": f'"{entry["sha256"]}"', "X-Linked-Etag": f'"{entry["sha256"]}"',
+                            "X-Linked-Size": str(size)})
+        else:
+            headers["ETag"] = f'"{entry["oid"]}"'
+        headers["Accept-Ranges"] = "bytes"
+        start, end, status = 0, size - 1, 200
+        requested = self.headers.get("Range")
+        if requested is not None:
+            span = parse_range(requested, size)
+            if span is None:
+                raise HubError(416, f"Range {requested!r} is not satisfiable for {path} ({size} bytes)", None,
+                               {**headers, "Content-Range": f"bytes */{size}"})
+            start, end, status = *span, HTTPStatus.PARTIAL_CONTENT
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        return self._send_file(status, blob, start, end - start + 1, headers)
+
+    def _send_file(self, status: int, blob: Path, start: int, length: int, headers: dict):
+        """Stream `length` bytes of `blob` from `start` (1 MiB at a time: files of any size, little memory)."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(length))
+        for name, value in headers.items():
+            self.send_header(name, str(value))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        with open(blob, "rb") as f:
+            f.seek(start)
+            while length > 0:
+                chunk = f.read(min(length, 1 << 20))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                length -= len(chunk)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single `bytes=` range within a file of `size` bytes, or None when it is malformed,
+    has several ranges, or lies outside the file (the reply is then 416)."""
+    match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
+    if not match or match.group(1) == match.group(2) == "":
+        return None
+    if match.group(1):
+        start = int(match.group(1))
+        end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
+    else:  # a suffix: the last N bytes
+        suffix = int(match.group(2))
+        if suffix == 0:
+            return None
+        start, end = max(size - suffix, 0), size - 1
+    if start >= size or start > end:
+        return None
+    return start, end
+
+
+def revision_of(rest: list[str], action: str) -> str:
+    """The revision part of `/api/<type>s/<repo>/<action>/<revision>/...` (still URL-quoted)."""
+    if len(rest) < 2 or not rest[1]:
+        raise HubError(400, f"/{action}/ needs a revision in the URL, e.g. /{action}/main")
+    return rest[1]
+
+
+def validate_ref(name) -> str:
+    """A branch or tag name git accepts (the subset the Hub allows)."""
+    if (not isinstance(name, str) or not name or len(name) > 256 or name.startswith(("/", "-", "."))
+            or name.endswith(("/", ".", ".lock")) or ".." in name or "//" in name or "@{" in name
+            or any(ord(c) < 33 or c in "~^:?*[\\" for c in name)):
+        raise HubError(400, f"invalid branch or tag name {name!r}")
+    return name
 
 
 class LocalHubServer(ThreadingHTTPServer):
@@ -471,10 +846,36 @@ class LocalHubServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, host: str, port: int, root, tokens=(DEFAULT_TOKEN,), user: str = DEFAULT_USER,
-                 verbose: bool = False):
+                 verbose: bool = False, lfs: bool = False, lfs_threshold: int = LFS_THRESHOLD):
         super().__init__((host, port), HubRequestHandler)
         self.store = HubStore(root)
         self.tokens, self.user, self.verbose = set(tokens), user, verbose
+        self.lfs, self.lfs_threshold = lfs, lfs_threshold
+        self.max_json_body, self.max_commit_body, self.max_lfs_object = MAX_JSON_BODY, MAX_COMMIT_BODY, MAX_LFS_OBJECT
+        self._tickets: dict[str, tuple[str, str, str, int, float]] = {}
+        self._tickets_lock = threading.Lock()
+
+    # one-time LFS upload tickets: the client PUTs objects without its token (as to S3's presigned URLs)
+    TICKET_LIFETIME_S = 3600.0
+
+    def new_ticket(self, repo_type: str, repo_id: str, oid: str, size: int) -> str:
+        ticket = uuid.uuid4().hex + uuid.uuid4().hex
+        with self._tickets_lock:
+            now = time.monotonic()
+            self._tickets = {k: v for k, v in self._tickets.items() if v[4] > now}
+            self._tickets[ticket] = (repo_type, repo_id, oid, size, now + self.TICKET_LIFETIME_S)
+        return ticket
+
+    def ticket(self, ticket: str) -> tuple[str, str, str, int]:
+        with self._tickets_lock:
+            found = self._tickets.get(ticket)
+        if found is None or found[4] < time.monotonic():
+            raise HubError(403, "unknown or expired LFS upload ticket (ask the batch API again)")
+        return found[:4]
+
+    def drop_ticket(self, ticket: str) -> None:
+        with self._tickets_lock:
+            self._tickets.pop(ticket, None)
 
     @property
     def url(self) -> str:
@@ -483,14 +884,15 @@ class LocalHubServer(ThreadingHTTPServer):
 
 
 def serve(host: str = "127.0.0.1", port: int = 0, root="hub-data", tokens=(DEFAULT_TOKEN,), user=DEFAULT_USER,
-          verbose: bool = False) -> LocalHubServer:
+          verbose: bool = False, lfs: bool = False, lfs_threshold: int = LFS_THRESHOLD) -> LocalHubServer:
     """A bound server (port 0 picks a free one); call `serve_forever()` (e.g. in a thread) and `shutdown()`."""
-    return LocalHubServer(host, port, root, tokens, user, verbose)
+    return LocalHubServer(host, port, root, tokens, user, verbose, lfs, lfs_threshold)
 
 
-def start_in_thread(root, host: str = "127.0.0.1", port: int = 0, tokens=(DEFAULT_TOKEN,)) -> LocalHubServer:
+def start_in_thread(root, host: str = "127.0.0.1", port: int = 0, tokens=(DEFAULT_TOKEN,), lfs: bool = False,
+                    lfs_threshold: int = LFS_THRESHOLD) -> LocalHubServer:
     """A server already answering requests from a daemon thread; stop it with `server.shutdown()`."""
-    server = serve(host, port, root, tokens)
+    server = serve(host, port, root, tokens, lfs=lfs, lfs_threshold=lfs_threshold)
     threading.Thread(target=server.serve_forever, name="local-hub", daemon=True).start()
     return server
 
@@ -503,11 +905,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
     parser.add_argument("--token", action="append", help=f"accepted token (repeatable; default {DEFAULT_TOKEN})")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument("--lfs", action="store_true",
+                        help="answer 'lfs' for large and binary files as the Hub does and take them through the LFS "
+                             "basic transfer; clients must set HF_HUB_DISABLE_XET=1 (hf_xet speaks only to the Hub)")
+    parser.add_argument("--lfs-threshold", type=int, default=LFS_THRESHOLD, help="bytes from which files go to LFS")
     args = parser.parse_args(argv)
     if not args.token and args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error(f"--host {args.host}: the default token {DEFAULT_TOKEN!r} is public; give your own with --token "
                      "before serving beyond this machine")
-    server = serve(args.host, args.port, args.root, args.token or [DEFAULT_TOKEN], verbose=args.verbose)
+    server = serve(args.host, args.port, args.root, args.token or [DEFAULT_TOKEN], verbose=args.verbose, lfs=args.lfs,
+                   lfs_threshold=args.lfs_threshold)
     print(f"READY {server.server_address[1]}", flush=True)
     print(f"export HF_ENDPOINT={server.url} HF_TOKEN={(args.token or [DEFAULT_TOKEN])[0]}", flush=True)
     try:

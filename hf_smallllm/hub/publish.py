@@ -15,10 +15,12 @@ Training-only files (optimizer, scheduler, RNG and data-stream state) are never 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,41 @@ class PublishResult:
     def describe(self) -> str:
         tag = f", tag {self.tag}" if self.tag else ""
         return f"{self.revision}: {self.status} (step {self.step:,}, {self.tokens:,} tokens{tag}, commit {str(self.commit)[:10]})"
+
+
+def _is_interruption(err: BaseException) -> bool:
+    """A dropped connection or an unavailable server (not a refusal the user must act on differently)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(err, HfHubHTTPError):
+        return getattr(err.response, "status_code", 0) >= 500
+    if isinstance(err, (ConnectionError, TimeoutError, socket.gaierror, socket.herror)):
+        return True
+    return any(klass.__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "h11", "urllib3", "requests")
+               for klass in type(err).__mro__)
+
+
+def _reports_interruptions(what: str):
+    """Decorator: a transport failure inside a publishing step becomes one PublishError line naming the step and
+    how to finish (a re-run completes it: each revision is one atomic commit)."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except PublishError:
+                raise
+            except Exception as err:
+                if not _is_interruption(err):
+                    raise
+                detail = " ".join(str(err).split())[:300]
+                target = f"{what} {args[0]}" if args else what
+                raise PublishError(f"publishing the {target} to {self.repo_id} at {self.api.endpoint} was "
+                                   f"interrupted ({type(err).__name__}: {detail}); what reached the Hub is "
+                                   "consistent: re-run the same publish command (hf-smallllm publish RUN_DIR "
+                                   f"{self.repo_id}) to complete it") from None
+        return run
+    return wrap
 
 
 def selected(name: str, excludes) -> bool:
@@ -206,6 +243,7 @@ class HubPublisher:
     def branch_of(self, snapshot: Snapshot) -> str:
         return self.template.format(snapshot)
 
+    @_reports_interruptions("snapshot")
     def publish_snapshot(self, checkpoint: str | Path, tag: str | None = None) -> PublishResult:
         """Publish one checkpoint folder as its own branch (one commit), optionally tagging that commit."""
         self.connect()
@@ -276,6 +314,7 @@ class HubPublisher:
     def revisions_text(self) -> str:
         return "".join(f"{name}\n" for name, _ in self.published_snapshots())
 
+    @_reports_interruptions("revisions list")
     def update_revisions_file(self) -> bool:
         """Rewrite `revisions.txt` on main to list every snapshot branch; False when it already did."""
         from huggingface_hub import CommitOperationAdd
@@ -295,6 +334,7 @@ class HubPublisher:
         data = text.encode()
         return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(), hashlib.sha256(data).hexdigest()
 
+    @_reports_interruptions("final model")
     def publish_final(self, folder: str | Path, *, card: bool = True, card_options: dict | None = None,
                       tag: str | None = None) -> PublishResult:
         """Publish the final model to main in one commit: model files, remote code, model card, revisions.txt."""
@@ -361,12 +401,12 @@ def publish_run(output_dir: str | Path, repo_id: str, *, steps: list[int] | None
 
 
 __all__ = [
+    "REVISIONS_FILE",
+    "TRAINING_ONLY_FILES",
     "HubPublisher",
     "PublishError",
     "PublishResult",
-    "REVISIONS_FILE",
     "RevisionCollisionError",
-    "TRAINING_ONLY_FILES",
     "checkpoint_files",
     "file_fingerprint",
     "link_or_copy",

@@ -80,7 +80,7 @@ def test_interrupted_publish_is_completed_by_a_rerun(hub, run_dir, monkeypatch):
         return real_commit(self, *args, **kwargs)
 
     monkeypatch.setattr(HfApi, "create_commit", flaky_commit)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(PublishError, match="checkpoint-20 to tests/interrupted .* was interrupted .*re-run"):
         publish_run(run_dir, repo, endpoint=endpoint, token=token, progress=False)
     api = HfApi(endpoint=endpoint, token=token)
     assert BRANCHES[1] in {b.name for b in api.list_repo_refs(repo).branches}
@@ -198,3 +198,30 @@ def test_links_out_of_the_run_are_never_uploaded(hub, tmp_path):
     assert callback.failures and "outside the run folder" in callback.failures[0][1] and "NOT published" in logged[0]
     files = {path for branch in api.list_repo_refs(repo).branches for path in api.list_repo_files(repo, revision=branch.name)}
     assert "leak.txt" not in files
+
+
+def test_an_interrupted_publish_is_one_line_and_exit_2_then_a_rerun_completes(hub, run_dir, capsys, monkeypatch):
+    """The server goes away in the middle of the upload: one line naming the step and the re-run, exit 2."""
+    import httpx2
+
+    endpoint, token = hub
+    common = ["--endpoint", endpoint, "--token", token]
+    original = HfApi.create_commit
+    calls = []
+
+    def dropped(self, *args, **kwargs):
+        calls.append(kwargs.get("revision"))
+        if len(calls) == 2:
+            raise httpx2.RemoteProtocolError("Server disconnected without sending a response.")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HfApi, "create_commit", dropped)
+    assert cli_main(["publish", str(run_dir), "tests/interrupted-cli", *common]) == 2
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if "error" in line]  # the rest is the progress bar
+    assert len(errors) == 1 and "Traceback" not in stderr
+    err = errors[0]
+    assert "snapshot" in err and "checkpoint-20" in err and "RemoteProtocolError" in err and "re-run" in err
+    monkeypatch.setattr(HfApi, "create_commit", original)
+    assert cli_main(["publish", str(run_dir), "tests/interrupted-cli", *common]) == 0
+    assert "tests/interrupted-cli@main: published" in capsys.readouterr().out
