@@ -18,6 +18,8 @@ from transformers.configuration_utils import PreTrainedConfig
 POSITION_EMBEDDING_TYPES = ("rope", "alibi")
 NORM_TYPES = ("rmsnorm", "layernorm")
 ROPE_LAYOUTS = ("half", "interleaved")
+# "normal": N(0, initializer_range) everywhere; "lit_gpt": TinyLlama's pretraining init (see `init_smallllm.py`)
+INIT_SCHEMES = ("normal", "lit_gpt")
 
 
 class SmallLLMConfig(PreTrainedConfig):
@@ -38,6 +40,9 @@ class SmallLLMConfig(PreTrainedConfig):
         hidden_act: activation applied to the gate branch of the MLP (`"silu"` gives SwiGLU).
         max_position_embeddings: context length the model was trained for.
         initializer_range: standard deviation of the normal initialisation (the muP base std when muP is on).
+        init_scheme: `"normal"` (N(0, `initializer_range`) for every weight) or `"lit_gpt"` (TinyLlama's
+            pretraining init: sqrt(2 / (5 d)), residual-stream outputs 1 / (sqrt(d) L); see `init_smallllm.py`).
+            muP models use muP's init and accept only `"normal"` here.
         norm_type: `"rmsnorm"` (weight only) or `"layernorm"` (weight and bias).
         norm_eps: epsilon of every norm. Also readable as `rms_norm_eps`.
         position_embedding_type: `"rope"` (rotary, configured by `rope_parameters`) or `"alibi"` (linear biases).
@@ -92,6 +97,7 @@ class SmallLLMConfig(PreTrainedConfig):
     hidden_act: str = "silu"
     max_position_embeddings: int = 2048
     initializer_range: float = 0.02
+    init_scheme: str = "normal"
     norm_type: str = "rmsnorm"
     norm_eps: float = 1e-5
     position_embedding_type: str = "rope"
@@ -125,6 +131,12 @@ class SmallLLMConfig(PreTrainedConfig):
             self.head_dim = self.hidden_size // self.num_attention_heads
         self._validate_positions()
         self._validate_mup()
+        if self.init_scheme not in INIT_SCHEMES:
+            raise ValueError(f"init_scheme={self.init_scheme!r} is not supported; choose one of {INIT_SCHEMES}.")
+        if self.init_scheme != "normal" and self.uses_mup:
+            raise ValueError(f"init_scheme={self.init_scheme!r} cannot be combined with muP (mup_base_hidden_size="
+                             f"{self.mup_base_hidden_size}): muP models use muP's width-scaled init; set "
+                             "init_scheme='normal' or turn muP off.")
         if self.norm_type not in NORM_TYPES:
             raise ValueError(f"norm_type={self.norm_type!r} is not supported; choose one of {NORM_TYPES}.")
         if self.hidden_act not in ACT2FN:

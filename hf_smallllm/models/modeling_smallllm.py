@@ -44,6 +44,7 @@ from .attention_smallllm import (
     wants_blockwise_alibi,
 )
 from .configuration_smallllm import SmallLLMConfig
+from .init_smallllm import init_lit_gpt_weights
 from .loss_smallllm import chunked_causal_lm_loss
 from .mup_smallllm import init_mup_weights, mup_param_groups
 
@@ -331,8 +332,13 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # muP scales the init of each matrix by its width multiplier (mup_smallllm.py); other models keep the default.
-        if not (self.config.uses_mup and init_mup_weights(self, module)):
+        # muP scales the init of each matrix by its width multiplier (mup_smallllm.py); `init_scheme="lit_gpt"` is
+        # TinyLlama's pretraining init (init_smallllm.py); everything else keeps transformers' default.
+        if self.config.uses_mup:
+            handled = init_mup_weights(self, module)
+        else:
+            handled = self.config.init_scheme == "lit_gpt" and init_lit_gpt_weights(self, module)
+        if not handled:
             super()._init_weights(module)
         if isinstance(module, SmallLLMAlibi):
             init.copy_(module.slopes, alibi_slopes(module.num_heads))
