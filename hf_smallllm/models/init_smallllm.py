@@ -25,7 +25,6 @@ import math
 from torch import nn
 from transformers import initialization as init
 
-
 # Projections that add into the residual stream (lit-gpt's attention `proj` and SwiGLU `w3`).
 RESIDUAL_OUTPUT_MATRICES = ("o_proj", "down_proj")
 

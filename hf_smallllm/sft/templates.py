@@ -181,5 +181,5 @@ def stop_token_ids(tokenizer, fmt: ChatFormat | str) -> list[int]:
     return ids
 
 
-__all__ = ["CHAT_FORMATS", "ChatFormat", "FAMILY_CHAT_FORMATS", "GLM_ROLE_MARKERS", "ROLES", "chat_format",
+__all__ = ["CHAT_FORMATS", "FAMILY_CHAT_FORMATS", "GLM_ROLE_MARKERS", "ROLES", "ChatFormat", "chat_format",
            "chat_format_for", "install_chat_template", "resize_embeddings_for", "stop_token_ids"]

@@ -17,7 +17,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 from accelerate import Accelerator
-from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, TrainerControl, TrainerState
+from accelerate.utils import DistributedType
+from transformers.trainer_callback import (CallbackHandler, DefaultFlowCallback, ExportableState, TrainerControl,
+                                           TrainerState)
 
 from ..runfiles import DATA_STATE_NAME, TRAINER_STATE_NAME, read_data_state, temporary_checkpoint_dir, write_json_atomic
 from .build import build_stream
@@ -25,6 +27,7 @@ from .checkpoint import atomic_checkpoint, rotate_checkpoints
 from .lr_schedules import build_lr_scheduler
 from .optim import build_optimizer
 from .recipe import Recipe, RecipeError
+from .stability import build_stability, drop_gradients
 from .trainer_entry import training_arguments
 
 OPTIMIZER_NAME = "optimizer.pt"
@@ -80,6 +83,11 @@ class AccelerateTrainer:
         self.tokenizer = tokenizer
         self.stream = build_stream(recipe, tokenizer, world_size=self.accelerator.num_processes,
                                    rank=self.accelerator.process_index)
+        # the embedding-gradient shrink hook goes on the model; the spike skipper is consulted before each update
+        self.spike_skipper = build_stability(recipe, model, is_main_process=self.accelerator.is_main_process)
+        if self.spike_skipper is not None and self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise RecipeError("stability.skip_loss_spikes does not work under DeepSpeed (its engine owns the "
+                              "gradients); use DDP or FSDP, or turn it off")
         self.optimizer = build_optimizer(model, recipe.optimizer)
         # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it once per
         # process.
@@ -89,7 +97,8 @@ class AccelerateTrainer:
                                   save_steps=training.save_steps, is_local_process_zero=self.accelerator.is_local_main_process,
                                   is_world_process_zero=self.accelerator.is_main_process)
         self.control = TrainerControl()
-        self.callback_handler = CallbackHandler([DefaultFlowCallback] + list(callbacks), self.unwrapped_model,
+        extra = [self.spike_skipper] if self.spike_skipper is not None else []  # it restores its window on resume
+        self.callback_handler = CallbackHandler([DefaultFlowCallback] + list(callbacks) + extra, self.unwrapped_model,
                                                 tokenizer, self.optimizer, self.lr_scheduler)
 
     @property
@@ -117,6 +126,9 @@ class AccelerateTrainer:
             torch.save(_rng_state(), os.path.join(staging, rng_name))
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
+                for callback in self.callback_handler.callbacks:  # what Trainer stores for stateful callbacks
+                    if isinstance(callback, ExportableState):
+                        self.state.stateful_callbacks[type(callback).__name__] = callback.state()
                 self.state.save_to_json(os.path.join(staging, TRAINER_STATE_NAME))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -190,12 +202,15 @@ class AccelerateTrainer:
             if self.recipe.optimizer.max_grad_norm:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), self.recipe.optimizer.max_grad_norm)
             step_lr = self.lr_scheduler.get_last_lr()[0]  # the lr this update used (what Trainer logs)
+            global_loss = float(accelerator.reduce(step_loss, reduction="sum"))
+            if self.spike_skipper is not None and self.spike_skipper.check(global_loss, self.state.global_step + 1):
+                drop_gradients(model)  # the step still runs (fp16's scaler needs it) but updates nothing
             self.optimizer.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.state.global_step += 1
             self.state.epoch = self.state.global_step / training.max_steps
-            logged_loss += float(accelerator.reduce(step_loss, reduction="sum"))
+            logged_loss += global_loss
             logged_steps += 1
             self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
             if self.control.should_log:

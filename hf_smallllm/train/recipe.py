@@ -1,6 +1,7 @@
 """Training recipes: one YAML file that drives both entry points (Trainer and Accelerate).
 
-A recipe has the sections `model`, `tokenizer`, `data`, `optimizer`, `schedule`, `training`, plus optional
+A recipe has the sections `model`, `tokenizer`, `data`, `optimizer`, `schedule`, `training`, `stability` (optional
+training-stability measures, see `stability.py`), plus optional
 extension sections (`publish`, `domain_eval`; see `extensions.py`). Every field is documented on the dataclass
 that holds it; unknown keys, wrong types and inconsistent values fail at load time with the path of the field
 (`data.sources[1].weight`). Values can be overridden from the command line as `--set training.max_steps=50`
@@ -77,6 +78,17 @@ class ScheduleSection:
 
 
 @dataclass
+class StabilitySection:
+    """Training-stability measures for any family (what they do and where they come from: `stability.py`)."""
+
+    embedding_grad_shrink: float | None = None  # alpha in (0, 1]: GLM-130B's embedding-gradient shrink; None = off
+    skip_loss_spikes: bool = False  # drop the update of a step whose loss spikes above the recent mean
+    spike_window: int = 100  # steps in the running mean (no step is skipped before it is full)
+    spike_factor: float = 1.5  # a step is a spike when its loss > spike_factor x that mean
+    max_consecutive_skips: int = 10  # after this many skips in a row the next step is applied and the window restarts
+
+
+@dataclass
 class TrainingSection:
     output_dir: str = "runs/pretrain"
     max_steps: int = 100
@@ -99,6 +111,7 @@ class Recipe:
     optimizer: OptimizerSection = field(default_factory=OptimizerSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     training: TrainingSection = field(default_factory=TrainingSection)
+    stability: StabilitySection = field(default_factory=StabilitySection)
     extensions: dict = field(default_factory=dict)  # publish / domain_eval sections, passed through as dicts
     source_path: str | None = None
 
@@ -124,7 +137,7 @@ class Recipe:
 
 
 SECTIONS = {"model": ModelSection, "data": DataSection, "optimizer": OptimizerSection, "schedule": ScheduleSection,
-            "training": TrainingSection}
+            "training": TrainingSection, "stability": StabilitySection}
 
 
 def _build(cls, values: dict, path: str):
@@ -224,6 +237,23 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"training.entry={training.entry!r}; choose one of {ENTRIES}")
     if training.save_steps < 1 or training.logging_steps < 1:
         raise RecipeError("training.save_steps and training.logging_steps must be at least 1")
+    _validate_stability(recipe.stability, opt, training)
+
+
+def _validate_stability(stability: StabilitySection, opt: OptimizerSection, training: TrainingSection) -> None:
+    alpha = stability.embedding_grad_shrink
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1):
+        raise RecipeError(f"stability.embedding_grad_shrink={alpha!r} must be a number in (0, 1] (the share of the "
+                          "embedding gradient kept; GLM-130B uses 0.1) or null to turn it off")
+    if stability.spike_window < 1:
+        raise RecipeError(f"stability.spike_window={stability.spike_window} must be at least 1 step")
+    if not stability.spike_factor > 1:
+        raise RecipeError(f"stability.spike_factor={stability.spike_factor} must be greater than 1")
+    if stability.max_consecutive_skips < 1:
+        raise RecipeError(f"stability.max_consecutive_skips={stability.max_consecutive_skips} must be at least 1")
+    if stability.skip_loss_spikes and training.precision == "fp16" and not opt.max_grad_norm:
+        # a skipped step drops its gradients; fp16's loss scaler must have unscaled them (clipping does) beforehand
+        raise RecipeError("stability.skip_loss_spikes with training.precision=fp16 needs optimizer.max_grad_norm > 0")
 
 
 def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
@@ -283,5 +313,5 @@ def read_recipe_source(recipe, find) -> tuple[str | None, Any]:
         raise RecipeError(f"{source_path}: not valid YAML ({err})") from err
 
 
-__all__ = ["Recipe", "RecipeError", "apply_overrides", "find_recipe", "load_recipe", "read_recipe_source",
-           "recipe_from_dict"]
+__all__ = ["Recipe", "RecipeError", "StabilitySection", "apply_overrides", "find_recipe", "load_recipe",
+           "read_recipe_source", "recipe_from_dict"]

@@ -19,6 +19,7 @@ from .checkpoint import atomic_checkpoint, rotate_checkpoints
 from .lr_schedules import build_lr_scheduler
 from .optim import build_optimizer
 from .recipe import Recipe, RecipeError
+from .stability import build_stability
 
 
 def shared_training_kwargs(recipe) -> dict:
@@ -132,11 +133,25 @@ class RecipeTrainer(Trainer):
 
 class PretrainTrainer(RecipeTrainer):
     """Pretraining: the resumable packed data stream as the dataloader (micro-batches whose size follows the
-    sequence-length schedule), and the stream's position saved in every checkpoint (`data_state.json`)."""
+    sequence-length schedule), the stream's position saved in every checkpoint (`data_state.json`), and the
+    recipe's loss-spike skipping (`stability.py`): every micro-batch loss goes to the skipper, which decides before
+    the optimizer step."""
 
-    def __init__(self, *args, recipe: Recipe, stream, **kwargs):
+    def __init__(self, *args, recipe: Recipe, stream, spike_skipper=None, **kwargs):
         super().__init__(*args, recipe=recipe, **kwargs)
         self.stream = stream
+        self.spike_skipper = spike_skipper
+        if spike_skipper is not None:
+            if self.is_deepspeed_enabled:
+                raise RecipeError("stability.skip_loss_spikes does not work under DeepSpeed (its engine owns the "
+                                  "gradients); use DDP or FSDP, or turn it off")
+            self.add_callback(spike_skipper)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.spike_skipper is not None:
+            self.spike_skipper.add(loss)
+        return loss
 
     def get_train_dataloader(self) -> DataLoader:
         # The stream already yields this process's micro-batches; accelerate must not shard or re-batch it.
@@ -157,8 +172,9 @@ def train_with_trainer(recipe: Recipe, model, tokenizer, callbacks: list, resume
         if state is None:
             raise RecipeError(f"{resume_from} has no {DATA_STATE_NAME}; it was not written by this pipeline")
         stream.load_state_dict(state)
+    spike_skipper = build_stability(recipe, model, is_main_process=args.process_index == 0)
     trainer = PretrainTrainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks, recipe=recipe,
-                              stream=stream)
+                              stream=stream, spike_skipper=spike_skipper)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     return trainer
 

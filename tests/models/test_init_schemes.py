@@ -80,8 +80,8 @@ def test_lit_gpt_scheme_builds_on_the_meta_device():
 
 
 @pytest.mark.parametrize("values, message", [
-    (dict(init_scheme="xavier"), "init_scheme='xavier' is not supported"),
-    (dict(init_scheme="lit_gpt", mup_base_hidden_size=32.0), "cannot be combined with muP"),
+    ({"init_scheme": "xavier"}, "init_scheme='xavier' is not supported"),
+    ({"init_scheme": "lit_gpt", "mup_base_hidden_size": 32.0}, "cannot be combined with muP"),
 ])
 def test_bad_init_scheme_is_a_config_error(values, message):
     with pytest.raises(ValueError, match=message):
