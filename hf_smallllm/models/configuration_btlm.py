@@ -4,7 +4,8 @@ Defaults from `cerebras/btlm-3b-8k-base` config.json and the Cerebras modelzoo t
 ARCHITECTURES.md sections 1.1-1.4): 32 layers, width 2560 (32 heads of 80), SwiGLU 6826, LayerNorm 1e-5 with biases,
 biases on every linear layer but the (tied) output head, 8192 context, 50,257 vocab, BOS = EOS = 50256.
 muP: base width 256 and base MLP width 682.6 (so both multipliers are 10), embeddings x14.6, output logits
-x 2.22 / 10, attention scores / d, base init std 0.073.
+x 2.22 / 10 (the official config.json spells alpha 2.2200000000000003, the same double), attention scores / d, base
+init std 0.073.
 
 The published config.json uses GPT-2 names (`n_embd`, `n_layer`, `n_head`, `n_inner`, `n_positions`,
 `layer_norm_epsilon`) and two spellings of the muP fields: `mup_embeddings_scale` / `mup_output_alpha` /
@@ -61,6 +62,9 @@ class BTLMConfig(SmallLLMConfig):
     mup_base_hidden_size: float | None = 256.0
     mup_base_intermediate_size: float | None = 682.6
     mup_embeddings_scale: float = 14.6
+    # The official config.json (HF:cerebras/btlm-3b-8k-base) writes 2.2200000000000003: the same IEEE double as
+    # 2.22 (both parse to 0x1.1c28f5c28f5c3p+1; Python prints its shortest form, 2.22), so reading and writing
+    # config.json in either direction keeps the official value to the last bit (tests/convert/test_btlm_alpha.py).
     mup_output_alpha: float = 2.22
     mup_scale_qk_dot_by_d: bool = True
 
