@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..runfiles import write_text_atomic
+
 FORMAT_VERSION = 1
 FAMILY_NAMES = ("tinyllama", "geb", "chuxin", "btlm", "skywork")
 
@@ -612,7 +614,7 @@ def run_part_here(name: str, args, result_file: str | None = None) -> PartResult
         return PartResult(name, status, round(time.perf_counter() - start, 2), rec.checks, rec.measurements, error)
 
     def sink(rec: Recorder) -> None:
-        _write_atomic(Path(result_file), json.dumps(asdict(partial("timeout", rec, "killed at its time limit"))))
+        write_text_atomic(Path(result_file), json.dumps(asdict(partial("timeout", rec, "killed at its time limit"))))
 
     rec = Recorder(sink if result_file else None)
     try:
@@ -622,12 +624,6 @@ def run_part_here(name: str, args, result_file: str | None = None) -> PartResult
     except Exception:  # noqa: BLE001 - the report carries the error; other parts still run
         status, error = "error", traceback.format_exc()[-3000:]
     return partial(status, rec, error)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def _child_args(args, part: str, result_file: str) -> list[str]:
@@ -749,8 +745,8 @@ def write_report(report: dict, folder: str | os.PathLike) -> tuple[Path, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / "gpu_check.json", folder / "gpu_check.md"
-    _write_atomic(json_path, json.dumps(report, indent=2) + "\n")
-    _write_atomic(md_path, format_markdown(report))
+    write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(md_path, format_markdown(report))
     return json_path, md_path
 
 
@@ -799,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         args.device = args.device or _default_device()
         result = run_part_here(args.child, args, args.result_file)
-        _write_atomic(Path(args.result_file), json.dumps(asdict(result)))
+        write_text_atomic(Path(args.result_file), json.dumps(asdict(result)))
         return 0
     if args.dry_run:  # no torch import: the plan for the device asked for (default cuda)
         args.device = args.device or "cuda"
