@@ -35,11 +35,7 @@ LAYERS = [
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
 # Back-edges that another branch of work removes; each entry must still exist (so the list only shrinks).
-KNOWN_BACK_EDGES = {
-    # families.register() builds the official-layout WeightConverters from convert/official_layouts.py; issue 18
-    # item 2 moves that table next to the models.
-    ("families", "convert"),
-}
+KNOWN_BACK_EDGES: set[tuple[str, str]] = set()
 # Modules of the bottom layer import only the standard library (and each other).
 STDLIB_ONLY = {"errors", "runfiles"}
 

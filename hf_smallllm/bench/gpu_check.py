@@ -39,7 +39,9 @@ from pathlib import Path
 from ..runfiles import write_text_atomic
 
 FORMAT_VERSION = 1
-FAMILY_NAMES = ("tinyllama", "geb", "chuxin", "btlm", "skywork")
+# One file per family record (hf_smallllm/families/<name>.py), listed without importing the package: this parent
+# process stays free of torch, and a new family is checked without editing this file.
+FAMILY_NAMES = tuple(sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "families").glob("[!_]*.py")))
 
 
 # ------------------------------------------------------------------------------------------------------ the parts

@@ -14,7 +14,6 @@ Document lengths are drawn from the bundled corpus's real lengths in tokens (shu
 what pretraining sees. Targets: document/causal <= 1.10 in time (>= 0.91 in tokens/s), ours/llama >= 1.0.
 """
 
-import copy
 import random
 from dataclasses import dataclass
 
@@ -92,17 +91,13 @@ def build_batches(settings: ThroughputSettings, vocab: int) -> dict[str, dict]:
 
 def measure_training_throughput(settings: ThroughputSettings | None = None, progress=print) -> dict:
     """Median seconds per training step and tokens/s for each configuration, plus the two ratios."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from ..convert.formats import native_model
 
     settings = settings or ThroughputSettings()
     torch.manual_seed(settings.seed)
     config = preset_config("tinyllama", "tiny", attn_implementation="sdpa", **MODEL_OVERRIDES)
     ours = FAMILIES["tinyllama"].causal_lm_class(config)
-    llama_config = LlamaConfig(**{k: v for k, v in config.to_dict().items() if k in LlamaConfig().to_dict()
-                                  and k not in ("architectures", "model_type", "transformers_version")})
-    llama_config._attn_implementation = "sdpa"
-    llama = LlamaForCausalLM(llama_config)
-    llama.load_state_dict(copy.deepcopy(ours.state_dict()), strict=True)
+    llama = native_model(ours, "llama").train()  # its own copy of our initial weights
     batches = build_batches(settings, config.vocab_size)
     parameters = sum(p.numel() for p in ours.parameters())
     progress(f"model: {parameters / 1e6:.1f}M parameters; {settings.rows} rows x {settings.seq_len} tokens, "

@@ -1,36 +1,31 @@
 """Checkpoint conversion between the families' official layouts, lit-gpt training checkpoints, native transformers
 models and the package's own layout (see docs/conversion.md).
 
-`OFFICIAL_LAYOUT_TRANSFORMS` (transformers' on-load conversion of official BTLM/GEB folders) is imported eagerly:
-`hf_smallllm.families` registers it while the package is being imported. The converter API below is imported on
-first use, because it needs the registered model classes.
+The layouts themselves (tensor names, fusions, drops, config fields) are tables next to the models
+(`hf_smallllm.models.layouts_smallllm`); this package plans, streams, writes and verifies conversions from them.
 """
 
-from .official_layouts import OFFICIAL_LAYOUT_TRANSFORMS
+from .configs import InexpressibleConfigError
+from .converter import (
+    ConversionReport,
+    litgpt_to_package,
+    load_package_config,
+    official_to_package,
+    package_to_native,
+    package_to_official,
+)
+from .plan import CheckpointMismatchError
+from .verify import ConversionVerificationError
 
-_CONVERTER_API = (
+
+__all__ = [
+    "CheckpointMismatchError",
     "ConversionReport",
+    "ConversionVerificationError",
+    "InexpressibleConfigError",
     "litgpt_to_package",
     "load_package_config",
     "official_to_package",
     "package_to_native",
     "package_to_official",
-)
-_ERRORS = {
-    "CheckpointMismatchError": "plan",
-    "ConversionVerificationError": "verify",
-    "InexpressibleConfigError": "configs",
-}
-
-
-def __getattr__(name: str):
-    import importlib
-
-    if name in _CONVERTER_API:
-        return getattr(importlib.import_module(".converter", __name__), name)
-    if name in _ERRORS:
-        return getattr(importlib.import_module(f".{_ERRORS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["OFFICIAL_LAYOUT_TRANSFORMS", *_CONVERTER_API, *_ERRORS]
+]

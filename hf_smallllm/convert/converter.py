@@ -42,6 +42,7 @@ from .formats import (
     OFFICIAL_FORMATS,
     Layout,
     causal_lm_class,
+    native_layout_for,
     official_format_for,
     run_package,
 )
@@ -190,23 +191,16 @@ def _convert(
     )
 
 
-def _write_package_support(config: SmallLLMConfig, generation, tokenizer_source: Path | None, notes: list[str]):
+def _write_support(config: SmallLLMConfig | dict[str, Any], generation, tokenizer_source: Path | None,
+                   notes: list[str]):
+    """What goes next to the tensors: config.json (a package config, saved by transformers, or a foreign layout's
+    config dict), generation_config.json and the tokenizer files of `tokenizer_source`."""
     def write(staging: Path) -> None:
-        config.architectures = [causal_lm_class(config).__name__]
-        config.save_pretrained(staging)
-        generation.save_pretrained(staging)
-        if tokenizer_source is not None:
-            copied = copy_tokenizer_files(tokenizer_source, staging)
-            if copied:
-                notes.append(f"tokenizer files copied: {', '.join(copied)}")
-
-    return write
-
-
-def _write_foreign_support(config_json: dict[str, Any], generation, tokenizer_source: Path | None,
-                           notes: list[str]):
-    def write(staging: Path) -> None:
-        (staging / "config.json").write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
+        if isinstance(config, SmallLLMConfig):
+            config.architectures = [causal_lm_class(config).__name__]
+            config.save_pretrained(staging)
+        else:
+            (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         generation.save_pretrained(staging)
         if tokenizer_source is not None:
             copied = copy_tokenizer_files(tokenizer_source, staging)
@@ -245,7 +239,7 @@ def official_to_package(
     return _convert(
         reader=CheckpointReader.open(source), output=Path(output), table_layout=layout, direction=TO_PACKAGE,
         config=config, source=_Side(source, _runner_label(layout), layout.runner),
-        write_support=_write_package_support(config, generation, source, notes),
+        write_support=_write_support(config, generation, source, notes),
         source_format=f"{official.family} {layout.name}", target_format="package", target_label=_PACKAGE_LABEL,
         target_runner=run_package, notes=notes, **_common(dtype, max_shard_size, verify, tolerance, verify_length,
                                                           overwrite, progress),
@@ -294,7 +288,8 @@ def package_to_native(
         raise UsageValueError(f"target={target!r}; choose auto, {', '.join(NATIVE_LAYOUTS)}")
     reader = CheckpointReader.open(source)
     config.dtype = _checkpoint_dtype(reader.infos(), _dtype(dtype))
-    layout, config_json = _native_layout(config, target)
+    layout = native_layout_for(config, target)
+    config_json = layout.write_config(config)
     notes = []
     if config.uses_mup:
         notes.append("the muP base widths (mup_base_*) are training metadata without a native field; they are not "
@@ -310,7 +305,7 @@ def _from_package(source: Path, reader, output, layout: Layout, config, config_j
     return _convert(
         reader=reader, output=Path(output), table_layout=layout, direction=FROM_PACKAGE, config=config,
         source=_Side(source, _PACKAGE_LABEL, run_package),
-        write_support=_write_foreign_support(config_json, generation, source, notes),
+        write_support=_write_support(config_json, generation, source, notes),
         source_format="package", target_format=target_format, target_label=_runner_label(layout),
         target_runner=layout.runner, notes=notes, **common,
     )
@@ -350,7 +345,7 @@ def litgpt_to_package(
     return _convert(
         reader=reader, output=Path(output), table_layout=LITGPT_LAYOUT, direction=TO_PACKAGE, config=config,
         source=_Side(checkpoint, _runner_label(LITGPT_LAYOUT), LITGPT_LAYOUT.runner),
-        write_support=_write_package_support(config, generation, tokenizer_folder, notes),
+        write_support=_write_support(config, generation, tokenizer_folder, notes),
         source_format="litgpt", target_format="package", target_label=_PACKAGE_LABEL, target_runner=run_package,
         notes=notes, **_common(dtype, max_shard_size, verify, tolerance, verify_length, overwrite, progress),
     )
@@ -370,19 +365,6 @@ _RUNNER_LABELS = {
 
 def _runner_label(layout: Layout) -> str:
     return _RUNNER_LABELS[layout.name]
-
-
-def _native_layout(config: SmallLLMConfig, target: str) -> tuple[Layout, dict[str, Any]]:
-    reasons = []
-    for name, layout in NATIVE_LAYOUTS.items():
-        if target not in ("auto", name):
-            continue
-        try:
-            return layout, layout.write_config(config)
-        except configs.InexpressibleConfigError as err:
-            reasons.append(str(err))
-    raise configs.InexpressibleConfigError(
-        "native transformers", [f"{family_of(config)}: " + " | ".join(reasons)])
 
 
 def load_package_config(path: Path) -> SmallLLMConfig:

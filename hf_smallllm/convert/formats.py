@@ -1,7 +1,9 @@
 """The checkpoint formats conversions read and write, and how to run each one for the logit check.
 
-A `Layout` ties together a key table (`tables.py`), how its config.json is written (`configs.py`) and a `runner`:
-the model that computes logits from a checkpoint in that layout, as the layout's own code would.
+A `Layout` ties together a layout's table (`hf_smallllm.models.layouts_smallllm`: tensor names, config fields), how
+its config.json is written (`configs.py`, from the same table) and a `runner`: the model that computes logits from a
+checkpoint in that layout, as the layout's own code would. `native_model` builds the stock transformers twin of a
+package model in memory (parity tests, benchmarks).
 
 | layout            | weights / config                                   | runner (what "the model" is in the logit check)   |
 |-------------------|----------------------------------------------------|---------------------------------------------------|
@@ -30,15 +32,15 @@ import torch
 from transformers import GlmForCausalLM, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
+from ..errors import UsageValueError
 from ..families import FAMILIES, family_of
+from ..models import layouts_smallllm as tables
 from ..models.configuration_smallllm import SmallLLMConfig
 from ..models.modeling_smallllm import SmallLLMForCausalLM
 from . import configs
 from .checkpoint_files import CheckpointReader
-from .plan import TO_PACKAGE, model_tensors, plan_conversion, run_plan
+from .plan import TO_PACKAGE, export_state_dict, model_tensors, plan_conversion, run_plan
 from .references import btlm_official_logits, litgpt_logits
-from .tables import BTLM_OFFICIAL, GEB_OFFICIAL, GEB_OFFICIAL_AS_GLM, GLM, LITGPT, LLAMA, KeyTable
-from ..errors import UsageValueError
 
 # runner(checkpoint path, package config, input ids, weight_dtype) -> float32 logits. `weight_dtype` rounds the
 # weights to that dtype before computing in float32, so a check of a cast conversion compares like with like.
@@ -47,13 +49,21 @@ Runner = Callable[[Path, SmallLLMConfig, torch.Tensor, "torch.dtype | None"], to
 
 @dataclass(frozen=True)
 class Layout:
-    name: str
-    table: KeyTable
+    """A layout's table (what it is) with what running and writing it takes here."""
+
+    table: tables.Layout
     write_config: Callable[[SmallLLMConfig], dict[str, Any]] | None
     runner: Runner
     remote_code: str | None = None  # where the modeling code named by its auto_map lives
-    model_types: tuple[str, ...] = ()  # `model_type` of its config.json, for layouts a family publishes
     read_config: Callable[[dict[str, Any], type[SmallLLMConfig]], SmallLLMConfig] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def model_types(self) -> tuple[str, ...]:  # `model_type` of its config.json, for layouts a family publishes
+        return self.table.model_types
 
 
 def causal_lm_class(config: SmallLLMConfig) -> type[SmallLLMForCausalLM]:
@@ -95,20 +105,19 @@ def run_package(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None
     return _model_logits(model, input_ids, weight_dtype)
 
 
-def run_llama(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None) -> torch.Tensor:
-    native = configs.llama_config(config)
-    native._attn_implementation = "eager"
-    with _quiet_loading():
-        model = LlamaForCausalLM.from_pretrained(path, config=native, dtype=torch.float32)
-    return _model_logits(model, input_ids, weight_dtype)
+def _run_native(table: tables.Layout):
+    def run(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None) -> torch.Tensor:
+        native = configs.native_config(config, table)
+        native._attn_implementation = "eager"
+        with _quiet_loading():
+            model = NATIVE_MODEL_CLASSES[table.name].from_pretrained(path, config=native, dtype=torch.float32)
+        return _model_logits(model, input_ids, weight_dtype)
+
+    return run
 
 
-def run_glm(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None) -> torch.Tensor:
-    native = configs.glm_config(config)
-    native._attn_implementation = "eager"
-    with _quiet_loading():
-        model = GlmForCausalLM.from_pretrained(path, config=native, dtype=torch.float32)
-    return _model_logits(model, input_ids, weight_dtype)
+run_llama = _run_native(tables.LLAMA)
+run_glm = _run_native(tables.GLM)
 
 
 def run_geb_official(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None) -> torch.Tensor:
@@ -117,7 +126,8 @@ def run_geb_official(path: Path, config: SmallLLMConfig, input_ids, weight_dtype
     native._attn_implementation = "eager"
     reader = CheckpointReader.open(path)
     shapes, tied = model_tensors(GlmForCausalLM, native)
-    plan = plan_conversion(GEB_OFFICIAL_AS_GLM, config, TO_PACKAGE, reader.infos(), shapes, tied, location=str(path))
+    plan = plan_conversion(tables.GEB_OFFICIAL_AS_GLM, config, TO_PACKAGE, reader.infos(), shapes, tied,
+                           location=str(path))
     state: dict[str, torch.Tensor] = {}
     run_plan(plan, reader.tensors(), state.__setitem__, progress=False)
     model = GlmForCausalLM(native)
@@ -133,25 +143,73 @@ def run_litgpt(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None)
     return litgpt_logits(_rounded(CheckpointReader.open(path).load_all(), weight_dtype), config, input_ids)
 
 
-LLAMA_LAYOUT = Layout("llama", LLAMA, configs.llama_official_config, run_llama, model_types=("llama",),
+NATIVE_MODEL_CLASSES = {tables.LLAMA.name: LlamaForCausalLM, tables.GLM.name: GlmForCausalLM}
+
+
+def _native_config_json(table: tables.Layout):
+    architecture = NATIVE_MODEL_CLASSES[table.name].__name__
+    return lambda config: configs.native_config_dict(configs.native_config(config, table), architecture)
+
+
+def _official_config_json(table: tables.Layout):
+    return lambda config: configs.write_config(config, table)
+
+
+LLAMA_LAYOUT = Layout(tables.LLAMA, _native_config_json(tables.LLAMA), run_llama,
                       read_config=configs.read_llama_named)
-SKYWORK_LAYOUT = Layout("skywork-official", LLAMA, configs.skywork_official_config, run_llama,
-                        remote_code="https://huggingface.co/Skywork/Skywork-13B-base", model_types=("skywork",),
+SKYWORK_LAYOUT = Layout(tables.SKYWORK_OFFICIAL, _official_config_json(tables.SKYWORK_OFFICIAL), run_llama,
+                        remote_code="https://huggingface.co/Skywork/Skywork-13B-base",
                         read_config=configs.read_llama_named)
-BTLM_LAYOUT = Layout("btlm-official", BTLM_OFFICIAL, configs.btlm_official_config, run_btlm_official,
-                     remote_code="https://huggingface.co/cerebras/btlm-3b-8k-base", model_types=("btlm",),
+BTLM_LAYOUT = Layout(tables.BTLM_OFFICIAL, _official_config_json(tables.BTLM_OFFICIAL), run_btlm_official,
+                     remote_code="https://huggingface.co/cerebras/btlm-3b-8k-base",
                      read_config=configs.read_with_config_class)
-GEB_LAYOUT = Layout("geb-official", GEB_OFFICIAL, configs.geb_official_config, run_geb_official,
-                    remote_code="https://huggingface.co/GEB-AGI/geb-1.3b", model_types=("geblm", "chatglm"),
-                    read_config=configs.read_with_config_class)
-GLM_LAYOUT = Layout("glm", GLM, lambda config: configs.native_config_dict(configs.glm_config(config),
-                                                                          "GlmForCausalLM"), run_glm)
-LITGPT_LAYOUT = Layout("litgpt", LITGPT, None, run_litgpt)
+GEB_LAYOUT = Layout(tables.GEB_OFFICIAL, _official_config_json(tables.GEB_OFFICIAL), run_geb_official,
+                    remote_code="https://huggingface.co/GEB-AGI/geb-1.3b", read_config=configs.read_with_config_class)
+GLM_LAYOUT = Layout(tables.GLM, _native_config_json(tables.GLM), run_glm)
+LITGPT_LAYOUT = Layout(tables.LITGPT, None, run_litgpt)
 
 # native transformers models that a package config may be exported to, in order of preference
 NATIVE_LAYOUTS = {"llama": LLAMA_LAYOUT, "glm": GLM_LAYOUT}
 # the layouts families publish, by the name a family record gives (`Family.official.layout`)
 PUBLISHED_LAYOUTS = {layout.name: layout for layout in (LLAMA_LAYOUT, SKYWORK_LAYOUT, BTLM_LAYOUT, GEB_LAYOUT)}
+
+
+def native_layout_for(config: SmallLLMConfig, target: str = "auto") -> Layout:
+    """The native layout a package config exports to: the first of `NATIVE_LAYOUTS` (or `target`) that can express
+    it; otherwise `InexpressibleConfigError` with every layout's reasons."""
+    reasons = []
+    for name, layout in NATIVE_LAYOUTS.items():
+        if target not in ("auto", name):
+            continue
+        found = tables.unmet_requirements(config, layout.table)
+        if not found:
+            return layout
+        reasons.append(str(configs.InexpressibleConfigError(layout.table.title, found)))
+    raise configs.InexpressibleConfigError("native transformers", [f"{family_of(config)}: " + " | ".join(reasons)])
+
+
+def native_model(model: SmallLLMForCausalLM, target: str = "auto", *, empty_init: bool = False) -> torch.nn.Module:
+    """transformers' own LlamaForCausalLM / GlmForCausalLM holding the same weights as a package model (GLM's fused
+    gate/up made by the GLM table), with the model's attention implementation, in eval mode: the reference the
+    parity tests and benchmarks compare with. `target` is "llama", "glm" or "auto" (the first that fits).
+    `empty_init` builds it on the meta device and takes the tensors (`assign=True`), so a published-size pair costs
+    one copy of the weights for the unfused tensors."""
+    config = model.config
+    table = native_layout_for(config, target).table
+    native_config = configs.native_config(config, table)
+    native_config._attn_implementation = config._attn_implementation
+    model_class = NATIVE_MODEL_CLASSES[table.name]
+    if empty_init:
+        from accelerate import init_empty_weights
+
+        with init_empty_weights(include_buffers=False):
+            native = model_class(native_config)
+    else:
+        native = model_class(native_config)
+    native.load_state_dict(export_state_dict(table, config, model.state_dict()), strict=True, assign=empty_init)
+    if config.tie_word_embeddings:
+        native.tie_weights()
+    return native.eval()
 
 
 @dataclass(frozen=True)
@@ -210,9 +268,12 @@ __all__ = [
     "OFFICIAL_FORMATS",
     "PUBLISHED_LAYOUTS",
     "SKYWORK_LAYOUT",
+    "NATIVE_MODEL_CLASSES",
     "Layout",
     "OfficialFormat",
     "causal_lm_class",
+    "native_layout_for",
+    "native_model",
     "official_format_for",
     "run_package",
 ]

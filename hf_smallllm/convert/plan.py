@@ -1,14 +1,17 @@
 """Planning and streaming one conversion: every key and shape is accounted for before a tensor is read.
 
-`plan_conversion` expands a `KeyTable` for a config (one rule per layer), works out which rules the config needs
-(from the tensors the target model has, built on the meta device), the exact shape every source tensor must have,
-and the steps that turn source tensors into output tensors. Anything wrong in the source (missing, unexpected or
-mis-shaped tensors) is collected and raised together as a `CheckpointMismatchError` before anything is written.
+`plan_conversion` expands a layout's tensor table (`hf_smallllm.models.layouts_smallllm`) for a config (one rule per
+layer), works out which rules the config needs (from the tensors the target model has, built on the meta device), the
+exact shape every source tensor must have, and the steps that turn source tensors into output tensors. Anything
+wrong in the source (missing, unexpected or mis-shaped tensors) is collected and raised together as a
+`CheckpointMismatchError` before anything is written.
 
 `run_plan` then streams the source file by file: a step runs as soon as all its inputs were read (a fused tensor is
 one input; the parts of a fused export may sit in different shards and wait in `pending` only until the last one
 arrives), its outputs go to the sink, and nothing else is kept. Beyond conversions, steps also check what cannot be
 converted but must hold: a stored copy of a tied head equals the embedding, stored ALiBi slopes equal the config's.
+
+`export_state_dict` applies the same table to a package state dict in memory (the native twin of a package model).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageValueError
 from ..models.attention_smallllm import alibi_slopes
+from ..models.layouts_smallllm import Layout, TensorRule
 from .checkpoint_files import TensorInfo
-from .tables import KeyRule, KeyTable
 from .transforms import TRANSFORMS, owned
 
 TO_PACKAGE = "to_package"
@@ -36,7 +39,7 @@ def _stored_alibi_slopes(config) -> torch.Tensor:
     return alibi_slopes(config.num_attention_heads).view(-1, 1)
 
 
-# DerivedTensor.compute -> config -> tensor
+# `DerivedTensor.compute` (a layout table's name) -> config -> tensor
 DERIVED_TENSORS: dict[str, Callable] = {"alibi_slopes": _stored_alibi_slopes}
 
 
@@ -94,7 +97,7 @@ class _ConcreteRule:
     transform: str
 
 
-def _expand(rules: Iterable[KeyRule], num_layers: int) -> list[_ConcreteRule]:
+def _expand(rules: Iterable[TensorRule], num_layers: int) -> list[_ConcreteRule]:
     concrete = []
     for rule in rules:
         layers = range(num_layers) if "{layer}" in rule.source else [None]
@@ -105,7 +108,7 @@ def _expand(rules: Iterable[KeyRule], num_layers: int) -> list[_ConcreteRule]:
 
 
 def plan_conversion(
-    table: KeyTable,
+    table: Layout,
     config,
     direction: str,
     source_infos: dict[str, TensorInfo],
@@ -120,7 +123,7 @@ def plan_conversion(
     if direction not in (TO_PACKAGE, FROM_PACKAGE):
         raise ValueError(f"direction={direction!r}; expected {TO_PACKAGE!r} or {FROM_PACKAGE!r}")
     tied = tied or {}
-    rules = _expand(table.rules, config.num_hidden_layers)
+    rules = _expand(table.tensors, config.num_hidden_layers)
 
     active, inactive = [], []
     for rule in rules:
@@ -266,6 +269,22 @@ def _check_derived(key: str, expected: torch.Tensor):
     return run
 
 
+def export_state_dict(table: Layout, config, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A package state dict in `table`'s names and layout, in memory (the native twin of a package model). Rules whose
+    tensors the state lacks (biases of a bias-free model) are skipped; a tensor no rule covers is an error, so a table
+    that misses a tensor cannot go unnoticed. Outputs may share storage with the inputs."""
+    exported, used = {}, set()
+    for rule in _expand(table.tensors, config.num_hidden_layers):
+        if all(target in state for target in rule.targets):
+            parts = [state[target] for target in rule.targets]
+            exported[rule.source] = TRANSFORMS[rule.transform].from_package(parts, config)
+            used.update(rule.targets)
+    left = sorted(set(state) - used)
+    if left:
+        raise ValueError(f"the {table.name} layout has no place for these tensors: {left}")
+    return exported
+
+
 def run_plan(
     plan: ConversionPlan,
     tensors: Iterable[tuple[str, torch.Tensor]],
@@ -315,6 +334,7 @@ __all__ = [
     "CheckpointMismatchError",
     "ConversionPlan",
     "Step",
+    "export_state_dict",
     "model_tensors",
     "plan_conversion",
     "run_plan",

@@ -150,8 +150,8 @@ def register() -> None:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
     from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 
-    from ..convert.official_layouts import OFFICIAL_LAYOUT_TRANSFORMS
     from ..models import SmallLLMConfig, SmallLLMForCausalLM, SmallLLMModel
+    from ..models.layouts_smallllm import OFFICIAL_LAYOUTS, weight_transforms
 
     pairs = [(SmallLLMConfig, SmallLLMModel, SmallLLMForCausalLM)] + [
         (f.config_class, f.model_class, f.causal_lm_class) for f in FAMILIES.values()
@@ -160,8 +160,10 @@ def register() -> None:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, model_class, exist_ok=True)
         AutoModelForCausalLM.register(config_class, causal_lm_class, exist_ok=True)
-    for model_type, transforms in OFFICIAL_LAYOUT_TRANSFORMS.items():
-        register_checkpoint_conversion_mapping(model_type, transforms(), overwrite=True)
+    # official BTLM/GEB folders convert on load, with transforms generated from their layout tables
+    for layout in OFFICIAL_LAYOUTS:
+        for model_type in layout.loads_into:
+            register_checkpoint_conversion_mapping(model_type, weight_transforms(layout), overwrite=True)
 
 
 __all__ = ["FAMILIES", "FAMILY_NAMES", "GENERIC_FAMILY", "PRESETS", "TINY", "SMALL", "Citation", "Family",

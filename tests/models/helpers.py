@@ -1,10 +1,10 @@
 """Builders shared by the model tests: tiny models per family and the transformers reference they must match."""
 
 import torch
-from transformers import GlmConfig, GlmForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import GlmForCausalLM, LlamaForCausalLM
 
 from hf_smallllm import FAMILIES, preset_config
-from hf_smallllm.models.configuration_smallllm import SmallLLMConfig
+from hf_smallllm.convert.formats import native_model
 
 ALL_FAMILIES = list(FAMILIES)
 LLAMA_SHAPED = ["tinyllama", "chuxin", "skywork"]
@@ -26,41 +26,13 @@ def tiny_model(family: str, attn_implementation: str = "sdpa", seed: int = 0, **
 
 def llama_reference(model) -> LlamaForCausalLM:
     """transformers' LlamaForCausalLM with the same weights as a Llama-shaped hf_smallllm model."""
-    c: SmallLLMConfig = model.config
-    reference_config = LlamaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
-        num_key_value_heads=c.num_key_value_heads, head_dim=c.head_dim, hidden_act=c.hidden_act,
-        max_position_embeddings=c.max_position_embeddings, rms_norm_eps=c.norm_eps,
-        rope_parameters=dict(c.rope_parameters), tie_word_embeddings=c.tie_word_embeddings,
-        bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id,
-        attn_implementation=c._attn_implementation,
-    )
-    reference = LlamaForCausalLM(reference_config).eval()
-    reference.load_state_dict(model.state_dict(), strict=True)
-    return reference
+    return native_model(model, "llama")
 
 
 def glm_reference(model) -> GlmForCausalLM:
-    """transformers' GlmForCausalLM (attention_bias=False) with the same weights as a GEB model; GLM fuses the gate
-    and up projections into `gate_up_proj` (gate first)."""
-    c: SmallLLMConfig = model.config
-    reference_config = GlmConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
-        num_key_value_heads=c.num_key_value_heads, head_dim=c.head_dim, max_position_embeddings=c.max_position_embeddings,
-        rms_norm_eps=c.norm_eps, attention_bias=False, rope_parameters=dict(c.rope_parameters),
-        bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id,
-        attn_implementation=c._attn_implementation,
-    )
-    reference = GlmForCausalLM(reference_config).eval()
-    state = dict(model.state_dict())
-    for i in range(c.num_hidden_layers):
-        prefix = f"model.layers.{i}.mlp."
-        gate, up = state.pop(prefix + "gate_proj.weight"), state.pop(prefix + "up_proj.weight")
-        state[prefix + "gate_up_proj.weight"] = torch.cat([gate, up], dim=0)
-    reference.load_state_dict(state, strict=True)
-    return reference
+    """transformers' GlmForCausalLM with the same weights as a GEB model; GLM fuses the gate and up projections into
+    `gate_up_proj` (gate first), which the GLM layout table does."""
+    return native_model(model, "glm")
 
 
 def reference_model(model):
