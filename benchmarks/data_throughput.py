@@ -2,13 +2,13 @@
 memory of a reading process.
 
 1. Delivery: per-process delivered tokens/s of rank 0 at simulated world sizes 1, 8, 64 and 512 with the same
-   global batch (2,048 rows of 2,048 tokens = 4.2M tokens per step, between TinyLlama's 2M and BTLM's 3.9M; 4 rows
-   per micro-batch, so accumulation = 512 / world size), for prepared shards and for the on-the-fly stream, on the
+   global batch (8,192 rows of 2,048 tokens = 16.8M tokens per step: Skywork-13B's batch, trained on 512 GPUs; 4
+   rows per micro-batch, so accumulation = 2,048 / world size), for prepared shards and the on-the-fly stream, on the
    `tiny-tinyllama` mixture (five sources, two phases with a ramp) over the bundled corpus. Only rank 0 runs (the
    other ranks' work is independent). Rates are tokens per CPU-second of the reading process (one thread), which is
    what one core delivers and is not distorted by other programs on a shared machine; wall-clock rates are kept in
-   the JSON. Prepared shards are timed over whole steps; the on-the-fly stream over at least one whole step for
-   N > 1 (it must tokenize every row of a step to find its own) and over its first micro-batches for N = 1.
+   the JSON. Both are timed over whole steps (the on-the-fly stream over one: it must tokenize every row of a step
+   to find its own, whatever the world size).
 2. Preparation: tokens/s of `prepare_sources` on the bundled corpus (4.4 MB, five sources) with the Llama-2
    SentencePiece vocabulary (32,000) and DeepSeek-LLM's byte-level BPE (102,400 + 3), both rebuilt from llama.cpp's
    GGUF vocabulary files in tests/fixtures/tokenizers (47/47 on llama.cpp's reference tokenizations), with 1 and 2
@@ -38,6 +38,7 @@ from pathlib import Path
 FIXTURES = Path(__file__).parents[1] / "tests" / "fixtures" / "tokenizers"
 VOCABULARIES = {"llama-2 (32,000)": "ggml-vocab-llama-spm.gguf", "deepseek-llm (102,403)": "ggml-vocab-deepseek-llm.gguf"}
 WORLD_SIZES = (1, 8, 64, 512)
+ROWS_PER_MICRO_BATCH = 4
 
 
 def load_vocabulary(name: str):
@@ -76,12 +77,12 @@ def make_stream(tokenizer, folder, world_size: int, rows_per_step: int, seq_len:
         sources = {s["name"]: OnTheFlyTokens(DocumentSource.from_dict(s), tokenizer) for s in specs}
     mixture = MixtureSchedule(recipe.mixture_phases, steps, sources=list(sources))
     lengths = SequenceLengthSchedule([{"until": 1.0, "seq_len": seq_len}], steps, rows_per_step * seq_len)
-    accumulation = rows_per_step // (4 * world_size)
+    accumulation = rows_per_step // (ROWS_PER_MICRO_BATCH * world_size)
     return PackedBatchStream(sources, mixture, lengths, steps, accumulation, world_size, 0, 0, packing="document",
                              eos_token_id=tokenizer.eos_token_id)
 
 
-def time_delivery(stream, min_seconds: float, whole_steps: bool, max_micro_batches: int | None = None) -> dict:
+def time_delivery(stream, min_seconds: float, whole_steps: bool) -> dict:
     per_step = stream.accumulation
     tokens = micro = 0
     wall, cpu = time.perf_counter(), time.process_time()
@@ -89,8 +90,6 @@ def time_delivery(stream, min_seconds: float, whole_steps: bool, max_micro_batch
         tokens += batch["input_ids"].numel()
         micro += 1
         done = time.process_time() - cpu >= min_seconds
-        if max_micro_batches is not None and micro >= max_micro_batches and done:
-            break
         if done and (not whole_steps or micro % per_step == 0):
             break
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -109,8 +108,6 @@ def delivery(tokenizer, folder, rows_per_step, seq_len, seconds) -> list[dict]:
                 next(iter(stream))  # open the shard files before timing
                 stream.seek(0)
                 result = time_delivery(stream, seconds, whole_steps=True)
-            elif world_size == 1:
-                result = time_delivery(stream, seconds, whole_steps=False, max_micro_batches=16)
             else:
                 result = time_delivery(stream, 0.0, whole_steps=True)
             base = base or result["tokens_per_cpu_s"]
@@ -212,7 +209,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output-dir", default="benchmarks/results")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    rows_per_step, seq_len = (2048, 2048) if not args.quick else (2048, 128)
+    rows_per_step, seq_len = (8192, 2048) if not args.quick else (2048, 128)
     seconds = args.seconds if not args.quick else 0.5
     meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "load_start": [round(x, 1) for x in os.getloadavg()],

@@ -34,14 +34,15 @@ def register(parser):
 
 
 def run_prepare(args) -> int:
-    from ..data.prepare import DEFAULT_SHARD_CHARS, prepare_recipe
+    from ..data.prepare import DEFAULT_SHARD_CHARS
+    from ..train.build import prepare_data
     from ..train.recipe import load_recipe
 
     overrides = list(args.overrides)
     if args.tokenizer:
         overrides.append(f"tokenizer={args.tokenizer}")
     recipe = load_recipe(args.recipe, overrides)
-    folder, manifest = prepare_recipe(recipe, args.output, workers=args.workers,
+    folder, manifest = prepare_data(recipe, args.output, workers=args.workers,
                                       shard_chars=args.shard_chars or DEFAULT_SHARD_CHARS,
                                       overwrite=args.overwrite, progress=not args.no_progress)
     print(describe(folder, manifest))

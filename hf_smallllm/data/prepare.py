@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageValueError
+from ..runfiles import atomic_path, write_bytes_atomic, write_json_atomic
 from .documents import DocumentSource
 from .shards import (
     DOC_INDEX_DTYPE,
@@ -36,7 +38,6 @@ from .shards import (
     read_manifest,
     shard_stem,
     spec_fingerprint,
-    write_json_atomic,
 )
 from .tokens import check_special_tokens, encode_documents, token_dtype, tokenizer_identity
 
@@ -66,39 +67,29 @@ def _write_unit(unit: _Unit) -> dict:
     tokenizer, dtype = _WORKER["tokenizer"], _WORKER["dtype"]
     folder = _WORKER["folder"] / unit.source
     stem = shard_stem(unit.index)
-    paths = {suffix: folder / f"{stem}{suffix}" for suffix in (TOKENS_SUFFIX, DOCS_SUFFIX)}
-    temporary = {suffix: path.with_name(f".{path.name}.{os.getpid()}.tmp") for suffix, path in paths.items()}
-    digests = {suffix: hashlib.sha256() for suffix in paths}
+    digests = {suffix: hashlib.sha256() for suffix in (TOKENS_SUFFIX, DOCS_SUFFIX)}
     tokens = 0
     ends = []
-    try:
-        with open(temporary[TOKENS_SUFFIX], "wb") as token_file:
-            batch = _WORKER["tokenize_batch"]
-            for first in range(0, len(unit.texts), batch):
-                documents = encode_documents(tokenizer, unit.texts[first:first + batch], _WORKER["add_bos"])
-                lengths = np.fromiter((len(ids) for ids in documents), dtype=np.int64, count=len(documents))
-                flat = np.fromiter(chain.from_iterable(documents), dtype=np.int64, count=int(lengths.sum()))
-                if len(flat) and (flat.min() < 0 or flat.max() > np.iinfo(dtype).max):
-                    raise PreparedDataError(f"source {unit.source!r}: token id {int(flat.max())} does not fit {dtype}")
-                data = flat.astype(dtype).tobytes()
-                token_file.write(data)
-                digests[TOKENS_SUFFIX].update(data)
-                ends.append(tokens + np.cumsum(lengths))
-                tokens += int(lengths.sum())
-            token_file.flush()
-            os.fsync(token_file.fileno())
-        index = (np.concatenate(ends) if ends else np.zeros(0, np.int64)).astype(DOC_INDEX_DTYPE).tobytes()
-        digests[DOCS_SUFFIX].update(index)
-        with open(temporary[DOCS_SUFFIX], "wb") as docs_file:
-            docs_file.write(index)
-            docs_file.flush()
-            os.fsync(docs_file.fileno())
-        for suffix, path in paths.items():
-            os.replace(temporary[suffix], path)
-    finally:
-        for path in temporary.values():
-            if path.exists():
-                path.unlink()
+    # each file is written under a temporary name and renamed when complete (runfiles.atomic_path); the record,
+    # written after both, is what makes the shard count as done
+    with atomic_path(folder / f"{stem}{TOKENS_SUFFIX}") as temporary, open(temporary, "wb") as token_file:
+        batch = _WORKER["tokenize_batch"]
+        for first in range(0, len(unit.texts), batch):
+            documents = encode_documents(tokenizer, unit.texts[first:first + batch], _WORKER["add_bos"])
+            lengths = np.fromiter((len(ids) for ids in documents), dtype=np.int64, count=len(documents))
+            flat = np.fromiter(chain.from_iterable(documents), dtype=np.int64, count=int(lengths.sum()))
+            if len(flat) and (flat.min() < 0 or flat.max() > np.iinfo(dtype).max):
+                raise PreparedDataError(f"source {unit.source!r}: token id {int(flat.max())} does not fit {dtype}")
+            data = flat.astype(dtype).tobytes()
+            token_file.write(data)
+            digests[TOKENS_SUFFIX].update(data)
+            ends.append(tokens + np.cumsum(lengths))
+            tokens += int(lengths.sum())
+        token_file.flush()
+        os.fsync(token_file.fileno())
+    index = (np.concatenate(ends) if ends else np.zeros(0, np.int64)).astype(DOC_INDEX_DTYPE).tobytes()
+    digests[DOCS_SUFFIX].update(index)
+    write_bytes_atomic(folder / f"{stem}{DOCS_SUFFIX}", index)
     record = {"file": f"{unit.source}/{stem}{TOKENS_SUFFIX}", "index": f"{unit.source}/{stem}{DOCS_SUFFIX}",
               "tokens": tokens, "documents": len(unit.texts), "first_document": unit.first_document,
               "sha256": digests[TOKENS_SUFFIX].hexdigest(), "index_sha256": digests[DOCS_SUFFIX].hexdigest()}
@@ -191,7 +182,7 @@ def prepare_sources(specs: list[dict], tokenizer, output, *, add_bos: bool = Fal
     `workers`: tokenizing processes (default: the CPU count; 0 tokenizes in this process)."""
     check_special_tokens(tokenizer, add_bos)
     if shard_chars < 1:
-        raise ValueError(f"shard_chars={shard_chars} must be positive")
+        raise UsageValueError(f"shard_chars={shard_chars} must be positive")
     folder = Path(output)
     identity = tokenizer_identity(tokenizer)
     dtype = token_dtype(identity["vocab_size"])
@@ -207,7 +198,7 @@ def prepare_sources(specs: list[dict], tokenizer, output, *, add_bos: bool = Fal
         manifest["sources"][source.name] = {"spec": plain, "spec_sha256": spec_fingerprint(plain), "complete": False,
                                             "shard_chars": shard_chars, "tokens": 0, "documents": 0, "shards": []}
         (folder / source.name).mkdir(exist_ok=True)
-        for stale in (folder / source.name).glob(".*.tmp"):
+        for stale in (folder / source.name).glob(".shard-*"):  # temporary files of a killed run
             stale.unlink()
     write_json_atomic(folder / MANIFEST_NAME, manifest)
     if not todo:
@@ -271,24 +262,4 @@ def _progress(enabled: bool):
     return tqdm(desc="tokenizing", unit="tok", unit_scale=True, disable=not enabled, smoothing=0.1)
 
 
-def prepare_recipe(recipe, output=None, tokenizer=None, **kwargs) -> tuple[Path, dict]:
-    """Prepare the sources of a recipe (a loaded `Recipe`) with its tokenizer into `output` (default: the recipe's
-    `data.prepared`). Returns (folder, manifest)."""
-    folder = output or recipe.data.prepared
-    if not folder:
-        raise ValueError("no output folder: pass --output or set data.prepared in the recipe")
-    if tokenizer is None:
-        from ..train.build import load_tokenizer
-
-        tokenizer = load_tokenizer(recipe)
-    specs = []
-    for index, spec in enumerate(recipe.data.sources):
-        if not spec.get("paths") and spec.get("dataset") is None:
-            raise ValueError(f"data.sources[{index}] ({spec.get('name')}): nothing to prepare (no 'paths' or "
-                             "'dataset')")
-        specs.append(spec)
-    kwargs.setdefault("tokenize_batch", max(recipe.data.tokenize_batch, 256))
-    return Path(folder), prepare_sources(specs, tokenizer, folder, add_bos=recipe.data.add_bos, **kwargs)
-
-
-__all__ = ["DEFAULT_SHARD_CHARS", "prepare_recipe", "prepare_sources"]
+__all__ = ["DEFAULT_SHARD_CHARS", "prepare_sources"]

@@ -26,12 +26,12 @@ not grow with the size of the corpus.
 import hashlib
 import json
 import mmap
-import os
-import tempfile
 from bisect import bisect_right
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import UsageValueError
 
 FORMAT = "hf-smallllm-tokens"
 FORMAT_VERSION = 1
@@ -42,31 +42,12 @@ RECORD_SUFFIX = ".json"
 DOC_INDEX_DTYPE = np.dtype("<u8")
 
 
-class PreparedDataError(ValueError):
-    """A prepared folder that cannot be used as asked (wrong tokenizer, incomplete, truncated or corrupt file)."""
+class PreparedDataError(UsageValueError):
+    """A prepared folder that cannot be used as asked (wrong tokenizer, incomplete, truncated or corrupt file); the
+    command line prints it as one line."""
 
 
-# ---------------------------------------------------------------------- small file helpers
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, rename: readers see the old file or the new one."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def write_json_atomic(path: Path, value) -> None:
-    write_bytes_atomic(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
+# ---------------------------------------------------------------------- small helpers
 def shard_stem(index: int) -> str:
     return f"shard-{index:05d}"
 
@@ -144,6 +125,8 @@ class _Shard:
 
 class PreparedTokens:
     """Windows of one prepared source's token stream, read from its memory-mapped shards."""
+
+    holds_tokens = False  # nothing to release between steps
 
     def __init__(self, folder, name: str, manifest: dict, release_every: int = 64 << 20):
         self.folder = Path(folder)
@@ -281,5 +264,4 @@ def _sha256_file(path: Path) -> str:
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "PreparedDataError", "PreparedTokens", "check_manifest",
-           "open_prepared", "read_manifest", "source_entry", "spec_fingerprint", "verify_prepared",
-           "write_json_atomic"]
+           "open_prepared", "read_manifest", "source_entry", "spec_fingerprint", "verify_prepared"]

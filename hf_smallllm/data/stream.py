@@ -29,6 +29,7 @@ run would have seen next. `seek(step)` gets there from the start without reading
 import math
 from bisect import bisect_right
 from collections import Counter, defaultdict
+from itertools import accumulate
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from torch.utils.data import IterableDataset
 from ..models.modeling_smallllm import flash_varlen_kwargs_from_position_ids
 from .packing import PACKING_MODES, pack_rows
 from .schedules import MixtureSchedule, SequenceLengthSchedule
+from .shards import PreparedDataError
 
 STATE_VERSION = 2
 _MASK64 = (1 << 64) - 1
@@ -60,14 +62,10 @@ class StepPlan:
         self.names = names  # sources with rows this step, in recipe order
         self.counts = counts
         self.bases = bases
-        self.block_ends = []
-        total = 0
-        for count in counts:
-            total += count
-            self.block_ends.append(total)
+        self.block_ends = list(accumulate(counts))
         hashed = _mix64((seed & _MASK64) * 0x100000001B3 + step)
         self.shift = hashed % rows
-        multiplier = 1 + _mix64(hashed) % (rows - 1) if rows > 1 else 1
+        multiplier = 1 + (hashed >> 20) % (rows - 1) if rows > 1 else 1
         while math.gcd(multiplier, rows) != 1:
             multiplier += 1
         self.multiplier = multiplier
@@ -114,6 +112,8 @@ class PackedBatchStream(IterableDataset):
                     f"{gradient_accumulation_steps} accumulation steps x {world_size} processes; change "
                     "tokens_per_step, the sequence length or the batch layout"
                 )
+        self._constant_weights: dict[int, dict[str, float]] = {}
+        self._released = [(name, source) for name, source in sources.items() if source.holds_tokens]
         self._restart()
 
     def _restart(self) -> None:
@@ -125,36 +125,53 @@ class PackedBatchStream(IterableDataset):
         self._micro_batches_left = 0
 
     # ------------------------------------------------------------------ the plan
+    def _weights(self, step: int) -> dict[str, float]:
+        """The mixture weights of `step`, computed once per phase when the phase has no ramp."""
+        phase = self.mixture.phase_index(step)
+        weights = self._constant_weights.get(phase)
+        if weights is None:
+            weights = self.mixture.weights_at(step)
+            if self.mixture.phases[phase].end_weights is None:
+                self._constant_weights[phase] = weights
+        return weights
+
     def plan(self) -> StepPlan:
         """The plan of step `self.step` (does not advance)."""
         step = self.step
         seq_len = self.lengths.seq_len_at(step)
         rows = self.lengths.tokens_per_step // seq_len
-        weights = self.mixture.weights_at(step)
+        weights = self._weights(step)
         names = [name for name in self.names if name in weights]
-        desired = {name: self.targets[name] + rows * weights[name] - self.assigned[name] for name in names}
-        counts = {name: max(math.floor(desired[name]), 0) for name in names}
-        left = rows - sum(counts.values())
-        while left > 0:  # the largest shortfall gets the next row (ties: recipe order)
-            name = max(names, key=lambda n: desired[n] - counts[n])
-            counts[name] += 1
-            left -= 1
-        while left < 0:  # only after an earlier step over-served some sources
-            name = min((n for n in names if counts[n] > 0), key=lambda n: desired[n] - counts[n])
-            counts[name] -= 1
-            left += 1
-        used = [name for name in names if counts[name]]
-        return StepPlan(step, seq_len, rows, weights, used, [counts[n] for n in used],
-                        [self.offsets[n] for n in used], self.seed)
+        targets, assigned = self.targets, self.assigned
+        desired = [targets[name] + rows * weights[name] - assigned[name] for name in names]
+        counts = [max(math.floor(value), 0) for value in desired]
+        left = rows - sum(counts)
+        if left:
+            # the largest shortfalls get the remaining rows (ties: recipe order); a surplus, possible only after an
+            # earlier step over-served a source, comes off the smallest
+            order = sorted(range(len(names)), key=lambda i: counts[i] - desired[i])
+            while left > 0:
+                for i in order[:left]:
+                    counts[i] += 1
+                left -= min(left, len(order))
+            while left < 0:
+                i = next(i for i in reversed(order) if counts[i] > 0)
+                counts[i] -= 1
+                left += 1
+        used = [i for i, count in enumerate(counts) if count]
+        offsets = self.offsets
+        return StepPlan(step, seq_len, rows, weights, [names[i] for i in used], [counts[i] for i in used],
+                        [offsets[names[i]] for i in used], self.seed)
 
     def _advance(self, plan: StepPlan) -> None:
+        targets = self.targets
         for name, weight in plan.weights.items():
-            self.targets[name] += plan.rows * weight
-        phase = self.mixture.phase_index(plan.step)
+            targets[name] += plan.rows * weight
+        realised = self.source_rows[self.mixture.phase_index(plan.step)]
         for name, count in zip(plan.names, plan.counts):
             self.assigned[name] += count
             self.offsets[name] += count * plan.seq_len
-            self.source_rows[phase][name] += count
+            realised[name] += count
         self.step = plan.step + 1
 
     def seek(self, step: int) -> None:
@@ -188,7 +205,7 @@ class PackedBatchStream(IterableDataset):
             if len(bad):
                 source = self.sources[name]
                 place = source.file_of(offset + int(bad[0])) if hasattr(source, "file_of") else f"source {name!r}"
-                raise ValueError(f"{place}: corrupt shard, token id {int(row[bad[0]])} >= vocabulary size "
+                raise PreparedDataError(f"{place}: corrupt shard, token id {int(row[bad[0]])} >= vocabulary size "
                                  f"{self.vocab_size}")
 
     def __iter__(self):
@@ -196,7 +213,7 @@ class PackedBatchStream(IterableDataset):
         while self.step < self.max_steps:
             plan = self.plan()
             per_micro = plan.rows // per_micro_batches
-            for name, source in self.sources.items():
+            for name, source in self._released:
                 source.release_before(self.offsets[name])  # rows of this step and later start at or after it
             self._advance(plan)
             self._micro_batches_left = self.accumulation

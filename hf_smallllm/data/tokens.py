@@ -75,6 +75,8 @@ def token_dtype(vocab_size: int) -> np.dtype:
 class OnTheFlyTokens:
     """The token stream of a `DocumentSource`, tokenized as windows are asked for (see the module docstring)."""
 
+    holds_tokens = True  # keeps tokenized documents until `release_before`
+
     def __init__(self, source: DocumentSource, tokenizer, add_bos: bool = False, tokenize_batch: int = 64):
         check_special_tokens(tokenizer, add_bos)
         self.name = source.name

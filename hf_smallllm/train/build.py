@@ -108,6 +108,27 @@ def build_stream(recipe: Recipe, tokenizer, world_size: int = 1, rank: int = 0) 
         raise RecipeError(f"data: {err}") from err
 
 
+def prepare_data(recipe: Recipe, output=None, tokenizer=None, **kwargs):
+    """`hf-smallllm data prepare`: the recipe's sources tokenized with its tokenizer into `output` (default: the
+    recipe's `data.prepared`); `kwargs` go to `prepare_sources` (workers, shard_chars, overwrite, progress).
+    Returns (folder, manifest)."""
+    from pathlib import Path
+
+    from ..data.prepare import prepare_sources
+
+    folder = output or recipe.data.prepared
+    if not folder:
+        raise RecipeError("data.prepared: no output folder; pass --output or set data.prepared in the recipe")
+    for index, spec in enumerate(recipe.data.sources):
+        if not spec.get("paths") and spec.get("dataset") is None:
+            raise RecipeError(f"data.sources[{index}] ({spec.get('name')}): nothing to prepare (no 'paths' or "
+                              "'dataset')")
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(recipe)
+    kwargs.setdefault("tokenize_batch", max(recipe.data.tokenize_batch, 256))
+    return Path(folder), prepare_sources(recipe.data.sources, tokenizer, folder, add_bos=recipe.data.add_bos,
+                                         **kwargs)
+
+
 def build_callbacks(recipe: Recipe, model, tokenizer, is_main_process: bool) -> list:
     context = RunContext(output_dir=recipe.training.output_dir, recipe=recipe.to_dict(), family=family_of(model.config),
                          tokenizer=tokenizer, is_main_process=is_main_process)
@@ -118,4 +139,4 @@ def autocast_dtype(precision: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
-__all__ = ["autocast_dtype", "build_callbacks", "build_model", "build_stream", "load_tokenizer"]
+__all__ = ["autocast_dtype", "build_callbacks", "build_model", "build_stream", "load_tokenizer", "prepare_data"]
