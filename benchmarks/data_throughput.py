@@ -219,7 +219,7 @@ def main(argv=None) -> int:
         scratch = Path(scratch)
         prepared = preparation(vocabularies, (1, 2), 250_000, scratch)
         llama = load_vocabulary(vocabularies[0])
-        folder = Path(prepared[-1]["folder"])
+        folder = Path(next(r["folder"] for r in prepared if r["vocabulary"] == vocabularies[0] and r["workers"] == 2))
         rows = delivery(llama, folder, rows_per_step, seq_len, seconds)
         from hf_smallllm.data.prepare import prepare_sources
 
