@@ -28,6 +28,7 @@ from transformers import AutoConfig
 
 from ..families import FAMILIES, family_of, preset_config
 from ..models.configuration_smallllm import SmallLLMConfig
+from ..models.remote_code import add_remote_code
 from . import configs
 from .checkpoint_files import (
     CheckpointReader,
@@ -199,6 +200,7 @@ def _write_support(config: SmallLLMConfig | dict[str, Any], generation, tokenize
         if isinstance(config, SmallLLMConfig):
             config.architectures = [causal_lm_class(config).__name__]
             config.save_pretrained(staging)
+            add_remote_code(staging)  # the model files and auto_map a model's save_pretrained would write
         else:
             (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         generation.save_pretrained(staging)

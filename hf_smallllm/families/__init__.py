@@ -160,6 +160,11 @@ def register() -> None:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, model_class, exist_ok=True)
         AutoModelForCausalLM.register(config_class, causal_lm_class, exist_ok=True)
+        # Every save_pretrained then writes the model files and an `auto_map` (remote code for processes without
+        # the package); loading with the package imported still uses these classes, trust_remote_code or not.
+        config_class.register_for_auto_class("AutoConfig")
+        model_class.register_for_auto_class("AutoModel")
+        causal_lm_class.register_for_auto_class("AutoModelForCausalLM")
     # official BTLM/GEB folders convert on load, with transforms generated from their layout tables
     for layout in OFFICIAL_LAYOUTS:
         for model_type in layout.loads_into:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .model_card import SnapshotRow, render_model_card
-from .remote_code import add_remote_code
+from ..models.remote_code import add_remote_code
 from .revisions import BranchTemplate, Snapshot, run_snapshots, select_snapshots, snapshot_of_checkpoint, validate_ref_name
 from ..errors import UsageFileNotFoundError
 

@@ -6,12 +6,15 @@ DeepSeek's 100000 / 100001 (EOS doubles as padding). The tokenizer's ids are the
 """
 
 from .configuration_smallllm import SmallLLMConfig
+from .layouts_smallllm import LLAMA
 
 
 class ChuXinConfig(SmallLLMConfig):
     """ChuXin-1.6B: 24 layers, width 2048, 32 heads (MHA), RMSNorm 1e-5, RoPE theta 1e4, 4096 context, 102,400 vocab."""
 
     model_type = "smallllm_chuxin"
+    # ChuXin publishes transformers' Llama layout: read as this class on purpose (no model-type mismatch warning).
+    official_model_types = LLAMA.model_types
 
     vocab_size: int = 102400
     hidden_size: int = 2048

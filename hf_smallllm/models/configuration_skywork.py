@@ -5,12 +5,15 @@ has 65,519 rows although the paper's vocabulary table adds up to 65,536 (the 17 
 """
 
 from .configuration_smallllm import SmallLLMConfig
+from .layouts_smallllm import LLAMA, SKYWORK_OFFICIAL
 
 
 class SkyworkConfig(SmallLLMConfig):
     """Skywork-13B: 52 layers, width 4608, 36 heads (MHA), RMSNorm 1e-6, RoPE theta 1e4, 4096 context, 65,519 vocab."""
 
     model_type = "smallllm_skywork"
+    # Skywork's own config (remote code) and Llama-layout copies of it are read as this class on purpose.
+    official_model_types = SKYWORK_OFFICIAL.model_types + LLAMA.model_types
 
     vocab_size: int = 65519
     hidden_size: int = 4608

@@ -5,12 +5,15 @@ Defaults from TinyLlama's lit-gpt config `tiny_LLaMA_1b` and the Hugging Face co
 """
 
 from .configuration_smallllm import SmallLLMConfig
+from .layouts_smallllm import LLAMA
 
 
 class TinyLlamaConfig(SmallLLMConfig):
     """TinyLlama-1.1B: 22 layers, width 2048, GQA 32/4, RMSNorm 1e-5, RoPE theta 1e4, 2048 context, 32k vocab."""
 
     model_type = "smallllm_tinyllama"
+    # TinyLlama publishes transformers' Llama layout: read as this class on purpose (no model-type mismatch warning).
+    official_model_types = LLAMA.model_types
 
     vocab_size: int = 32000
     hidden_size: int = 2048

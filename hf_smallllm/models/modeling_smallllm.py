@@ -47,6 +47,7 @@ from .configuration_smallllm import SmallLLMConfig
 from .init_smallllm import init_lit_gpt_weights
 from .loss_smallllm import chunked_causal_lm_loss
 from .mup_smallllm import init_mup_weights, mup_param_groups
+from .peft_smallllm import install_peft_defaults
 
 
 logger = logging.get_logger(__name__)
@@ -350,7 +351,14 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, save_original_format: bool = False, **kwargs):
         """Save in the package's own layout. transformers would otherwise write back the layout a checkpoint was
-        converted from (e.g. BTLM's GPT-2 tensors) next to a config.json in ours."""
+        converted from (e.g. BTLM's GPT-2 tensors) next to a config.json in ours.
+
+        A class registered for an Auto class (hf_smallllm registers every family; transformers does it for classes
+        loaded as remote code) also writes its module files and an `auto_map` (transformers' `custom_object_save`),
+        so the folder loads with `trust_remote_code=True` where hf_smallllm is not installed. transformers names only
+        the saved class there; the map is completed with the config and both model classes of this module."""
+        if self._auto_class is not None:
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **remote_code_auto_map(self)}
         return super().save_pretrained(save_directory, *args, save_original_format=save_original_format, **kwargs)
 
 
@@ -554,6 +562,26 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
         )
 
 
+def remote_code_auto_map(model: SmallLLMPreTrainedModel) -> dict[str, str]:
+    """`auto_map` entries ("module.Class", the form transformers resolves inside a saved folder) for a model's config
+    class and its model classes: a causal LM names its base model class too (both live in the family's module)."""
+
+    def reference(cls: type) -> str:
+        return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
+
+    entries = {"AutoConfig": reference(type(model.config))}
+    if isinstance(model, SmallLLMForCausalLM):
+        entries["AutoModel"] = reference(type(model).base_model_class)
+        entries["AutoModelForCausalLM"] = reference(type(model))
+    else:
+        entries["AutoModel"] = reference(type(model))
+    return entries
+
+
+# PEFT's default LoRA targets for the smallllm_* model types, in this process too when this file runs as remote code.
+install_peft_defaults()
+
+
 __all__ = [
     "SmallLLMForCausalLM",
     "SmallLLMModel",
@@ -561,4 +589,5 @@ __all__ = [
     "apply_rotary_pos_emb",
     "flash_varlen_kwargs_from_position_ids",
     "position_ids_from_cu_seq_lens",
+    "remote_code_auto_map",
 ]

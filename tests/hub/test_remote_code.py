@@ -71,7 +71,7 @@ def test_remote_code_without_the_package_and_local_classes_with_it(hub, hub_env,
 def test_every_family_packages_its_files_and_auto_map(family, tmp_path):
     import ast
 
-    from hf_smallllm.hub.remote_code import add_remote_code
+    from hf_smallllm.models.remote_code import add_remote_code
 
     folder = make_checkpoint(tmp_path / "checkpoint-1", 1, family=family)
     copied = set(add_remote_code(folder))

@@ -97,7 +97,9 @@ def test_config_round_trips_through_json(tmp_path):
             family, "tiny", alibi_scaling={"type": "linear", "train_seq_len": 128})
         config.save_pretrained(tmp_path / family)
         stored = json.loads((tmp_path / family / "config.json").read_text())
-        assert "auto_map" not in stored
+        # the config's own remote code (families.register() registers every family for AutoConfig)
+        module = type(config).__module__.rsplit(".", 1)[-1]
+        assert stored["auto_map"] == {"AutoConfig": f"{module}.{type(config).__name__}"}
         reloaded = AutoConfig.from_pretrained(tmp_path / family)
         assert type(reloaded) is type(config)
         assert reloaded.rope_parameters == config.rope_parameters

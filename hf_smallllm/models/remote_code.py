@@ -1,13 +1,17 @@
-"""Remote-code packaging: a published folder that loads without hf_smallllm installed.
+"""Remote-code packaging: a saved folder that loads without hf_smallllm installed.
 
-The repo carries the shipped model files (the family's `configuration_*.py` / `modeling_*.py` and every sibling
+The folder carries the shipped model files (the family's `configuration_*.py` / `modeling_*.py` and every sibling
 they import, found with transformers' own relative-import walker) and an `auto_map` in `config.json` naming the
 family's config and model classes. Someone without hf_smallllm then loads it with
-`AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)`. With hf_smallllm imported, the model_type is
-registered locally and transformers uses the local classes whenever `trust_remote_code` is not set
-(`resolve_trust_remote_code` answers False when local code exists), so no remote code is needed or run.
+`AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)` (lm-eval's `hf` model, `pipeline`, TRL).
+With hf_smallllm imported, its registered classes are used and the folder's code is not run: transformers prefers
+explicitly registered local classes even when `trust_remote_code=True` is passed.
 
-Classes are found from `config.json`'s `model_type` through the Auto registries, never from a family name.
+Every `save_pretrained` of a model class writes both already (the families are registered for their Auto classes,
+`families.register()`, and `modeling_smallllm.py` completes the map); `add_remote_code` does the same for a folder
+written without a model instance (conversions stream tensors and save only the config) and for publishing folders
+saved before that. Classes are found from `config.json`'s `model_type` through the Auto registries, never from a
+family name. Not shipped itself (no model file imports it); importing it imports `hf_smallllm`, which registers.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ def auto_classes_for(model_type: str) -> dict[str, type]:
     from transformers import AutoModel, AutoModelForCausalLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    import hf_smallllm  # noqa: F401  registers the families
-
+    # importing this module ran hf_smallllm/__init__.py, which registered the families
     if model_type not in CONFIG_MAPPING:
         raise ValueError(f"model_type {model_type!r} is not a registered architecture")
     config_class = CONFIG_MAPPING[model_type]
