@@ -29,7 +29,7 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .metrics import append_metrics
+from ..runfiles import append_metrics
 
 logger = logging.getLogger(__name__)
 
