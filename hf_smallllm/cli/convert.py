@@ -12,6 +12,7 @@ DIRECTIONS = {
     "package-to-official": "the package format -> the family's official layout (exact round trip)",
     "litgpt": "a TinyLlama lit-gpt training checkpoint (iter-XXXXXX-ckpt.pth) -> the package format",
     "to-native": "the package format -> stock LlamaForCausalLM (or GlmForCausalLM for GEB), for vLLM, llama.cpp, TGI",
+    "to-gguf": "the package format -> one GGUF file for llama.cpp (llama / chatglm / jais architecture)",
 }
 
 
@@ -22,6 +23,9 @@ def register(parser):
     for name, help_text in DIRECTIONS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("source", help="checkpoint folder (or the .pth file for litgpt)")
+        if name == "to-gguf":
+            _register_gguf(sub)
+            continue
         sub.add_argument("output", help="output folder (must not exist unless --overwrite)")
         if name == "official-to-package":
             sub.add_argument("--family", choices=FAMILY_NAMES,
@@ -48,6 +52,20 @@ def register(parser):
     parser.set_defaults(func=lambda args: _missing_direction(parser))
 
 
+def _register_gguf(sub) -> None:
+    sub.add_argument("output", help="output .gguf file (must not exist unless --overwrite)")
+    sub.add_argument("--outtype", choices=["f32", "f16", "bf16", "q8_0", "q4_0"], default="f32",
+                     help="tensor type of the 2-D weights (norms and biases stay f32; default: %(default)s)")
+    sub.add_argument("--tokenizer", help="tokenizer folder or .gguf vocabulary (default: the checkpoint folder)")
+    sub.add_argument("--tolerance", type=float, default=None,
+                     help="max |logit difference| allowed by the check (default: per outtype, 1e-4 for f32)")
+    sub.add_argument("--no-verify", action="store_true", help="skip the logit check (very large models)")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    sub.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_argument("--json", help="also write the export report as JSON to this file")
+    sub.set_defaults(func=run)
+
+
 def _missing_direction(parser) -> int:
     parser.print_help()
     return 2
@@ -58,6 +76,17 @@ def run(args) -> int:
 
     from .. import convert
 
+    if args.direction == "to-gguf":
+        from ..convert.gguf import package_to_gguf
+
+        report = package_to_gguf(args.source, args.output, outtype=args.outtype, tokenizer=args.tokenizer,
+                                 verify=not args.no_verify, tolerance=args.tolerance, overwrite=args.overwrite,
+                                 progress=not args.no_progress)
+        print(report.summary())
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(report.to_dict(), f, indent=2)
+        return 0
     common = dict(dtype=args.dtype, max_shard_size=args.max_shard_size, verify=not args.no_verify,
                   tolerance=args.tolerance, overwrite=args.overwrite, progress=not args.no_progress)
     if args.direction == "official-to-package":

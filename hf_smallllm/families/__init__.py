@@ -44,6 +44,16 @@ class OfficialFormat:
 
 
 @dataclass(frozen=True)
+class GGUFFormat:
+    """What the family becomes in a llama.cpp GGUF file (`convert.gguf`): the llama.cpp architecture whose graph
+    computes it, and the llama.cpp tokenizer model (and byte-level pre-tokenizer) of its published tokenizer."""
+
+    architecture: str  # "llama", "chatglm", "jais"
+    tokenizer: str  # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
+    pre_tokenizer: str | None = None  # llama.cpp's name of the byte-level split rules ("deepseek-llm", "gpt-2")
+
+
+@dataclass(frozen=True)
 class Citation:
     """The paper that introduced the architecture, as the model card cites it."""
 
@@ -67,6 +77,7 @@ class Family:
     model_card: str  # a template in `hf_smallllm/resources/model_cards/` (rendered with `title` and `citation`)
     citation: Citation
     branch_template: str | None = None  # how the family's own snapshots are named on the Hub, if it publishes any
+    gguf: GGUFFormat | None = None  # how llama.cpp runs it (None: no llama.cpp architecture expresses it)
     notes: tuple[str, ...] = field(default=())
 
     @property

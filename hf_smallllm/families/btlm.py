@@ -4,7 +4,7 @@ Architecture numbers are the config class defaults (`models/configuration_btlm.p
 GPT-2's byte-level BPE, 50,256 learned entries and `<|endoftext|>` (50256) as BOS, EOS and UNK (ARCHITECTURES.md).
 """
 
-from . import SMALL, TINY, Citation, Family, OfficialFormat
+from . import SMALL, TINY, Citation, Family, GGUFFormat, OfficialFormat
 
 GPT2_ENDOFTEXT = "<|endoftext|>"
 
@@ -23,6 +23,8 @@ FAMILY = Family(
                   "mup_base_intermediate_size": 682.6, "bos_token_id": 0, "eos_token_id": 0},
     },
     official=OfficialFormat(layout="btlm-official"),
+    # llama.cpp: ALiBi, LayerNorm and biases, SwiGLU on c_fc2, scores / d; muP folded into the weights
+    gguf=GGUFFormat("jais", "gpt2", "gpt-2"),
     tokenizer=dict(kind="byte_level", pre_tokenizer="gpt2", vocab_size=50_256, trailing_special_tokens=[GPT2_ENDOFTEXT],
                    bos_token=GPT2_ENDOFTEXT, eos_token=GPT2_ENDOFTEXT, unk_token=GPT2_ENDOFTEXT,
                    model_max_length=8192),

@@ -6,7 +6,7 @@ published config.json says BOS 1 / EOS 2, but the DeepSeek tokenizer it ships wi
 digit splitting, 100,000 learned entries, then BOS `<｜begin▁of▁sentence｜>` and EOS = PAD `<｜end▁of▁sentence｜>`.
 """
 
-from . import SMALL, TINY, Citation, Family, OfficialFormat
+from . import SMALL, TINY, Citation, Family, GGUFFormat, OfficialFormat
 
 DEEPSEEK_BOS = "<｜begin▁of▁sentence｜>"
 DEEPSEEK_EOS = "<｜end▁of▁sentence｜>"
@@ -24,6 +24,7 @@ FAMILY = Family(
         "small": {**SMALL, "num_key_value_heads": 8, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2},
     },
     official=OfficialFormat(layout="llama", config_json_ids_trusted=False),
+    gguf=GGUFFormat("llama", "gpt2", "deepseek-llm"),  # llama.cpp: Llama 2 exactly; DeepSeek-LLM byte-level BPE
     tokenizer=dict(kind="byte_level", pre_tokenizer="deepseek", split_digits=True, vocab_size=100_000,
                    trailing_special_tokens=[DEEPSEEK_BOS, DEEPSEEK_EOS], bos_token=DEEPSEEK_BOS,
                    eos_token=DEEPSEEK_EOS, pad_token=DEEPSEEK_EOS, model_max_length=4096),

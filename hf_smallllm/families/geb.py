@@ -17,7 +17,7 @@ Chat format `geb` (`sft/templates.py`): `[gMASK]<sop>` then ChatGLM3's role-mark
 could not be read, so everything after the prefix is [assumed] from ChatGLM3.
 """
 
-from . import SMALL, TINY, Citation, Family, OfficialFormat
+from . import SMALL, TINY, Citation, Family, GGUFFormat, OfficialFormat
 
 FAMILY = Family(
     name="geb",
@@ -31,6 +31,9 @@ FAMILY = Family(
         "small": {**SMALL, "num_key_value_heads": 2, "head_dim": 64},
     },
     official=OfficialFormat(layout="geb-official"),
+    # llama.cpp: RoPE on the first half of each head with adjacent pairs = llama.cpp's NORM rope over
+    # rope.dimension_count = head_dim / 2; `llama` rotates whole heads
+    gguf=GGUFFormat("chatglm", "llama"),
     tokenizer=dict(kind="sentencepiece_bpe", split_digits=True, vocab_size=64_789,
                    leading_special_tokens=["<unk>", "<s>", "</s>"],
                    # tokenization_geb.py's order; the four role markers are assumed (see the module docstring)

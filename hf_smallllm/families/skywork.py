@@ -6,7 +6,7 @@ publishes Llama tensors with its own remote-code config.json (`skywork-official`
 (ARCHITECTURES.md).
 """
 
-from . import SMALL, TINY, Citation, Family, OfficialFormat
+from . import SMALL, TINY, Citation, Family, GGUFFormat, OfficialFormat
 
 FAMILY = Family(
     name="skywork",
@@ -20,6 +20,7 @@ FAMILY = Family(
         "small": {**SMALL, "num_key_value_heads": 8},
     },
     official=OfficialFormat(layout="skywork-official"),
+    gguf=GGUFFormat("llama", "llama"),  # llama.cpp: Llama 2 exactly (RMSNorm eps 1e-6 is metadata)
     tokenizer=dict(kind="sentencepiece_bpe", split_digits=True, vocab_size=65_519,
                    leading_special_tokens=["<unk>", "<s>", "</s>"],
                    trailing_special_tokens=["[USER]", "[BOT]", "[SEP]"],

@@ -7,7 +7,7 @@ TinyLlama names its intermediate checkpoints `step-{N/1000}k-token-{T}B`
 tokenizer_config.json `chat_template` (`sft/templates.py`).
 """
 
-from . import SMALL, TINY, Citation, Family, OfficialFormat
+from . import SMALL, TINY, Citation, Family, GGUFFormat, OfficialFormat
 
 FAMILY = Family(
     name="tinyllama",
@@ -21,6 +21,7 @@ FAMILY = Family(
         "small": {**SMALL, "num_key_value_heads": 2},
     },
     official=OfficialFormat(layout="llama"),
+    gguf=GGUFFormat("llama", "llama"),  # llama.cpp: Llama 2 exactly
     tokenizer=dict(kind="sentencepiece_bpe", split_digits=True, vocab_size=32_000,
                    leading_special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>", bos_token="<s>",
                    eos_token="</s>", add_bos_token=True, model_max_length=2048),
