@@ -21,7 +21,7 @@ class ChuXinConfig(SmallLLMConfig):
     intermediate_size: int = 5632
     num_hidden_layers: int = 24
     num_attention_heads: int = 32
-    num_key_value_heads: int | None = 32
+    num_key_value_heads: int | None = None  # multi-head attention: follows num_attention_heads
     max_position_embeddings: int = 4096
     norm_eps: float = 1e-5
     initializer_range: float = 0.02

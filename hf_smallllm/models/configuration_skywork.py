@@ -20,7 +20,7 @@ class SkyworkConfig(SmallLLMConfig):
     intermediate_size: int = 12288
     num_hidden_layers: int = 52
     num_attention_heads: int = 36
-    num_key_value_heads: int | None = 36
+    num_key_value_heads: int | None = None  # multi-head attention: follows num_attention_heads
     max_position_embeddings: int = 4096
     norm_eps: float = 1e-6
     initializer_range: float = 0.01

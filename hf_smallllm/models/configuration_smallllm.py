@@ -3,7 +3,10 @@
 One config class holds every knob the five families differ in; a family is a subclass that only changes
 defaults (see `configuration_<family>.py`). Derived quantities (head size, muP width multipliers, the logit and
 attention scales) are properties computed from the stored fields, never stored twice. Every inconsistent
-combination raises a `ValueError` naming the field at construction time.
+combination raises a `ValueError` naming the field, the value and what is allowed at construction time: types (a
+bool field takes only True/False, numbers are never strings), ranges (token ids inside the vocabulary, positive
+norm epsilon, RoPE theta and scaling factors, non-negative init std), known RoPE types (transformers'
+`ROPE_INIT_FUNCTIONS`), and no RoPE settings on an ALiBi model, where they would be ignored.
 
 This file ships to the Hub as remote code: it imports only transformers and its siblings.
 """
@@ -20,6 +23,14 @@ NORM_TYPES = ("rmsnorm", "layernorm")
 ROPE_LAYOUTS = ("half", "interleaved")
 # "normal": N(0, initializer_range) everywhere; "lit_gpt": TinyLlama's pretraining init (see `init_smallllm.py`)
 INIT_SCHEMES = ("normal", "lit_gpt")
+CHOICE_FIELDS = {"norm_type": NORM_TYPES, "position_embedding_type": POSITION_EMBEDDING_TYPES,
+                 "rope_layout": ROPE_LAYOUTS, "init_scheme": INIT_SCHEMES}
+BOOL_FIELDS = ("attention_bias", "attention_out_bias", "mlp_bias", "tie_word_embeddings", "use_cache",
+               "mup_scale_qk_dot_by_d")
+# Keyword arguments transformers folds into `rope_parameters`.
+ROPE_ARGUMENTS = ("rope_theta", "rope_scaling", "partial_rotary_factor")
+# Fields of a rope dict where 0 is meaningful (YaRN's attention factor and beta corrections, DeepSeek's mscale).
+NON_NEGATIVE_ROPE_FIELDS = ("attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate")
 
 
 class SmallLLMConfig(PreTrainedConfig):
@@ -121,6 +132,9 @@ class SmallLLMConfig(PreTrainedConfig):
     loss_chunk_size: int | None = None
 
     def __post_init__(self, **kwargs: Any):
+        # RoPE arguments are folded into `rope_parameters` by the parent: check what it would crash on, and RoPE
+        # settings given to an ALiBi model (which would be dropped silently), while they are still as given.
+        self._validate_rope_arguments(kwargs)
         # Aliases such as BTLM's `n_head` or GEB's `kv_channels` are set by the parent, so derive defaults after it.
         super().__post_init__(**kwargs)
         head_dim_given = self.head_dim is not None
@@ -129,24 +143,14 @@ class SmallLLMConfig(PreTrainedConfig):
         self._validate_sizes(head_dim_given)
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
+        self._validate_scalars()
+        self._validate_token_ids()
         self._validate_positions()
         self._validate_mup()
-        if self.init_scheme not in INIT_SCHEMES:
-            raise ValueError(f"init_scheme={self.init_scheme!r} is not supported; choose one of {INIT_SCHEMES}.")
         if self.init_scheme != "normal" and self.uses_mup:
             raise ValueError(f"init_scheme={self.init_scheme!r} cannot be combined with muP (mup_base_hidden_size="
                              f"{self.mup_base_hidden_size}): muP models use muP's width-scaled init; set "
                              "init_scheme='normal' or turn muP off.")
-        if self.norm_type not in NORM_TYPES:
-            raise ValueError(f"norm_type={self.norm_type!r} is not supported; choose one of {NORM_TYPES}.")
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(f"hidden_act={self.hidden_act!r} is not a known activation (see transformers ACT2FN).")
-        if not 0.0 <= self.attention_dropout < 1.0:
-            raise ValueError(f"attention_dropout={self.attention_dropout} must be in [0, 1).")
-        if self.loss_chunk_size is not None and (
-            not isinstance(self.loss_chunk_size, int) or isinstance(self.loss_chunk_size, bool) or self.loss_chunk_size < 1
-        ):
-            raise ValueError(f"loss_chunk_size={self.loss_chunk_size!r} must be a positive number of tokens or None.")
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
@@ -158,13 +162,60 @@ class SmallLLMConfig(PreTrainedConfig):
         return config_dict, kwargs
 
     # ---------------------------------------------------------------- validation
+    def _validate_rope_arguments(self, kwargs: dict) -> None:
+        given = {name: kwargs[name] for name in ROPE_ARGUMENTS if kwargs.get(name) is not None}
+        if self.rope_parameters is not None:
+            given["rope_parameters"] = self.rope_parameters
+        for name in ("rope_parameters", "rope_scaling"):
+            if name in given and not isinstance(given[name], dict):
+                raise ValueError(f"{name}={given[name]!r} must be a dict such as {{'rope_type': 'linear', "
+                                 "'factor': 2.0}.")
+        if self.position_embedding_type == "alibi" and given:
+            raise ValueError(
+                f"{', '.join(f'{k}={v!r}' for k, v in given.items())}: RoPE settings on a model with "
+                "position_embedding_type='alibi' would be ignored; remove them (extend an ALiBi model with "
+                "alibi_scaling)."
+            )
+
+    def _validate_scalars(self) -> None:
+        """Types and ranges of the scalar fields, so that `"no"`, `"1e-5"` or `-0.02` fail here, naming the field,
+        not as a silent wrong model or a TypeError deep in the first forward."""
+        for name in BOOL_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}={value!r} must be True or False (a bool, not {type(value).__name__}).")
+        for name in CHOICE_FIELDS:
+            value, choices = getattr(self, name), CHOICE_FIELDS[name]
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(f"{name}={value!r} is not supported; choose one of {choices}.")
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
+            raise ValueError(f"hidden_act={self.hidden_act!r} is not a known activation (see transformers ACT2FN).")
+        _check_number("norm_eps", self.norm_eps, "a positive number (e.g. 1e-5)", lambda v: v > 0)
+        _check_number("initializer_range", self.initializer_range, "a number >= 0", lambda v: v >= 0)
+        _check_number("attention_dropout", self.attention_dropout, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
+        if self.loss_chunk_size is not None and (
+            not isinstance(self.loss_chunk_size, int) or isinstance(self.loss_chunk_size, bool) or self.loss_chunk_size < 1
+        ):
+            raise ValueError(f"loss_chunk_size={self.loss_chunk_size!r} must be a positive number of tokens or None.")
+
+    def _validate_token_ids(self) -> None:
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name, None)
+            if value is None:
+                continue
+            ids = value if isinstance(value, list) and name == "eos_token_id" else [value]
+            if not ids or any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.vocab_size
+                              for i in ids):
+                allowed = "an integer or a non-empty list of integers" if name == "eos_token_id" else "an integer"
+                raise ValueError(f"{name}={value!r} must be {allowed} in [0, vocab_size={self.vocab_size}) or None.")
+
     def _validate_sizes(self, head_dim_given: bool) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                      "num_key_value_heads", "max_position_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
-        if head_dim_given and (not isinstance(self.head_dim, int) or self.head_dim <= 0):
+        if head_dim_given and (not isinstance(self.head_dim, int) or isinstance(self.head_dim, bool) or self.head_dim <= 0):
             raise ValueError(f"head_dim={self.head_dim!r} must be a positive integer.")
         if not head_dim_given and self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
@@ -175,24 +226,15 @@ class SmallLLMConfig(PreTrainedConfig):
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} is not divisible by "
                 f"num_key_value_heads={self.num_key_value_heads}: every key/value head must serve the same number "
-                "of query heads."
+                f"of query heads (set num_key_value_heads to a divisor of {self.num_attention_heads}; "
+                f"{type(self).__name__} defaults it to {type(self).num_key_value_heads})."
             )
 
     def _validate_positions(self) -> None:
-        if self.position_embedding_type not in POSITION_EMBEDDING_TYPES:
-            raise ValueError(
-                f"position_embedding_type={self.position_embedding_type!r} is not supported; choose one of "
-                f"{POSITION_EMBEDDING_TYPES}."
-            )
-        if self.rope_layout not in ROPE_LAYOUTS:
-            raise ValueError(f"rope_layout={self.rope_layout!r} is not supported; choose one of {ROPE_LAYOUTS}.")
         if self.position_embedding_type == "alibi":
-            rope_type = (self.rope_parameters or {}).get("rope_type", "default")
-            if rope_type != "default":
-                raise ValueError(
-                    f"position_embedding_type='alibi' cannot be combined with rope scaling (rope_type={rope_type!r}); "
-                    "use alibi_scaling to extend an ALiBi model."
-                )
+            if self.rope_layout != "half":
+                raise ValueError(f"rope_layout={self.rope_layout!r} is a RoPE setting; a model with "
+                                 "position_embedding_type='alibi' has no rotary pairs (leave it 'half').")
             # ALiBi has no rotary parameters; transformers fills in a default dict that would only mislead readers.
             self.rope_parameters = None
             if self.alibi_scaling is not None:
@@ -200,6 +242,7 @@ class SmallLLMConfig(PreTrainedConfig):
         else:
             if self.alibi_scaling is not None:
                 raise ValueError("alibi_scaling is only valid with position_embedding_type='alibi'.")
+            validate_rope_parameters(self.rope_parameters)
             factor = self.rope_parameters.get("partial_rotary_factor", 1.0)
             if not 0.0 < factor <= 1.0:
                 raise ValueError(f"partial_rotary_factor={factor} must be in (0, 1].")
@@ -215,8 +258,10 @@ class SmallLLMConfig(PreTrainedConfig):
     def _validate_mup(self) -> None:
         for name in ("mup_base_hidden_size", "mup_base_intermediate_size"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name}={value!r} must be positive.")
+            if value is not None:
+                _check_number(name, value, "a positive width or None", lambda v: v > 0)
+        _check_number("mup_embeddings_scale", self.mup_embeddings_scale, "a positive multiplier", lambda v: v > 0)
+        _check_number("mup_output_alpha", self.mup_output_alpha, "a positive multiplier", lambda v: v > 0)
         if self.mup_base_hidden_size is None:
             if self.mup_base_intermediate_size is not None:
                 raise ValueError("mup_base_intermediate_size needs mup_base_hidden_size (the muP base width).")
@@ -267,6 +312,40 @@ class SmallLLMConfig(PreTrainedConfig):
         return int(self.head_dim * self.rope_parameters.get("partial_rotary_factor", 1.0))
 
 
+def _check_number(name: str, value: Any, allowed: str, ok) -> None:
+    """A real, finite number (not a bool or a string of digits) for which `ok(value)` holds, else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{name}={value!r} must be {allowed}.")
+
+
+def validate_rope_parameters(parameters: Any) -> None:
+    """A rope dict transformers can build: a known `rope_type`, a positive `rope_theta`, and positive (or, for
+    attention and beta corrections, non-negative) finite numbers for the scaling fields."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    if not isinstance(parameters, dict):
+        raise ValueError(f"rope_parameters={parameters!r} must be a dict.")
+    rope_type = parameters.get("rope_type", "default")
+    known = ("default", *sorted(ROPE_INIT_FUNCTIONS))
+    if rope_type not in known:
+        raise ValueError(f"rope_parameters['rope_type']={rope_type!r} is not a RoPE type transformers knows; choose one "
+                         f"of {known}.")
+    for key, value in parameters.items():
+        if key in ("rope_type", "type"):
+            continue
+        name = "rope_theta" if key == "rope_theta" else f"rope_parameters[{key!r}]"
+        if key in ("short_factor", "long_factor"):  # longrope: one factor per rotary frequency
+            if not isinstance(value, list) or not value:
+                raise ValueError(f"{name}={value!r} must be a non-empty list of positive numbers.")
+            for item in value:
+                _check_number(name, item, "a list of positive numbers", lambda v: v > 0)
+        elif key in NON_NEGATIVE_ROPE_FIELDS:
+            if value is not None:
+                _check_number(name, value, "a number >= 0 or None", lambda v: v >= 0)
+        else:
+            _check_number(name, value, "a positive number", lambda v: v > 0)
+
+
 def validate_alibi_scaling(alibi_scaling: Any) -> None:
     """Check `alibi_scaling` the way BTLM's published config class does: exactly one of `factor` or `train_seq_len`."""
     if not isinstance(alibi_scaling, dict) or len(alibi_scaling) != 2 or alibi_scaling.get("type") != "linear":
@@ -286,4 +365,4 @@ def validate_alibi_scaling(alibi_scaling: Any) -> None:
         raise ValueError(f"alibi_scaling={alibi_scaling!r} needs either 'factor' or 'train_seq_len'.")
 
 
-__all__ = ["SmallLLMConfig", "validate_alibi_scaling"]
+__all__ = ["SmallLLMConfig", "validate_alibi_scaling", "validate_rope_parameters"]

@@ -73,7 +73,7 @@ def test_unknown_family_and_preset():
 BTLM_CURRENT = {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_inner": 170, "n_positions": 256, "vocab_size": 128,
                 "layer_norm_epsilon": 1e-5, "activation_function": "swiglu", "position_embedding_type": "alibi",
                 "mup_embeddings_scale": 14.6, "mup_output_alpha": 2.22, "mup_width_scale": 0.1,
-                "mup_scale_qk_dot_by_d": True}
+                "mup_scale_qk_dot_by_d": True, "bos_token_id": 127, "eos_token_id": 127}  # ids inside the tiny vocab
 BTLM_LEGACY = {**{k: v for k, v in BTLM_CURRENT.items() if not k.startswith("mup_")},
                "embeddings_scale": 14.6, "output_logits_scale": 0.222, "width_scale": 0.1, "scale_qk_dot_by_d": True}
 
@@ -112,7 +112,7 @@ BAD_CONFIGS = [
     ("kv-not-dividing-heads", dict(num_attention_heads=4, num_key_value_heads=3), "num_key_value_heads=3"),
     ("unknown-position-type", dict(position_embedding_type="learned"), "position_embedding_type='learned'"),
     ("alibi-with-rope-scaling", dict(position_embedding_type="alibi",
-                                     rope_parameters={"rope_type": "linear", "factor": 2.0}), "rope scaling"),
+                                     rope_parameters={"rope_type": "linear", "factor": 2.0}), "RoPE settings"),
     ("alibi-scaling-on-rope", dict(alibi_scaling={"type": "linear", "factor": 2.0}), "only valid with"),
     ("alibi-scaling-both-fields", dict(position_embedding_type="alibi",
                                        alibi_scaling={"type": "linear", "factor": 2.0, "train_seq_len": 8}), "two fields"),
