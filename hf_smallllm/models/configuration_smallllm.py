@@ -183,9 +183,11 @@ class SmallLLMConfig(PreTrainedConfig):
         for name in BOOL_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, bool):
-                raise ValueError(f"{name}={value!r} must be True or False (a bool, not {type(value).__name__}).")
-        for name in CHOICE_FIELDS:
-            value, choices = getattr(self, name), CHOICE_FIELDS[name]
+                # a ValueError like every other config mistake (callers catch one type, the CLI prints one line)
+                raise ValueError(  # noqa: TRY004
+                    f"{name}={value!r} must be True or False (a bool, not {type(value).__name__}).")
+        for name, choices in CHOICE_FIELDS.items():
+            value = getattr(self, name)
             if not isinstance(value, str) or value not in choices:
                 raise ValueError(f"{name}={value!r} is not supported; choose one of {choices}.")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
@@ -324,7 +326,7 @@ def validate_rope_parameters(parameters: Any) -> None:
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     if not isinstance(parameters, dict):
-        raise ValueError(f"rope_parameters={parameters!r} must be a dict.")
+        raise ValueError(f"rope_parameters={parameters!r} must be a dict.")  # noqa: TRY004 - see _validate_scalars
     rope_type = parameters.get("rope_type", "default")
     known = ("default", *sorted(ROPE_INIT_FUNCTIONS))
     if rope_type not in known:

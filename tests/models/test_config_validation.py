@@ -12,8 +12,9 @@ import torch
 
 from hf_smallllm.families import FAMILIES
 
-SMALL = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=None)
+SMALL = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "max_position_embeddings": 128, "bos_token_id": 1, "eos_token_id": 2,
+         "pad_token_id": None}
 ROPE_FAMILIES = [name for name in FAMILIES if name != "btlm"]
 
 REJECTED = [  # (field, value) from the issue, then the same class of mistake elsewhere
