@@ -19,7 +19,6 @@ from .gguf_vocab import TokenizerExportError
 from .plan import CheckpointMismatchError
 from .verify import ConversionVerificationError
 
-
 __all__ = [
     "CheckpointMismatchError",
     "ConversionReport",

@@ -13,8 +13,8 @@ pytest.importorskip("gguf")
 
 from hf_smallllm.convert.configs import InexpressibleConfigError  # noqa: E402
 from hf_smallllm.convert.gguf import package_to_gguf  # noqa: E402
-from hf_smallllm.families import FAMILIES as FAMILY_RECORDS  # noqa: E402
 from hf_smallllm.convert.verify import ConversionVerificationError  # noqa: E402
+from hf_smallllm.families import FAMILIES as FAMILY_RECORDS  # noqa: E402
 
 from .gguf_models import CHAT_TEMPLATE, FAMILIES, tiny_family_checkpoint  # noqa: E402
 
