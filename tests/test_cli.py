@@ -2,7 +2,7 @@
 
 import pytest
 
-from hf_smallllm.cli import build_parser, main
+from hf_smallllm_cli import build_parser, main
 
 EXPECTED = ["demo", "tokenizer", "pretrain", "sft", "convert", "publish", "snapshots", "eval", "longctx", "generate",
             "bench", "smoke"]

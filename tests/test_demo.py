@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hf_smallllm.cli import main
+from hf_smallllm_cli import main
 from hf_smallllm.demo import DemoSettings, run_demo
 
 

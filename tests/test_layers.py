@@ -179,4 +179,20 @@ def test_the_parser_sees_function_level_and_string_imports(tmp_path):
     assert "hf_smallllm.runfiles" in imports_of(lazy)  # computed import_module names in a lazy __init__
     assert _is_module_string("hf_smallllm.hub.recipe:build_publish_callbacks")
     assert not _is_module_string("see hf_smallllm.runfiles for the format")
-    assert not _is_module_string("hf_smallllm.cli")  # e.g. `python -m hf_smallllm.cli` in a child process
+
+
+def test_the_command_line_imports_the_library_only_inside_functions():
+    """hf_smallllm_cli parses arguments with the standard library alone; its subcommands import `hf_smallllm`
+    (torch, transformers) inside their `run` functions. tests/test_cli_imports.py checks the same by running it."""
+    offending = []
+    for path in sorted((ROOT / "hf_smallllm_cli").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:  # module level only
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            offending += [f"{path.name}: {name}" for name in names if name.split(".")[0] not in sys.stdlib_module_names]
+    assert offending == []

@@ -1,6 +1,6 @@
-"""`python -m benchmarks.run` / `hf-smallllm bench`: the model benchmark suite, written as JSON and Markdown."""
+"""`hf-smallllm bench` / `python -m benchmarks.run`: the model benchmark suite, written as JSON and Markdown. The options
+are declared in hf_smallllm_cli/bench.py (parsing them needs no torch); `run(args)` does the work."""
 
-import argparse
 import json
 import time
 from datetime import datetime, timezone
@@ -13,27 +13,6 @@ from ..families import FAMILIES
 from ..runfiles import write_text_atomic
 
 SIZES = ("tiny", "small", "published")  # tiny: a seconds-long smoke run of the suite itself
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
-        prog="python -m benchmarks.run", description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="short prompts, few decode steps, small models only (~7 minutes on 2 CPU cores)")
-    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families to measure")
-    parser.add_argument("--sizes", default=None,
-                        help="comma-separated sizes among tiny,small,published (default: small with --quick, else small,published)")
-    parser.add_argument("--skip-options", action="store_true",
-                        help="skip the CPU inference options table (trains a small model first, ~3 minutes)")
-    parser.add_argument("--skip-gpu", action="store_true",
-                        help="skip the CUDA rows (training MFU, bf16 decode, flash-attn ALiBi varlen)")
-    parser.add_argument("--skip-footprint", action="store_true", help="skip the bitsandbytes 4-bit BTLM-3B footprint")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="paired measuring rounds per row (default: 16); odd rounds run the reference first")
-    parser.add_argument("--output-dir", default="benchmarks/results", help="where the JSON and Markdown go")
-    return parser
 
 
 def run(args) -> int:
@@ -117,7 +96,3 @@ def preset_layers(family: str) -> int:
     from ..families import preset_config
 
     return preset_config(family).num_hidden_layers
-
-
-def main(argv=None) -> int:
-    return run(build_parser().parse_args(argv))

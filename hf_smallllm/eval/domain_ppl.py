@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import UsageValueError
 from ..runfiles import write_json_atomic
 from .documents import Domain, read_documents, resolve_domains
 from .losses import DocumentLoss, document_losses, encode_documents
@@ -140,6 +141,49 @@ def score_model(
     return ModelDomainPerplexity.from_scores(name, scores)
 
 
+def compare_models(
+    models: Sequence[tuple[str, str]],
+    domains=None,
+    *,
+    reference: str | None = None,
+    max_chars: int | None = None,
+    max_documents: int | None = None,
+    text_field: str = "text",
+    batch_size: int = 4,
+    device: str | None = None,
+    dtype: str = "auto",
+    progress: bool = False,
+) -> DomainPerplexityReport:
+    """Domain perplexity of saved models (`[(name, folder or Hub id)]`) on the same documents, normalised to the
+    token counts of one `reference` tokenizer (default: the first model's). `domains` as in `load_domain_documents`;
+    `max_chars` defaults to `default_max_chars` of the models' configs. Models are loaded one at a time."""
+    import gc
+
+    from ..inference.loading import load_config, load_model_and_tokenizer, load_tokenizer
+
+    names = [name for name, _ in models]
+    if not models or len(set(names)) != len(names):
+        raise UsageValueError(f"model names must be unique, got {names}")
+    max_chars = max_chars or default_max_chars(*(load_config(path) for _, path in models))
+    resolved = resolve_domains(domains)
+    documents = load_domain_documents(resolved, max_chars=max_chars, max_documents=max_documents,
+                                      text_field=text_field)
+    reference = reference or models[0][1]
+    reference_counts = reference_token_counts(load_tokenizer(reference), documents)
+    report = DomainPerplexityReport(
+        reference=reference, max_chars=max_chars,
+        domains={d.name: {"path": str(d.path), "documents": len(documents[d.name]),
+                          "reference_tokens": reference_counts[d.name]} for d in resolved},
+    )
+    for name, path in models:
+        model, tokenizer = load_model_and_tokenizer(path, device=device, dtype=dtype)
+        report.models.append(score_model(name, model, tokenizer, documents, reference_counts,
+                                         batch_size=batch_size, progress=progress))
+        del model
+        gc.collect()
+    return report
+
+
 def default_max_chars(*configs) -> int:
     """Skywork's truncation length for a set of models: the smallest `max_position_embeddings // 3`, so that even
     a tokenizer that needs three tokens per character (byte-level Chinese) fits every model's context."""
@@ -153,6 +197,7 @@ __all__ = [
     "DomainPerplexityReport",
     "DomainScore",
     "ModelDomainPerplexity",
+    "compare_models",
     "default_max_chars",
     "load_domain_documents",
     "reference_token_counts",

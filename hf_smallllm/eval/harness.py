@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
-from ..errors import UsageFileNotFoundError
+from ..errors import UsageFileNotFoundError, UsageValueError
+from ..inference.loading import default_device
 from ..resources import RESOURCES
 from .code_execution import ALLOW_ENV
 
@@ -78,12 +79,6 @@ def task_manager(tasks: Sequence[str], include_path: Sequence[str | Path] = ()):
     return TaskManager(include_path=paths, include_defaults=True)
 
 
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_lm(model, tokenizer=None, *, batch_size: int | str = 1, device: str | None = None, dtype: str = "auto",
             max_length: int | None = None, **model_args):
     """lm-eval's `HFLM` for a checkpoint path / Hub id or an already loaded model (then `tokenizer` is required)."""
@@ -134,7 +129,7 @@ def run_benchmarks(model, tasks: Sequence[str] | str, *, tokenizer=None, num_few
     tasks = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
     tasks = [t for t in tasks if t]
     if not tasks:
-        raise ValueError("no tasks given")
+        raise UsageValueError("no tasks given")
     lm = load_lm(model, tokenizer, batch_size=batch_size, device=device, dtype=dtype, max_length=max_length,
                  **(model_args or {}))
     with tempfile.TemporaryDirectory(prefix="hf_smallllm_tasks_") as rendered:
@@ -142,7 +137,7 @@ def run_benchmarks(model, tasks: Sequence[str] | str, *, tokenizer=None, num_few
         manager = task_manager(tasks, [rendered, *include_path])
         unknown = [t for t in tasks if t not in manager.all_tasks]
         if unknown:
-            raise ValueError(f"unknown lm-eval task(s): {', '.join(unknown)}; local tasks: "
+            raise UsageValueError(f"unknown lm-eval task(s): {', '.join(unknown)}; local tasks: "
                              f"{', '.join(local_task_names())} (plus lm-eval's built-in tasks)")
         with _code_execution_allowed(confirm_run_unsafe_code):
             results = lm_eval.simple_evaluate(
@@ -154,6 +149,45 @@ def run_benchmarks(model, tasks: Sequence[str] | str, *, tokenizer=None, num_few
     if results is None:  # a non-zero rank of a distributed run
         return {}
     return results
+
+
+def results_json(results: dict) -> dict:
+    """lm-eval's results without the per-sample records, made JSON-serialisable (task configs hold functions; lm-eval's
+    own serialiser turns them into strings)."""
+    from lm_eval.utils import handle_non_serializable
+
+    return json.loads(json.dumps({k: v for k, v in results.items() if k != "samples"},
+                                 default=handle_non_serializable))
+
+
+def run_lm_eval_cli(argv: Sequence[str]) -> None:
+    """lm-eval's own command line (`lm-eval run|ls|validate ...`) with this package's models registered and the
+    shipped tasks added to `--include_path` (rendered into a temporary folder for the duration of the run)."""
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.utils import setup_logging
+
+    import hf_smallllm  # noqa: F401  (registers the smallllm_* model types with AutoModelForCausalLM)
+
+    argv = list(argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    setup_logging()
+    cli = HarnessCLI()
+    # HarnessCLI.parse_args reads sys.argv; its parser takes a list. Its two special cases (options without a
+    # subcommand mean `run`; a bare `run` prints run's help) are repeated here so that sys.argv is never swapped.
+    subcommands = cli._subparsers.choices
+    if len(argv) > 1 and argv[0] not in subcommands:
+        argv.insert(0, "run")
+    elif argv == ["run"]:
+        subcommands["run"].print_help()
+        return
+    with tempfile.TemporaryDirectory(prefix="hf_smallllm_tasks_") as rendered:
+        render_local_tasks(rendered)
+        parsed = cli._parser.parse_args(argv)
+        if hasattr(parsed, "include_path"):
+            # lm-eval's flag takes one folder, its TaskManager a list: keep the user's folder and add ours.
+            parsed.include_path = [rendered] + ([parsed.include_path] if parsed.include_path else [])
+        cli.execute(parsed)
 
 
 def results_table(results: dict) -> str:
@@ -187,8 +221,10 @@ __all__ = [
     "local_task_names",
     "mmlu_subjects",
     "render_local_tasks",
+    "results_json",
     "results_table",
     "run_benchmarks",
+    "run_lm_eval_cli",
     "summary",
     "task_manager",
 ]

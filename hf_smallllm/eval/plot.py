@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import UsageFileNotFoundError
 from ..runfiles import atomic_path, read_metrics
 
 _LOSS_KEY = re.compile(r"^eval/(?P<domain>.+)/loss$")
@@ -30,6 +31,8 @@ def plot_domain_curves(source: str | os.PathLike | Sequence[dict], output_path: 
     # A bare Figure renders with Agg without touching pyplot's global state or the user's backend.
     from matplotlib.figure import Figure
 
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        raise UsageFileNotFoundError(f"no such metrics file {str(source)!r}")
     records = read_metrics(source) if isinstance(source, (str, os.PathLike)) else list(source)
     curves = domain_curves(records)
     if not curves:

@@ -10,12 +10,15 @@ in this package the text's first token has no context and is not scored unless `
 """
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import UsageFileNotFoundError
 from .losses import encode_documents, model_device, token_nll
 
 
@@ -119,4 +122,28 @@ def sliding_window_perplexity(
     return SlidingWindowResult(total, scored, len(plan), window, stride)
 
 
-__all__ = ["SlidingWindowResult", "sliding_window_perplexity", "window_plan"]
+def sliding_window_files(model, tokenizer, paths: Sequence[str | os.PathLike],
+                         **options) -> dict[str, SlidingWindowResult]:
+    """{path: result} of `sliding_window_perplexity` over each UTF-8 text file's whole text (`options` as there)."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if not path.is_file():
+            raise UsageFileNotFoundError(f"no such file {str(path)!r}")
+    return {str(path): sliding_window_perplexity(model, tokenizer, path.read_text(encoding="utf-8"), **options)
+            for path in paths}
+
+
+def sliding_window_markdown(results: Mapping[str, SlidingWindowResult]) -> str:
+    """A Markdown table with one row per file: tokens scored, windows, loss and perplexity."""
+    rows = ["| file | tokens | windows | loss | ppl |", "|---|---|---|---|---|"]
+    rows += [f"| {name} | {r.tokens} | {r.windows} | {r.loss:.4f} | {r.ppl:.2f} |" for name, r in results.items()]
+    return "\n".join(rows)
+
+
+def sliding_window_json(results: Mapping[str, SlidingWindowResult]) -> dict:
+    return {name: {"loss": r.loss, "ppl": r.ppl, "tokens": r.tokens, "windows": r.windows, "window": r.window,
+                   "stride": r.stride} for name, r in results.items()}
+
+
+__all__ = ["SlidingWindowResult", "sliding_window_files", "sliding_window_json", "sliding_window_markdown",
+           "sliding_window_perplexity", "window_plan"]

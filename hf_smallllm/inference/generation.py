@@ -41,11 +41,10 @@ class InferenceOptions:
 
 def load_for_inference(model_path, options: InferenceOptions | None = None, tokenizer_path=None):
     """(model, tokenizer) ready for generation. Raises FileNotFoundError if no tokenizer can be found."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import hf_smallllm  # noqa: F401  (registers the model types)
+    from transformers import AutoTokenizer
 
     from .cpu_linear import LinearsChoice, can_pack_linears, pack_linears, pack_linears_if_faster
+    from .loading import load_model
     from .quantization import load_bnb_quantized, quantize_int8_dynamic
 
     options = options or InferenceOptions()
@@ -67,9 +66,8 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
         model = load_bnb_quantized(model_path, bits, device=options.device, compute_dtype=dtype,
                                    attn_implementation=options.attn_implementation, **hub_kwargs)
     else:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, attn_implementation=options.attn_implementation, **hub_kwargs
-        ).to(options.device)
+        model = load_model(model_path, dtype=options.dtype, device=options.device,
+                           attn_implementation=options.attn_implementation, revision=options.revision)
     model.eval()
     if options.quantization == "int8":
         if options.device != "cpu" or dtype != torch.float32:

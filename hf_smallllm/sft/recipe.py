@@ -10,17 +10,12 @@ which `training/recipes/` links to), found by name.
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-
 
 from ..families import PRESETS
 from ..train.recipe import OptimizerSection, RecipeError, ScheduleSection, _build, apply_overrides, read_recipe_source
 from .adapters import LORA_TARGET_MODULES, QUANTIZATION_MODES
 from .samples import BAD_SAMPLE_POLICIES
 from .templates import CHAT_FORMATS
-from ..errors import UsageFileNotFoundError
-
-SFT_RECIPES_DIR = Path(__file__).parents[1] / "resources" / "recipes"  # shared with pretraining; SFT ones: sft_*
 
 
 @dataclass
@@ -175,25 +170,13 @@ def validate_sft(recipe: SFTRecipe) -> None:
         raise RecipeError(f"optimizer.lr={recipe.optimizer.lr} must be positive")
 
 
-def find_sft_recipe(name_or_path) -> Path:
-    path = Path(name_or_path)
-    if path.exists():
-        return path
-    shipped = SFT_RECIPES_DIR / f"{name_or_path}.yaml"
-    if shipped.exists():
-        return shipped
-    names = sorted(p.stem for p in SFT_RECIPES_DIR.glob("sft_*.yaml"))
-    raise UsageFileNotFoundError(f"no SFT recipe {str(name_or_path)!r}: not a file and not a shipped recipe "
-                            f"({', '.join(names)})")
-
-
 def load_sft_recipe(recipe, overrides=None) -> SFTRecipe:
     """A validated SFTRecipe from a path, a shipped name (e.g. "sft_lora"), a mapping or an SFTRecipe, with
     `overrides` (`["training.max_steps=20"]` or a dotted dict) applied."""
     if isinstance(recipe, SFTRecipe):
         return sft_recipe_from_dict(apply_overrides(recipe.to_dict(), overrides), recipe.source_path)
-    source_path, raw = read_recipe_source(recipe, find_sft_recipe)
+    source_path, raw = read_recipe_source(recipe, kind="SFT recipe", listed="sft_*.yaml")
     return sft_recipe_from_dict(apply_overrides(raw or {}, overrides), source_path)
 
 
-__all__ = ["SFTRecipe", "SFT_RECIPES_DIR", "find_sft_recipe", "load_sft_recipe", "sft_recipe_from_dict"]
+__all__ = ["SFTRecipe", "load_sft_recipe", "sft_recipe_from_dict"]

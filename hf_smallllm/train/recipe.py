@@ -280,33 +280,34 @@ def _split_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-def find_recipe(name_or_path: str | Path) -> Path:
-    """A recipe file by path, or a shipped recipe by name (e.g. "tiny-tinyllama")."""
+def find_recipe(name_or_path: str | Path, *, kind: str = "recipe", listed: str = "*.yaml") -> Path:
+    """A recipe file by path, or a shipped recipe by name (e.g. "tiny-tinyllama", "sft_lora"; pretraining and SFT
+    recipes share RECIPES_DIR). A miss names the shipped recipes whose file names match `listed`."""
     path = Path(name_or_path)
     if path.exists():
         return path
     shipped = RECIPES_DIR / f"{name_or_path}.yaml"
     if shipped.exists():
         return shipped
-    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    raise UsageFileNotFoundError(f"no recipe {str(name_or_path)!r}: not a file and not a shipped recipe "
-                            f"({', '.join(names)})")
+    names = sorted(p.stem for p in RECIPES_DIR.glob(listed))
+    raise UsageFileNotFoundError(f"no {kind} {str(name_or_path)!r}: not a file and not a shipped recipe "
+                                 f"({', '.join(names)})")
 
 
 def load_recipe(recipe: str | Path | dict | Recipe, overrides=None) -> Recipe:
     """A validated Recipe from a path, a shipped recipe name, a parsed mapping, or a Recipe (overrides applied)."""
     if isinstance(recipe, Recipe):
         return recipe_from_dict(apply_overrides(recipe.to_dict(), overrides), recipe.source_path)
-    source_path, raw = read_recipe_source(recipe, find_recipe)
+    source_path, raw = read_recipe_source(recipe)
     return recipe_from_dict(apply_overrides(raw or {}, overrides), source_path)
 
 
-def read_recipe_source(recipe, find) -> tuple[str | None, Any]:
-    """(source path, parsed YAML) for a recipe given as a path or shipped name (located with `find`), or
-    (None, recipe) for an already parsed mapping."""
+def read_recipe_source(recipe, **find_options) -> tuple[str | None, Any]:
+    """(source path, parsed YAML) for a recipe given as a path or shipped name (located with `find_recipe`, which
+    takes `find_options`), or (None, recipe) for an already parsed mapping."""
     if not isinstance(recipe, (str, Path)):
         return None, recipe
-    source_path = str(find(recipe))
+    source_path = str(find_recipe(recipe, **find_options))
     try:
         return source_path, yaml.safe_load(Path(source_path).read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from hf_smallllm.bench.runner import main as bench_main
+from hf_smallllm.bench.runner import run as run_suite
 from hf_smallllm.bench.suite import (
     Row,
     SuiteSettings,
@@ -19,8 +19,14 @@ from hf_smallllm.bench.suite import (
 )
 from hf_smallllm.bench.twins import reference_twin
 from hf_smallllm.inference import can_pack_linears
+from hf_smallllm_cli.bench import build_parser as bench_parser
 
 from ..models.helpers import ALL_FAMILIES, random_ids, tiny_model
+
+
+def bench_main(argv: list[str]) -> int:
+    """`python -m benchmarks.run ARGS` without the CLI's error handling (errors raise)."""
+    return run_suite(bench_parser().parse_args(argv))
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hf_smallllm.cli import main
+from hf_smallllm_cli import main
 
 from .helpers import CORPUS
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hf_smallllm.cli import main
+from hf_smallllm_cli import main
 
 
 def test_generate_streams_text(tiny_checkpoint, capsys):

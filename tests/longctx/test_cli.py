@@ -5,7 +5,7 @@ import json
 import pytest
 
 from hf_smallllm import FAMILIES, preset_config
-from hf_smallllm.cli import main
+from hf_smallllm_cli import main
 
 
 @pytest.fixture(scope="module")

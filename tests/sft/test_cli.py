@@ -2,7 +2,7 @@
 
 from transformers import AutoTokenizer
 
-from hf_smallllm.cli import main
+from hf_smallllm_cli import main
 
 
 def test_help_and_print_recipe(capsys):

@@ -53,7 +53,7 @@ def test_lora_lowers_loss_merges_exactly_and_resumes(tiny_checkpoint, tmp_path):
     assert merged.generation_config.eos_token_id == [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("[SEP]")]
 
     # the CLI merge of the adapter checkpoint writes the same model
-    from hf_smallllm.cli import main
+    from hf_smallllm_cli import main
 
     assert main(["sft", "merge", "--adapter", str(checkpoint), "--output", str(tmp_path / "cli-merged")]) == 0
     with torch.no_grad():

@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from hf_smallllm.cli import main
+from hf_smallllm_cli import main
 from hf_smallllm.resources import CORPUS
 
 

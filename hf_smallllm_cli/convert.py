@@ -1,6 +1,8 @@
 """`hf-smallllm convert`: official checkpoints in and out of the package format, each conversion verified by
 logits (see hf_smallllm/convert/converter.py and docs/conversion.md)."""
 
+from ._options import FAMILY_NAMES, print_help_and_fail
+
 COMMAND = "convert"
 HELP = "convert official / lit-gpt checkpoints to the package format and back, or export to native Llama/GLM"
 DESCRIPTION = """Convert checkpoints, shard by shard, into a temporary folder renamed when complete. Every
@@ -17,8 +19,6 @@ DIRECTIONS = {
 
 
 def register(parser):
-    from ..families import FAMILY_NAMES
-
     subparsers = parser.add_subparsers(dest="direction", metavar="DIRECTION")
     for name, help_text in DIRECTIONS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -33,7 +33,8 @@ def register(parser):
         if name == "litgpt":
             sub.add_argument("--config", help="a package config.json or checkpoint folder describing the model "
                                               "(default: the --family preset)")
-            sub.add_argument("--family", choices=FAMILY_NAMES, default="tinyllama", help="family (default: %(default)s)")
+            sub.add_argument("--family", choices=FAMILY_NAMES, default="tinyllama",
+                             help="family (default: %(default)s)")
             sub.add_argument("--preset", default="published", help="preset of the family (default: %(default)s)")
             sub.add_argument("--tokenizer", help="tokenizer folder to copy into the output")
         if name == "to-native":
@@ -49,7 +50,7 @@ def register(parser):
         sub.add_argument("--no-progress", action="store_true", help="no progress bar")
         sub.add_argument("--json", help="also write the conversion report as JSON to this file")
         sub.set_defaults(func=run)
-    parser.set_defaults(func=lambda args: _missing_direction(parser))
+    parser.set_defaults(func=lambda args: print_help_and_fail(parser))
 
 
 def _register_gguf(sub) -> None:
@@ -66,26 +67,19 @@ def _register_gguf(sub) -> None:
     sub.set_defaults(func=run)
 
 
-def _missing_direction(parser) -> int:
-    parser.print_help()
-    return 2
-
-
 def run(args) -> int:
-    import json
-
-    from .. import convert
+    from hf_smallllm import convert
+    from hf_smallllm.runfiles import write_json_atomic
 
     if args.direction == "to-gguf":
-        from ..convert.gguf import package_to_gguf
+        from hf_smallllm.convert.gguf import package_to_gguf
 
         report = package_to_gguf(args.source, args.output, outtype=args.outtype, tokenizer=args.tokenizer,
                                  verify=not args.no_verify, tolerance=args.tolerance, overwrite=args.overwrite,
                                  progress=not args.no_progress)
         print(report.summary())
         if args.json:
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(report.to_dict(), f, indent=2)
+            write_json_atomic(args.json, report.to_dict())
         return 0
     common = dict(dtype=args.dtype, max_shard_size=args.max_shard_size, verify=not args.no_verify,
                   tolerance=args.tolerance, overwrite=args.overwrite, progress=not args.no_progress)
@@ -100,6 +94,5 @@ def run(args) -> int:
         report = convert.package_to_native(args.source, args.output, target=args.target, **common)
     print(report.summary())
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=2)
+        write_json_atomic(args.json, report.to_dict())
     return 0

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 COMMAND = "generate"
 HELP = "generate text from a checkpoint (local folder or Hub repo) with streamed output"
@@ -14,11 +15,12 @@ DESCRIPTION = (
 
 
 PACK_CHOICES = {"auto": None, "packed": True, "plain": False}
+# = hf_smallllm.inference.generation's DTYPE_CHOICES and QUANTIZATION_CHOICES (a test compares them)
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
+QUANTIZATION_CHOICES = ("none", "int8", "bnb-8bit", "bnb-4bit")
 
 
 def register(parser):
-    from ..inference.generation import DTYPE_CHOICES, QUANTIZATION_CHOICES
-
     parser.add_argument("model", help="checkpoint folder or Hub repo id")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="prompt text")
@@ -46,15 +48,19 @@ def register(parser):
 def run(args) -> int:
     import torch
 
-    from ..inference.generation import InferenceOptions, load_for_inference, stream_generate
-    from . import UsageError
+    from hf_smallllm.errors import UsageFileNotFoundError, UsageValueError
+    from hf_smallllm.inference.generation import InferenceOptions, load_for_inference, stream_generate
 
-    if args.prompt_file:
-        prompt = sys.stdin.read() if args.prompt_file == "-" else open(args.prompt_file, encoding="utf-8").read()
+    if args.prompt_file == "-":
+        prompt = sys.stdin.read()
+    elif args.prompt_file:
+        if not Path(args.prompt_file).is_file():
+            raise UsageFileNotFoundError(f"--prompt-file: no such file {args.prompt_file!r}")
+        prompt = Path(args.prompt_file).read_text(encoding="utf-8")
     else:
         prompt = args.prompt
     if not prompt:
-        raise UsageError("the prompt is empty")
+        raise UsageValueError("the prompt is empty")
     options = InferenceOptions(dtype=args.dtype, quantization=args.quantize,
                                pack_linears=PACK_CHOICES["plain" if args.no_pack else args.linears],
                                compile=args.compile,

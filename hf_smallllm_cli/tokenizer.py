@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from ..families import FAMILIES
+from ._options import FAMILY_NAMES
 
 COMMAND = "tokenizer"
 HELP = "train a family-style tokenizer (DeepSeek/GPT-2 byte-level BPE, Llama BPE with byte fallback) or inspect one"
@@ -26,7 +26,7 @@ def register(parser):
     train.add_argument("files", nargs="*", help="training files, folders or globs (.txt plain text; .jsonl/.json/"
                        ".parquet records with --text-field); 'bundled:<name>' is a bundled corpus file; "
                        "'bundled' alone means the whole bundled training corpus")
-    train.add_argument("--family", choices=sorted(FAMILIES), default="chuxin", help="whose kind of tokenizer")
+    train.add_argument("--family", choices=sorted(FAMILY_NAMES), default="chuxin", help="whose kind of tokenizer")
     train.add_argument("--vocab-size", type=int, default=None,
                        help="learned entries incl. leading specials and byte tokens (default: the family's real size; "
                        "trailing special tokens come after)")
@@ -63,15 +63,15 @@ def register(parser):
 
 def _training_files(files: list[str]) -> list[str]:
     if files == ["bundled"]:
-        from ..resources import CORPUS
+        from hf_smallllm.resources import CORPUS
 
         return [str(p) for p in sorted(CORPUS.glob("*")) if p.is_file() and p.name != "README.md"]
     return files
 
 
 def run_train(args) -> int:
-    from . import UsageError
-    from ..tokenization import special_token_behaviour, tokenizer_preset, train_tokenizer
+    from hf_smallllm.errors import UsageError
+    from hf_smallllm.tokenization import special_token_behaviour, tokenizer_preset, train_tokenizer
 
     if not args.files and args.dataset is None:
         raise UsageError("give training files (or 'bundled') or --dataset")
@@ -96,7 +96,7 @@ def run_train(args) -> int:
 
 
 def run_inspect(args) -> int:
-    from ..tokenization import load_tokenizer, special_token_behaviour
+    from hf_smallllm.tokenization import load_tokenizer, special_token_behaviour
 
     tokenizer = load_tokenizer(args.path, args.gguf_file)
     adds_bos, adds_eos = special_token_behaviour(tokenizer)

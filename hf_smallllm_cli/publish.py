@@ -52,9 +52,9 @@ def run(args) -> int:
 
     from huggingface_hub.errors import HfHubHTTPError
 
-    from ..hub.publish import HubPublisher, PublishError, publish_run
-    from ..hub.revisions import run_snapshots
-    from . import UsageError
+    from hf_smallllm.errors import UsageError, UsageFileNotFoundError
+    from hf_smallllm.hub.publish import HubPublisher, PublishError, publish_run
+    from hf_smallllm.hub.revisions import run_snapshots
 
     card = {k: v for k, v in (("license", args.license), ("language", args.language), ("datasets", args.dataset),
                               ("tags", args.card_tag), ("base_model", args.base_model)) if v is not None}
@@ -68,9 +68,9 @@ def run(args) -> int:
             publisher = HubPublisher(args.repo_id, **options)
             results = []
             if not args.no_final and args.final is None and not run_snapshots(args.run_dir):
-                raise FileNotFoundError(f"{args.run_dir} has no checkpoints; pass --final FOLDER")
+                raise UsageFileNotFoundError(f"{args.run_dir} has no checkpoints; pass --final FOLDER")
             if args.no_final:
-                from ..hub.revisions import select_snapshots
+                from hf_smallllm.hub.revisions import select_snapshots
 
                 tags = dict(args.tag)
                 for snapshot in select_snapshots(run_snapshots(args.run_dir), args.steps, args.every):

@@ -2,6 +2,8 @@
 
 import os
 
+from ._options import add_recipe_options, print_help_and_fail, recipe_overrides
+
 COMMAND = "sft"
 HELP = "instruction fine-tuning: train (full/LoRA/QLoRA from a recipe) or merge an adapter into its base"
 DESCRIPTION = """Instruction fine-tuning. `sft train --recipe sft_lora --set model.init_from=CHECKPOINT` trains on
@@ -16,15 +18,10 @@ def register(parser):
     train = sub.add_parser("train", help="fine-tune from a recipe", description=DESCRIPTION)
     train.add_argument("--recipe", required=True, help="an SFT recipe file or shipped name (sft_lora, sft_qlora, "
                        "sft_full)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a recipe field, e.g. --set training.max_steps=20 (repeatable; YAML values)")
-    train.add_argument("--model", help="shorthand for --set model.init_from=PATH (the checkpoint to fine-tune)")
+    add_recipe_options(train, {"--model": ("model.init_from", "the checkpoint to fine-tune"),
+                               "--output-dir": ("training.output_dir", None)})
     train.add_argument("--data", action="append", default=[], metavar="PATH",
                        help="replace the recipe's data sources with these files (repeatable; format auto-detected)")
-    train.add_argument("--output-dir", help="shorthand for --set training.output_dir=PATH")
-    train.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                       help="continue from the newest complete checkpoint in the output folder, or from CHECKPOINT")
-    train.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
     train.set_defaults(func=run_train)
 
     merge = sub.add_parser("merge", help="merge a LoRA adapter into its base model and save it")
@@ -42,22 +39,13 @@ def register(parser):
     template.add_argument("--family", help="the model family, for --format auto")
     template.add_argument("--output", required=True, help="where to save the tokenizer with the template")
     template.set_defaults(func=run_template)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
-
-
-def overrides_from_args(args) -> list:
-    overrides = list(args.overrides)
-    if args.model:
-        overrides.append(f"model.init_from={args.model}")
-    if args.output_dir:
-        overrides.append(f"training.output_dir={args.output_dir}")
-    return overrides
+    parser.set_defaults(func=lambda args: print_help_and_fail(parser))
 
 
 def run_train(args) -> int:
-    from ..sft.recipe import load_sft_recipe
+    from hf_smallllm.sft.recipe import load_sft_recipe
 
-    recipe = load_sft_recipe(args.recipe, overrides_from_args(args))
+    recipe = load_sft_recipe(args.recipe, recipe_overrides(args))
     if args.data:
         recipe.data.sources = [{"name": f"data{i}", "path": path} for i, path in enumerate(args.data)]
     if args.print_recipe:
@@ -65,7 +53,7 @@ def run_train(args) -> int:
 
         print(yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True), end="")
         return 0
-    from ..sft.api import run_sft
+    from hf_smallllm.sft.api import run_sft
 
     result = run_sft(recipe, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -77,7 +65,7 @@ def run_train(args) -> int:
 
 
 def run_merge(args) -> int:
-    from ..sft.adapters import export_merged
+    from hf_smallllm.sft.adapters import export_merged
 
     path = export_merged(args.adapter, args.output, base=args.base, dtype=args.dtype)
     print(f"merged {args.adapter} into {path}")
@@ -85,11 +73,10 @@ def run_merge(args) -> int:
 
 
 def run_template(args) -> int:
-    from transformers import AutoTokenizer
+    from hf_smallllm.inference.loading import load_tokenizer
+    from hf_smallllm.sft.templates import chat_format_for, install_chat_template
 
-    from ..sft.templates import chat_format_for, install_chat_template
-
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    tokenizer = load_tokenizer(args.tokenizer)
     fmt = chat_format_for(args.family, args.format)
     added = install_chat_template(tokenizer, fmt)
     tokenizer.save_pretrained(args.output)

@@ -7,8 +7,6 @@ overrides, e.g. to compare an ALiBi model with and without `alibi_scaling` or a 
 
 import argparse
 
-from . import UsageError
-
 COMMAND = "longctx"
 HELP = "long-context evaluation: passkey / needle-in-a-haystack retrieval and loss-by-position curves"
 DESCRIPTION = """Long-context evaluation of saved models (any folder AutoModelForCausalLM loads). `passkey` hides a
@@ -61,7 +59,8 @@ def _model_options(parser):
     parser.add_argument("--set", action="append", default=[], metavar="[NAME:]KEY=VALUE", dest="overrides",
                         help="config field override at load time (YAML value), for the model NAME or for all")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights dtype")
-    parser.add_argument("--attn-implementation", default="sdpa", help="attention backend (eager, sdpa, flash_attention_2, flex_attention)")
+    parser.add_argument("--attn-implementation", default="sdpa",
+                        help="attention backend (eager, sdpa, flash_attention_2, flex_attention)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -76,20 +75,22 @@ def parse_models(specs: list[str], overrides: list[str]) -> list[tuple[str, str,
     """[(name, path, config overrides)] from `--model [NAME=]PATH` and `--set [NAME:]KEY=VALUE`."""
     import yaml
 
+    from hf_smallllm.errors import UsageValueError
+
     models = []
     for spec in specs:
         name, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
         models.append((name or path, path, {}))
     names = [name for name, _, _ in models]
     if len(set(names)) != len(names):
-        raise UsageError(f"model names must differ: {names}; label them NAME=PATH")
+        raise UsageValueError(f"model names must differ: {names}; label them NAME=PATH")
     for text in overrides:
         if "=" not in text:
-            raise UsageError(f"--set {text!r} must look like [NAME:]KEY=VALUE")
+            raise UsageValueError(f"--set {text!r} must look like [NAME:]KEY=VALUE")
         target, value = text.split("=", 1)
         target_name, _, key = target.rpartition(":")
         if target_name and target_name not in names:
-            raise UsageError(f"--set {text!r} names model {target_name!r}; models are {names}")
+            raise UsageValueError(f"--set {text!r} names model {target_name!r}; models are {names}")
         for name, _, config in models:
             if not target_name or target_name == name:
                 config[key.strip()] = yaml.safe_load(value)
@@ -97,32 +98,23 @@ def parse_models(specs: list[str], overrides: list[str]) -> list[tuple[str, str,
 
 
 def _load(path: str, overrides: dict, args):
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from hf_smallllm.inference.loading import load_model
 
-    import hf_smallllm  # noqa: F401  (registers the families)
-
-    config = AutoConfig.from_pretrained(path)
-    if overrides:  # rebuilt, not patched, so that the config class validates the overridden fields
-        values = {key: value for key, value in config.to_dict().items() if key != "model_type"}
-        if "rope_theta" in overrides and values.get("rope_parameters"):  # a new base inside the rope dictionary
-            values["rope_parameters"] = {**values["rope_parameters"], "rope_theta": overrides["rope_theta"]}
-        config = type(config)(**{**values, **overrides})
-    return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=getattr(torch, args.dtype),
-                                                attn_implementation=args.attn_implementation).eval()
+    return load_model(path, dtype=args.dtype, device="cpu", config_overrides=overrides,
+                      attn_implementation=args.attn_implementation)
 
 
 def _tokenizer(args, models):
-    from transformers import AutoTokenizer
+    from hf_smallllm.inference.loading import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(args.tokenizer or models[0][1])
+    return load_tokenizer(args.tokenizer or models[0][1])
 
 
 def run_passkey(args) -> int:
     from pathlib import Path
 
-    from ..runfiles import write_json_atomic
-    from ..longctx import make_passkey_samples, plot_passkey_grid, score_passkey
+    from hf_smallllm.longctx import make_passkey_samples, plot_passkey_grid, score_passkey
+    from hf_smallllm.runfiles import write_json_atomic
 
     models = parse_models(args.model, args.overrides)
     tokenizer = _tokenizer(args, models)
@@ -143,8 +135,8 @@ def run_passkey(args) -> int:
 def run_position_loss(args) -> int:
     from pathlib import Path
 
-    from ..runfiles import write_json_atomic
-    from ..longctx import corpus_token_rows, loss_by_position, plot_loss_by_position
+    from hf_smallllm.longctx import corpus_token_rows, loss_by_position, plot_loss_by_position
+    from hf_smallllm.runfiles import write_json_atomic
 
     models = parse_models(args.model, args.overrides)
     tokenizer = _tokenizer(args, models)

@@ -25,8 +25,8 @@ def run(args) -> int:
 
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-    from ..hub.snapshots import list_snapshots
-    from . import UsageError
+    from hf_smallllm.errors import UsageError
+    from hf_smallllm.hub.snapshots import list_snapshots
 
     try:
         snapshots = list_snapshots(args.repo_id, branch_template=args.branch_template, endpoint=args.endpoint,

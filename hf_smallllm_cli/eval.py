@@ -1,12 +1,12 @@
 """`hf-smallllm eval`: domain perplexity, sliding-window perplexity, contamination check and benchmarks.
 
-Thin argparse fronts over `hf_smallllm.eval`; each subcommand prints a Markdown table and writes JSON atomically.
+Thin argparse fronts over `hf_smallllm.eval`: each subcommand calls one library function, prints its Markdown table
+and writes its JSON atomically (`hf_smallllm.runfiles`).
 """
 
 import argparse
-import sys
 
-from . import UsageError
+from ._options import MODEL_DTYPES, HelpFormatter, check_positive, named, print_help_and_fail
 
 COMMAND = "eval"
 HELP = "evaluate models: domain perplexity, contamination check, lm-eval benchmarks, long-text perplexity"
@@ -14,28 +14,14 @@ DESCRIPTION = """Evaluate saved models: any folder or Hub id AutoModelForCausalL
 included. Each subcommand prints a Markdown table and writes JSON; `hf-smallllm eval SUBCOMMAND --help` explains
 its options, docs/evaluation.md the methods behind them."""
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's line breaks and shows defaults, except empty ones (the help text says what
-    happens then)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False or action.default == [] \
-                or action.default == argparse.SUPPRESS:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def register(parser):
-    parser.formatter_class = _HelpFormatter
-    parser.set_defaults(func=lambda args: _print_help(parser))
+    parser.formatter_class = HelpFormatter
+    parser.set_defaults(func=lambda args: print_help_and_fail(parser))
     subparsers = parser.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
 
     def add(name, help_text, func, description=None):
         sub = subparsers.add_parser(name, help=help_text, description=description or help_text,
-                                    formatter_class=_HelpFormatter)
+                                    formatter_class=HelpFormatter)
         sub.set_defaults(func=func)
         return sub
 
@@ -152,128 +138,57 @@ def register(parser):
     build.add_argument("--output", default=None, help="output folder (without it: the package's resources/benchmarks)")
 
 
-def _print_help(parser) -> int:
-    parser.print_help()
-    return 2
-
-
 def _model_options(parser, batch_size: int):
     parser.add_argument("--batch-size", type=int, default=batch_size, help="sequences per forward pass")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, cuda:1, ... (without it: cuda when available, else cpu)")
-    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: the checkpoint's)")
-
-
-def _positive(name: str, value, allow_none: bool = True):
-    if value is None and allow_none:
-        return
-    if value is None or value < 1:
-        raise UsageError(f"{name} must be a positive integer, got {value}")
-
-
-def _load(path: str, device: str | None, dtype: str):
-    """Model (eval mode, on device) and tokenizer of a folder or Hub id."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..eval.harness import default_device
-
-    device = device or default_device()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
-    except OSError as err:
-        raise FileNotFoundError(f"cannot load a model from {path!r}: {err}") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise FileNotFoundError(f"cannot load a tokenizer from {path!r}: {err}") from None
-    return model.to(device).eval(), tokenizer
-
-
-def _named(spec: str) -> tuple[str, str]:
-    name, sep, path = spec.partition("=")
-    return (name, path) if sep and name and path else (spec, spec)
+    parser.add_argument("--dtype", default="auto", choices=MODEL_DTYPES, help="weights dtype (auto: the checkpoint's)")
 
 
 def run_ppl(args) -> int:
-    import gc
+    from hf_smallllm.eval.domain_ppl import compare_models
 
-    from transformers import AutoConfig, AutoTokenizer
-
-    from ..eval.domain_ppl import (DomainPerplexityReport, default_max_chars, load_domain_documents,
-                                   reference_token_counts, score_model)
-    from ..eval.documents import resolve_domains
-
-    _positive("--max-chars", args.max_chars)
-    _positive("--max-documents", args.max_documents)
-    _positive("--batch-size", args.batch_size, allow_none=False)
-    models = [_named(spec) for spec in args.model]
-    names = [name for name, _ in models]
-    if len(set(names)) != len(names):
-        raise UsageError(f"model names must be unique, got {names}")
-
-    max_chars = args.max_chars or default_max_chars(*(AutoConfig.from_pretrained(p) for _, p in models))
-    domains = resolve_domains(args.domain)
-    documents = load_domain_documents(domains, max_chars=max_chars, max_documents=args.max_documents,
-                                      text_field=args.text_field)
-    reference = args.reference or models[0][1]
-    reference_counts = reference_token_counts(AutoTokenizer.from_pretrained(reference), documents)
-    report = DomainPerplexityReport(
-        reference=reference, max_chars=max_chars,
-        domains={d.name: {"path": str(d.path), "documents": len(documents[d.name]),
-                          "reference_tokens": reference_counts[d.name]} for d in domains},
-    )
-    for name, path in models:
-        model, tokenizer = _load(path, args.device, args.dtype)
-        report.models.append(score_model(name, model, tokenizer, documents, reference_counts,
-                                         batch_size=args.batch_size, progress=True))
-        del model
-        gc.collect()
+    check_positive("--max-chars", args.max_chars)
+    check_positive("--max-documents", args.max_documents)
+    check_positive("--batch-size", args.batch_size, allow_none=False)
+    report = compare_models([named(spec) for spec in args.model], args.domain, reference=args.reference,
+                            max_chars=args.max_chars, max_documents=args.max_documents, text_field=args.text_field,
+                            batch_size=args.batch_size, device=args.device, dtype=args.dtype, progress=True)
     report.write_json(args.output)
     print(report.to_markdown())
-    print(f"\nperplexity = exp(loss x own tokens / reference tokens), reference tokenizer {reference}, documents cut "
-          f"to {max_chars} characters; details in {args.output}")
+    print(f"\nperplexity = exp(loss x own tokens / reference tokens), reference tokenizer {report.reference}, "
+          f"documents cut to {report.max_chars} characters; details in {args.output}")
     return 0
 
 
 def run_sliding_ppl(args) -> int:
-    from pathlib import Path
+    from hf_smallllm.eval.sliding_window import sliding_window_files, sliding_window_json, sliding_window_markdown
+    from hf_smallllm.inference.loading import load_model_and_tokenizer
+    from hf_smallllm.runfiles import write_json_atomic
 
-    from ..runfiles import write_json_atomic
-    from ..eval.sliding_window import sliding_window_perplexity
-
-    _positive("--window", args.window)
-    _positive("--stride", args.stride)
-    _positive("--batch-size", args.batch_size, allow_none=False)
-    files = [Path(f) for f in args.file]
-    for path in files:
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file {str(path)!r}")
-    model, tokenizer = _load(args.model, args.device, args.dtype)
-    rows, results = ["| file | tokens | windows | loss | ppl |", "|---|---|---|---|---|"], {}
-    for path in files:
-        result = sliding_window_perplexity(model, tokenizer, path.read_text(encoding="utf-8"), window=args.window,
-                                           stride=args.stride, add_bos=args.add_bos, batch_size=args.batch_size,
-                                           progress=True)
-        results[str(path)] = {"loss": result.loss, "ppl": result.ppl, "tokens": result.tokens,
-                              "windows": result.windows, "window": result.window, "stride": result.stride}
-        rows.append(f"| {path} | {result.tokens} | {result.windows} | {result.loss:.4f} | {result.ppl:.2f} |")
-    print("\n".join(rows))
+    check_positive("--window", args.window)
+    check_positive("--stride", args.stride)
+    check_positive("--batch-size", args.batch_size, allow_none=False)
+    model, tokenizer = load_model_and_tokenizer(args.model, device=args.device, dtype=args.dtype)
+    results = sliding_window_files(model, tokenizer, args.file, window=args.window, stride=args.stride,
+                                   add_bos=args.add_bos, batch_size=args.batch_size, progress=True)
+    print(sliding_window_markdown(results))
     if args.output:
-        write_json_atomic(args.output, {"model": args.model, "files": results})
+        write_json_atomic(args.output, {"model": args.model, "files": sliding_window_json(results)})
     return 0
 
 
 def run_contamination(args) -> int:
-    from ..eval.contamination import contamination_check, load_qa_texts
-    from ..runfiles import write_json_atomic
+    from hf_smallllm.eval.contamination import contamination_check, load_qa_texts
+    from hf_smallllm.inference.loading import load_model_and_tokenizer
+    from hf_smallllm.runfiles import write_json_atomic
 
-    _positive("--limit", args.limit)
-    _positive("--batch-size", args.batch_size, allow_none=False)
+    check_positive("--limit", args.limit)
+    check_positive("--batch-size", args.batch_size, allow_none=False)
     texts = {split: load_qa_texts(getattr(args, split), args.template, question_field=args.question_field,
                                   answer_field=args.answer_field, text_field=args.text_field, limit=args.limit)
              for split in ("train", "test", "reference")}
-    model, tokenizer = _load(args.model, args.device, args.dtype)
+    model, tokenizer = load_model_and_tokenizer(args.model, device=args.device, dtype=args.dtype)
     report = contamination_check(model, tokenizer, texts["train"], texts["test"], texts["reference"],
                                  threshold=args.threshold, min_z=args.min_z, batch_size=args.batch_size,
                                  progress=True)
@@ -285,13 +200,14 @@ def run_contamination(args) -> int:
 
 
 def run_contamination_demo(args) -> int:
-    from ..eval.contamination_demo import demonstrate_contamination
-    from ..runfiles import write_json_atomic
+    from hf_smallllm.errors import UsageValueError
+    from hf_smallllm.eval.contamination_demo import demonstrate_contamination
+    from hf_smallllm.runfiles import write_json_atomic
 
-    _positive("--steps", args.steps, allow_none=False)
-    _positive("--leak-repeats", args.leak_repeats, allow_none=False)
+    check_positive("--steps", args.steps, allow_none=False)
+    check_positive("--leak-repeats", args.leak_repeats, allow_none=False)
     if not 0 < args.leak_fraction <= 1:
-        raise UsageError(f"--leak-fraction must be in (0, 1], got {args.leak_fraction}")
+        raise UsageValueError(f"--leak-fraction must be in (0, 1], got {args.leak_fraction}")
     demo = demonstrate_contamination(steps=args.steps, leak_fraction=args.leak_fraction,
                                      leak_repeats=args.leak_repeats, seed=args.seed, progress=True)
     print(demo.to_markdown())
@@ -301,24 +217,23 @@ def run_contamination_demo(args) -> int:
 
 
 def run_bench(args) -> int:
-    import json
-
-    from ..eval.harness import results_table, run_benchmarks, summary
-    from ..runfiles import write_json_atomic
+    from hf_smallllm.errors import UsageValueError
+    from hf_smallllm.eval.harness import results_json, results_table, run_benchmarks, summary
+    from hf_smallllm.runfiles import write_json_atomic
 
     if args.num_fewshot is not None and args.num_fewshot < 0:
-        raise UsageError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
-    _positive("--batch-size", args.batch_size, allow_none=False)
-    _positive("--max-gen-toks", args.max_gen_toks)
+        raise UsageValueError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
+    check_positive("--batch-size", args.batch_size, allow_none=False)
+    check_positive("--max-gen-toks", args.max_gen_toks)
     limit = args.limit
     if limit is not None:
         if limit <= 0:
-            raise UsageError(f"--limit must be positive, got {limit}")
+            raise UsageValueError(f"--limit must be positive, got {limit}")
         limit = int(limit) if limit >= 1 else limit
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if "smallllm_humaneval" in tasks and not args.confirm_run_unsafe_code:
-        raise UsageError("smallllm_humaneval executes model-written code; read the safety note in "
-                         "docs/evaluation.md and pass --confirm-run-unsafe-code to run it")
+        raise UsageValueError("smallllm_humaneval executes model-written code; read the safety note in "
+                              "docs/evaluation.md and pass --confirm-run-unsafe-code to run it")
     results = run_benchmarks(
         args.model, tasks, tokenizer=args.tokenizer, num_fewshot=args.num_fewshot, limit=limit,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, include_path=args.include_path,
@@ -328,17 +243,13 @@ def run_bench(args) -> int:
     if not results:
         return 0
     print(results_table(results))
-    from lm_eval.utils import handle_non_serializable
-
-    # lm-eval's configs hold functions; its own serialiser turns them into strings.
-    serializable = json.loads(json.dumps({k: v for k, v in results.items() if k != "samples"},
-                                         default=handle_non_serializable))
-    write_json_atomic(args.output, {"model": args.model, "summary": summary(results), "lm_eval": serializable})
+    write_json_atomic(args.output, {"model": args.model, "summary": summary(results),
+                                    "lm_eval": results_json(results)})
     return 0
 
 
 def run_tasks(args) -> int:
-    from ..eval.harness import local_task_names, render_local_tasks
+    from hf_smallllm.eval.harness import local_task_names, render_local_tasks
 
     if args.render:
         folder = render_local_tasks(args.render)
@@ -350,48 +261,25 @@ def run_tasks(args) -> int:
 
 
 def run_lm_eval(args) -> int:
-    import tempfile
+    from hf_smallllm.eval.harness import run_lm_eval_cli
 
-    from ..eval.harness import render_local_tasks
-
-    forwarded = list(args.lm_eval_args)
-    if forwarded and forwarded[0] == "--":
-        forwarded = forwarded[1:]
-    from lm_eval._cli import HarnessCLI
-    from lm_eval.utils import setup_logging
-
-    with tempfile.TemporaryDirectory(prefix="hf_smallllm_tasks_") as rendered:
-        render_local_tasks(rendered)
-        saved_argv = sys.argv
-        sys.argv = ["lm-eval", *forwarded]
-        try:
-            setup_logging()
-            cli = HarnessCLI()
-            parsed = cli.parse_args()
-        finally:
-            sys.argv = saved_argv
-        if hasattr(parsed, "include_path"):
-            # lm-eval's flag takes one folder, its TaskManager a list: keep the user's folder and add ours.
-            parsed.include_path = [rendered] + ([parsed.include_path] if parsed.include_path else [])
-        cli.execute(parsed)
+    run_lm_eval_cli(args.lm_eval_args)
     return 0
 
 
 def run_plot(args) -> int:
     from pathlib import Path
 
-    from ..eval.plot import plot_domain_curves
+    from hf_smallllm.eval.plot import plot_domain_curves
 
     metrics = Path(args.metrics)
-    if not metrics.is_file():
-        raise FileNotFoundError(f"no such metrics file {str(metrics)!r}")
     output = Path(args.output) if args.output else metrics.with_name("domain_eval.png")
     print(plot_domain_curves(metrics, output, title=args.title))
     return 0
 
 
 def run_build_benchmarks(args) -> int:
-    from ..eval.benchmark_data import BENCHMARKS, build_benchmarks
+    from hf_smallllm.eval.benchmark_data import BENCHMARKS, build_benchmarks
 
     for path in build_benchmarks(args.mmlu, args.humaneval, args.zh_poetry, args.output or BENCHMARKS):
         print(path)
