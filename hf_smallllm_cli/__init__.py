@@ -15,15 +15,16 @@ status 2; anything else is a bug and shows its traceback. `--traceback` shows th
 
 import argparse
 import importlib
-import pkgutil
+import os
 import sys
 
 
 def _subcommand_modules():
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    # A plain listing of this folder: pkgutil.iter_modules would import inspect (a tenth of the startup time).
+    names = sorted(entry.name[:-3] for entry in os.scandir(os.path.dirname(__file__))
+                   if entry.name.endswith(".py") and not entry.name.startswith("_"))
+    for name in names:
+        module = importlib.import_module(f"{__name__}.{name}")
         if hasattr(module, "COMMAND") and hasattr(module, "register"):
             yield module
 
