@@ -27,17 +27,22 @@ def print_help_and_fail(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def add_recipe_options(parser: argparse.ArgumentParser, shorthands: dict[str, tuple[str, str | None]]) -> None:
-    """What every recipe-driven command takes: `--set KEY=VALUE` (repeatable), shorthand options for common fields
-    ({option: (recipe field, note for the help or None)}), `--resume [CHECKPOINT]` and `--print-recipe`."""
+def add_recipe_overrides(parser: argparse.ArgumentParser, shorthands: dict[str, tuple[str, str | None]]) -> None:
+    """`--set KEY=VALUE` (repeatable) and shorthand options for common fields ({option: (recipe field, note for the
+    help or None)}); `recipe_overrides(args)` turns them into the override list."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe field, e.g. --set training.max_steps=20 (repeatable; YAML values)")
     for option, (field, note) in shorthands.items():
         parser.add_argument(option, help=f"shorthand for --set {field}=PATH" + (f" ({note})" if note else ""))
+    parser.set_defaults(recipe_shorthands={_dest(option): field for option, (field, _) in shorthands.items()})
+
+
+def add_recipe_options(parser: argparse.ArgumentParser, shorthands: dict[str, tuple[str, str | None]]) -> None:
+    """What every training command takes: `add_recipe_overrides`, `--resume [CHECKPOINT]` and `--print-recipe`."""
+    add_recipe_overrides(parser, shorthands)
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                         help="continue from the newest complete checkpoint in the output folder, or from CHECKPOINT")
     parser.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
-    parser.set_defaults(recipe_shorthands={_dest(option): field for option, (field, _) in shorthands.items()})
 
 
 def recipe_overrides(args: argparse.Namespace) -> list[str]:
@@ -70,5 +75,5 @@ def check_positive(option: str, value, allow_none: bool = True) -> None:
         raise UsageValueError(f"{option} must be a positive integer, got {value}")
 
 
-__all__ = ["FAMILY_NAMES", "MODEL_DTYPES", "HelpFormatter", "add_recipe_options", "check_positive", "named",
-           "print_help_and_fail", "recipe_overrides"]
+__all__ = ["FAMILY_NAMES", "MODEL_DTYPES", "HelpFormatter", "add_recipe_options", "add_recipe_overrides",
+           "check_positive", "named", "print_help_and_fail", "recipe_overrides"]

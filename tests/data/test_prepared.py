@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from hf_smallllm.cli import main as cli_main
 from hf_smallllm.data import (
     DocumentSource,
     MixtureSchedule,
@@ -23,6 +22,7 @@ from hf_smallllm.data import (
 )
 from hf_smallllm.data import prepare as prepare_module
 from hf_smallllm.data.prepare import prepare_sources
+from hf_smallllm_cli import main as cli_main
 
 SPECS = [
     {"name": "general", "paths": ["bundled:validation/en_kjv.txt"], "split_by": "line"},

@@ -1,5 +1,7 @@
 """`hf-smallllm data`: prepare a recipe's sources as token shards once, inspect and verify prepared folders."""
 
+from ._options import add_recipe_overrides, recipe_overrides
+
 COMMAND = "data"
 HELP = "prepare token shards for pretraining once (then every process reads only its rows); info; verify"
 DESCRIPTION = """Tokenize the sources a recipe names once, into token shards with a manifest (hf_smallllm/data/shards.py),
@@ -13,9 +15,7 @@ def register(parser):
     prepare = actions.add_parser("prepare", help="tokenize a recipe's sources into token shards",
                                  description=DESCRIPTION)
     prepare.add_argument("--recipe", required=True, help="a recipe file or a shipped recipe name")
-    prepare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a recipe field (repeatable; YAML values)")
-    prepare.add_argument("--tokenizer", help="shorthand for --set tokenizer=PATH")
+    add_recipe_overrides(prepare, {"--tokenizer": ("tokenizer", None)})
     prepare.add_argument("--output", help="the folder to write (default: the recipe's data.prepared)")
     prepare.add_argument("--workers", type=int, default=None,
                          help="tokenizing processes (default: the number of CPU cores; 0: in this process)")
@@ -34,14 +34,11 @@ def register(parser):
 
 
 def run_prepare(args) -> int:
-    from ..data.prepare import DEFAULT_SHARD_CHARS
-    from ..train.build import prepare_data
-    from ..train.recipe import load_recipe
+    from hf_smallllm.data.prepare import DEFAULT_SHARD_CHARS
+    from hf_smallllm.train.build import prepare_data
+    from hf_smallllm.train.recipe import load_recipe
 
-    overrides = list(args.overrides)
-    if args.tokenizer:
-        overrides.append(f"tokenizer={args.tokenizer}")
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, recipe_overrides(args))
     folder, manifest = prepare_data(recipe, args.output, workers=args.workers,
                                       shard_chars=args.shard_chars or DEFAULT_SHARD_CHARS,
                                       overwrite=args.overwrite, progress=not args.no_progress)
@@ -52,7 +49,7 @@ def run_prepare(args) -> int:
 
 
 def run_info(args) -> int:
-    from ..data.shards import PreparedDataError, read_manifest
+    from hf_smallllm.data.shards import PreparedDataError, read_manifest
 
     manifest = read_manifest(args.folder)
     if manifest is None:
@@ -62,7 +59,7 @@ def run_info(args) -> int:
 
 
 def run_verify(args) -> int:
-    from ..data.shards import verify_prepared
+    from hf_smallllm.data.shards import verify_prepared
 
     counts = verify_prepared(args.folder)
     print(f"{args.folder}: {len(counts)} sources, {sum(counts.values()):,d} tokens, every shard intact")
