@@ -37,7 +37,7 @@ from torch.utils.data import IterableDataset
 
 from ..models.modeling_smallllm import flash_varlen_kwargs_from_position_ids
 from .packing import PACKING_MODES, pack_rows
-from .schedules import MixtureSchedule, SequenceLengthSchedule
+from .schedules import MixtureSchedule, SequenceLengthSchedule, _phase_end_step
 from .shards import PreparedDataError
 
 STATE_VERSION = 2
@@ -55,10 +55,11 @@ def _mix64(value: int) -> int:
 class StepPlan:
     """Where the rows of one step come from (see the module docstring)."""
 
-    __slots__ = ("bases", "block_ends", "counts", "multiplier", "names", "rows", "seq_len", "shift", "step", "weights")
+    __slots__ = ("bases", "block_ends", "counts", "multiplier", "names", "phase", "rows", "seq_len", "shift", "step",
+                 "weights")
 
-    def __init__(self, step, seq_len, rows, weights, names, counts, bases, seed):
-        self.step, self.seq_len, self.rows, self.weights = step, seq_len, rows, weights
+    def __init__(self, step, seq_len, rows, weights, phase, names, counts, bases, seed):
+        self.step, self.seq_len, self.rows, self.weights, self.phase = step, seq_len, rows, weights, phase
         self.names = names  # sources with rows this step, in recipe order
         self.counts = counts
         self.bases = bases
@@ -112,7 +113,7 @@ class PackedBatchStream(IterableDataset):
                     f"{gradient_accumulation_steps} accumulation steps x {world_size} processes; change "
                     "tokens_per_step, the sequence length or the batch layout"
                 )
-        self._constant_weights: dict[int, dict[str, float]] = {}
+        self._cached_schedule = None
         self._released = [(name, source) for name, source in sources.items() if source.holds_tokens]
         self._restart()
 
@@ -125,31 +126,38 @@ class PackedBatchStream(IterableDataset):
         self._micro_batches_left = 0
 
     # ------------------------------------------------------------------ the plan
-    def _weights(self, step: int) -> dict[str, float]:
-        """The mixture weights of `step`, computed once per phase when the phase has no ramp."""
+    def _schedule(self, step: int) -> tuple:
+        """(seq_len, rows, weights, names with weight, their weights, mixture phase) of `step`, computed again only
+        at phase boundaries and, inside a ramp, every step."""
+        cached = self._cached_schedule
+        if cached is not None and cached[0] <= step < cached[1]:
+            return cached[2]
+        total = self.mixture.total_steps
         phase = self.mixture.phase_index(step)
-        weights = self._constant_weights.get(phase)
-        if weights is None:
-            weights = self.mixture.weights_at(step)
-            if self.mixture.phases[phase].end_weights is None:
-                self._constant_weights[phase] = weights
-        return weights
+        weights = self.mixture.weights_at(step)
+        seq_len = self.lengths.seq_len_at(step)
+        names = [name for name in self.names if name in weights]
+        schedule = (seq_len, self.lengths.tokens_per_step // seq_len, weights, names, [weights[n] for n in names],
+                    phase)
+        ends = [_phase_end_step(p.until, total) for p in self.mixture.phases + self.lengths.phases]
+        until = min((end for end in ends if end > step), default=step + 1)
+        if self.mixture.phases[phase].end_weights is not None:
+            until = step + 1  # a ramp: new weights every step
+        self._cached_schedule = (step, until, schedule)
+        return schedule
 
     def plan(self) -> StepPlan:
         """The plan of step `self.step` (does not advance)."""
         step = self.step
-        seq_len = self.lengths.seq_len_at(step)
-        rows = self.lengths.tokens_per_step // seq_len
-        weights = self._weights(step)
-        names = [name for name in self.names if name in weights]
+        seq_len, rows, weights, names, values, phase = self._schedule(step)
         targets, assigned = self.targets, self.assigned
-        desired = [targets[name] + rows * weights[name] - assigned[name] for name in names]
-        counts = [max(math.floor(value), 0) for value in desired]
+        desired = [targets[name] + rows * weight - assigned[name] for name, weight in zip(names, values)]
+        counts = [int(value) if value > 0 else 0 for value in desired]  # floor, at least 0
         left = rows - sum(counts)
         if left:
             # the largest shortfalls get the remaining rows (ties: recipe order); a surplus, possible only after an
             # earlier step over-served a source, comes off the smallest
-            order = sorted(range(len(names)), key=lambda i: counts[i] - desired[i])
+            order = sorted(range(len(names)), key=[c - d for c, d in zip(counts, desired)].__getitem__)
             while left > 0:
                 for i in order[:left]:
                     counts[i] += 1
@@ -158,16 +166,18 @@ class PackedBatchStream(IterableDataset):
                 i = next(i for i in reversed(order) if counts[i] > 0)
                 counts[i] -= 1
                 left += 1
-        used = [i for i, count in enumerate(counts) if count]
         offsets = self.offsets
-        return StepPlan(step, seq_len, rows, weights, [names[i] for i in used], [counts[i] for i in used],
+        if all(counts):
+            return StepPlan(step, seq_len, rows, weights, phase, names, counts, [offsets[n] for n in names], self.seed)
+        used = [i for i, count in enumerate(counts) if count]
+        return StepPlan(step, seq_len, rows, weights, phase, [names[i] for i in used], [counts[i] for i in used],
                         [offsets[names[i]] for i in used], self.seed)
 
     def _advance(self, plan: StepPlan) -> None:
         targets = self.targets
         for name, weight in plan.weights.items():
             targets[name] += plan.rows * weight
-        realised = self.source_rows[self.mixture.phase_index(plan.step)]
+        realised = self.source_rows[plan.phase]
         for name, count in zip(plan.names, plan.counts):
             self.assigned[name] += count
             self.offsets[name] += count * plan.seq_len

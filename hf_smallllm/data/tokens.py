@@ -13,7 +13,7 @@ records to tell tokenizers apart.
 
 import hashlib
 import json
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Iterator
 
 import numpy as np
@@ -88,20 +88,24 @@ class OnTheFlyTokens:
         self.epoch = 0
         self.next_document = 0  # the next document to tokenize, within `epoch`
         self.next_offset = 0  # where its tokens start in the stream
-        self._documents: deque = deque()  # (start offset, epoch, document, tokens) still needed
+        # documents still needed, from index `_head` on: start offsets (sorted, for bisect) and (epoch, document,
+        # tokens); a list with a moving head, so finding a window's first document is a binary search
+        self._starts: list[int] = []
+        self._documents: list[tuple[int, int, np.ndarray]] = []
+        self._head = 0
         self._texts: Iterator[str] | None = None
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """A document cursor at or before every token still to be read."""
-        if self._documents:
-            start, epoch, document, _ = self._documents[0]
-            return {"epoch": epoch, "document": document, "offset": start}
+        if self._head < len(self._documents):
+            epoch, document, _ = self._documents[self._head]
+            return {"epoch": epoch, "document": document, "offset": self._starts[self._head]}
         return {"epoch": self.epoch, "document": self.next_document, "offset": self.next_offset}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.next_document, self.next_offset = state["epoch"], state["document"], state["offset"]
-        self._documents.clear()
+        self._starts, self._documents, self._head = [], [], 0
         self._texts = None
 
     # ------------------------------------------------------------------ tokens
@@ -122,33 +126,37 @@ class OnTheFlyTokens:
             return
         for ids in encode_documents(self.tokenizer, texts, self.add_bos):
             tokens = np.asarray(ids, dtype=np.int64)
-            self._documents.append((self.next_offset, self.epoch, self.next_document, tokens))
+            self._starts.append(self.next_offset)
+            self._documents.append((self.epoch, self.next_document, tokens))
             self.next_offset += len(tokens)
             self.next_document += 1
 
     def read_into(self, out: np.ndarray, start: int) -> None:
         """Fill `out` with tokens `[start, start + len(out))` of the stream; windows must not move backwards."""
         end = start + len(out)
-        first = self._documents[0][0] if self._documents else self.next_offset
+        first = self._starts[self._head] if self._head < len(self._starts) else self.next_offset
         if start < first:
             raise RuntimeError(f"source {self.name!r}: token {start} was already passed (the stream is at {first}); "
                                "on-the-fly sources are read forwards only")
         while self.next_offset < end:
             self._tokenize_more()
+        index = bisect_right(self._starts, start, lo=self._head) - 1
         filled = 0
-        for doc_start, _, _, tokens in self._documents:
-            if doc_start >= end:
-                break
-            lo = max(start - doc_start, 0)
-            hi = min(end - doc_start, len(tokens))
-            if hi > lo:
-                out[filled:filled + hi - lo] = tokens[lo:hi]
-                filled += hi - lo
+        while filled < len(out):
+            doc_start, tokens = self._starts[index], self._documents[index][2]
+            lo = start + filled - doc_start
+            take = min(len(tokens) - lo, len(out) - filled)
+            out[filled:filled + take] = tokens[lo:lo + take]
+            filled += take
+            index += 1
 
     def release_before(self, offset: int) -> None:
         """Forget documents that end before `offset`: no window will start before it again."""
-        while self._documents and self._documents[0][0] + len(self._documents[0][3]) <= offset:
-            self._documents.popleft()
+        head = bisect_right(self._starts, offset, lo=self._head) - 1
+        self._head = max(head, self._head)
+        if self._head > 4096 and self._head * 2 > len(self._starts):  # compact now and then
+            del self._starts[:self._head], self._documents[:self._head]
+            self._head = 0
 
 
 __all__ = ["OnTheFlyTokens", "check_special_tokens", "encode_documents", "token_dtype", "tokenizer_identity"]
