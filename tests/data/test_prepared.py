@@ -238,3 +238,16 @@ def test_cli_prepares_a_recipe_and_training_reads_it(corpus_tokenizer, tmp_path,
     assert cli_main(["data", "prepare", "--recipe", str(recipe), "--tokenizer", str(tmp_path / "other"),
                      "--workers", "0", "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_a_streaming_datasets_source_prepares_like_its_file(corpus_tokenizer, tmp_path):
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps({"text": f"Document number {i}. " * (i % 7 + 1)}) + "\n" for i in range(300)))
+    specs = [{"name": "streamed", "dataset": "json", "streaming": True,
+              "dataset_kwargs": {"data_files": str(records), "split": "train"}},
+             {"name": "file", "paths": [str(records)]}]
+    manifest = prepare_sources(specs, corpus_tokenizer, tmp_path / "tokens", workers=0, shard_chars=2_000,
+                               progress=False)
+    streamed, file = manifest["sources"]["streamed"], manifest["sources"]["file"]
+    assert streamed["documents"] == file["documents"] == 300 and streamed["tokens"] == file["tokens"]
+    assert [s["sha256"] for s in streamed["shards"]] == [s["sha256"] for s in file["shards"]]
