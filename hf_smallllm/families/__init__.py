@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Where the class names of a record resolve: the shipped model files.
@@ -78,7 +78,6 @@ class Family:
     citation: Citation
     branch_template: str | None = None  # how the family's own snapshots are named on the Hub, if it publishes any
     gguf: GGUFFormat | None = None  # how llama.cpp runs it (None: no llama.cpp architecture expresses it)
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def config_class(self) -> type:

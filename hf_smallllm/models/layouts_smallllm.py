@@ -13,8 +13,9 @@ config.json carries, and what it cannot express (`Requirement`s). Everything els
   `hf_smallllm.convert.transforms`) and writing config.json (`hf_smallllm.convert.configs.write_config`).
 
 This file ships as remote code (the BTLM and GEB config classes read their official config.json through it), so it
-imports only the standard library and, inside `weight_transforms`, transformers. Tensor transforms are names here;
-`convert.transforms` implements them on tensors and `weight_transforms` maps them to transformers' operations.
+imports only the standard library and transformers (its weight operations only inside `weight_transforms`). Tensor
+transforms are names here; `convert.transforms` implements them on tensors and `weight_transforms` maps them to
+transformers' operations.
 
 Sources of the facts: ARCHITECTURES.md 1.3 (BTLM), 5.2 (GEB / ChatGLM3), 3.3 (lit-gpt); the Llama names are
 transformers' own and the package's (TinyLlama, ChuXin and Skywork publish them); GLM is transformers'
@@ -113,11 +114,13 @@ def _same(*keys: str) -> tuple[ConfigField, ...]:
     return tuple(ConfigField(key, key) for key in keys)
 
 
-def _constant(key: str, value: Any, read: str = "ignore") -> ConfigField:
-    return ConfigField(key, None, read, value)
+def _constant(key: str, value: Any) -> ConfigField:
+    """A key the layout always writes with `value` and the package ignores on read (numerics, kernels)."""
+    return ConfigField(key, None, "ignore", value)
 
 
 def _provenance(key: str, value: Any) -> ConfigField:
+    """`architectures`, `auto_map`, `model_type`: written as the layout publishes them, read by transformers."""
     return ConfigField(key, None, "provenance", value)
 
 
