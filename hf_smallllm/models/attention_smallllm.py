@@ -1,24 +1,36 @@
-"""Attention kernels and ALiBi for hf_smallllm.
+"""Attention for hf_smallllm: the kernels, ALiBi, and the one registry the layers dispatch through.
 
+- `ATTENTION_FUNCTIONS`: transformers' attention interface with the ALiBi-aware variants overridden locally, the one
+  place where ALiBi meets each backend. What a forward pass hands its layers comes from `SmallLLMAlibi.forward`,
+  computed once per pass from the mask transformers built:
+  eager, and sdpa on short, padded or packed rows: the bias folded into the 4D mask (the stock kernels);
+  sdpa on long unpadded rows: the slopes, attended query block by query block (`alibi_blockwise_attention_forward`);
+  flex attention: the bias as `position_bias`, added in transformers' score_mod;
+  flash-attn: the slopes, passed to flash-attn's kernel (`alibi_flash_attention_forward`: dense, padded or packed
+  varlen), which transformers' stock flash path would drop silently.
 - `eager_attention_forward`: the reference kernel behind `attn_implementation="eager"` (fp32 softmax, additive mask).
 - ALiBi (Press et al., 2022): the standard geometric slopes, including the interleaved extension for head counts
-  that are not powers of two, BTLM's position interpolation (`alibi_scaling`), and the bias
-  `-slope_h * |i - j|` built once per forward from token indices. Index distances equal position distances inside
-  a document, so the same bias is right for left-padded batches (padding is masked) and for packed rows
-  (cross-document pairs are masked).
-- `alibi_flash_attention_forward`: the flash-attn 2 path for ALiBi. transformers' stock flash path forwards only the
-  keyword arguments it knows, so `alibi_slopes` would be dropped silently; this one passes them to flash-attn.
+  that are not powers of two, BTLM's position interpolation (`alibi_scaling`), and the bias `-slope_h * |i - j|`
+  from token indices. Index distances equal position distances inside a document, so the same bias is right for
+  left-padded batches (padding is masked) and for packed rows (cross-document pairs are masked). The slopes are a
+  buffer that checkpoints store, as BTLM's `relative_pe.slopes` (the official forward uses the stored values).
+- No state is kept on modules between calls: a decoding step folds its [heads, 1, kv] bias afresh.
 
 This file ships to the Hub as remote code: it imports only torch, transformers and its siblings.
 """
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 from transformers.utils import logging
 
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 logger = logging.get_logger(__name__)
 
@@ -40,18 +52,21 @@ def eager_attention_forward(
     attention_mask: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
-    position_bias: torch.Tensor | None = None,
+    alibi_slopes: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain softmax attention. `attention_mask` is additive ([batch, 1 or heads, q, kv]); `position_bias` too."""
+    """Plain softmax attention. `attention_mask` is additive ([batch, 1 or heads, q, kv]) and carries any ALiBi bias;
+    without a mask, `alibi_slopes` give the causal ALiBi bias (queries bottom-right aligned with the keys)."""
     key_states = repeat_kv(key, module.num_key_value_groups)
     value_states = repeat_kv(value, module.num_key_value_groups)
 
     attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
-    if position_bias is not None:
-        attn_weights = attn_weights + position_bias
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask[..., : key_states.shape[-2]]
+    elif alibi_slopes is not None:
+        offset = key_states.shape[-2] - query.shape[-2]
+        attn_weights = attn_weights + _alibi_causal_bias(alibi_slopes, offset, query.shape[-2], key_states.shape[-2],
+                                                         query.device).to(attn_weights.dtype)
 
     attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
@@ -76,61 +91,13 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     return torch.tensor(slopes, dtype=torch.float32)
 
 
-class SmallLLMAlibi(nn.Module):
-    """Per-head ALiBi slopes and the additive bias built from them, once per forward pass. One-token decoding steps
-    take their bias as a view of a table kept across steps (`decode_bias`), so a step computes no bias at all."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.alibi_scaling = config.alibi_scaling
-        # Derived from the head count, never learned: non-persistent, and recomputed in `_init_weights`.
-        self.slopes = nn.Buffer(alibi_slopes(self.num_heads), persistent=False)
-        # decode_bias's (table, slopes it was built from): a plain tuple attribute, so never saved, moved or traced
-        self._decode_table: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def scaled_slopes(self, kv_length: int) -> torch.Tensor:
-        """Slopes after position interpolation: divided by a fixed `factor`, or (dynamic) by
-        `kv_length / train_seq_len` once the attended length exceeds the training length."""
-        if self.alibi_scaling is None:
-            return self.slopes
-        if "factor" in self.alibi_scaling:
-            return self.slopes / float(self.alibi_scaling["factor"])
-        ratio = kv_length / self.alibi_scaling["train_seq_len"]
-        return self.slopes / ratio if ratio > 1.0 else self.slopes
-
-    def forward(self, query_positions: torch.Tensor, kv_length: int, dtype: torch.dtype) -> torch.Tensor:
-        """Bias [1, heads, q, kv] = -slope_h * |query index - key index|; `query_positions` are the queries' indices
-        in the key sequence (past length + arange for a cached forward)."""
-        key_positions = torch.arange(kv_length, device=query_positions.device)
-        distance = (query_positions[:, None] - key_positions[None, :]).abs().to(torch.float32)  # [q, kv]
-        slopes = self.scaled_slopes(kv_length).to(query_positions.device)
-        return (-slopes[:, None, None] * distance).unsqueeze(0).to(dtype)
-
-
-    def decode_bias(self, past_length: int, dtype: torch.dtype) -> torch.Tensor:
-        """Bias [1, heads, 1, past_length + 1] of one query at key index `past_length` over every key up to itself.
-
-        Served as a slice of a table `T[h, t] = -slope_h * (capacity - 1 - t)`: the query's bias over keys
-        0..past_length is T[h, capacity - 1 - past_length :], so consecutive steps read overlapping views of one
-        tensor, and the table is rebuilt (doubling its capacity) only when the sequence outgrows it, or when the
-        slopes, dtype or device change (dynamic interpolation past the training length changes them every step)."""
-        slopes = self.scaled_slopes(past_length + 1)
-        table, built_from = self._decode_table or (None, None)
-        if (
-            table is None
-            or table.shape[-1] < past_length + 1
-            or table.dtype != dtype
-            or table.device != slopes.device
-            or not torch.equal(built_from, slopes)
-        ):
-            capacity = max(2 * (past_length + 1), 256)
-            if table is not None and table.shape[-1] >= past_length + 1:
-                capacity = table.shape[-1]
-            distance = torch.arange(capacity - 1, -1, -1, device=slopes.device, dtype=torch.float32)
-            table = (-slopes.to(torch.float32)[:, None] * distance).to(dtype)
-            self._decode_table = (table, slopes.detach().clone())
-        return table[None, :, None, table.shape[-1] - 1 - past_length :]
+def alibi_bias(slopes: torch.Tensor, query_positions: torch.Tensor, kv_length: int, dtype: torch.dtype) -> torch.Tensor:
+    """Bias [1, heads, q, kv] = -slope_h * |query index - key index| from flat `slopes` [heads]; `query_positions` are
+    the queries' indices in the key sequence (past length + arange for a cached forward)."""
+    key_positions = torch.arange(kv_length, device=query_positions.device)
+    distance = (query_positions[:, None] - key_positions[None, :]).abs().to(torch.float32)  # [q, kv]
+    slopes = slopes.to(device=query_positions.device, dtype=torch.float32)
+    return (-slopes[:, None, None] * distance).unsqueeze(0).to(dtype)
 
 
 def add_bias_to_mask(mask: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -139,6 +106,59 @@ def add_bias_to_mask(mask: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype)
     Masked entries get the dtype's minimum, not -inf, so fully masked padding rows stay finite."""
     allowed = mask if mask.dtype == torch.bool else mask == 0
     return torch.where(allowed, bias.to(dtype), torch.finfo(dtype).min)
+
+
+class SmallLLMAlibi(nn.Module):
+    """ALiBi's per-head slopes (stored, as BTLM checkpoints store them) and what the attention layers of one forward
+    pass need from them, computed once for all layers (`forward`).
+
+    `slopes` is a [heads, 1] buffer, the shape of BTLM's `relative_pe.slopes`: a checkpoint that stores slopes
+    (rounded to bf16, say) is used as stored, one that does not gets the standard slopes (`_init_weights`)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.slopes = nn.Buffer(alibi_slopes(config.num_attention_heads).view(-1, 1))
+
+    def scaled_slopes(self, attended_length: int | torch.Tensor) -> torch.Tensor:
+        """Slopes after position interpolation (`alibi_scaling`): divided by a fixed `factor`, or (dynamic) by
+        `attended_length / train_seq_len` once the attended length (cache included) exceeds the training length.
+        `attended_length` is a tensor under a static cache, so the dynamic case stays a tensor operation."""
+        scaling = self.config.alibi_scaling
+        if scaling is None:
+            return self.slopes
+        if "factor" in scaling:
+            return self.slopes / float(scaling["factor"])
+        ratio = attended_length / scaling["train_seq_len"]
+        if isinstance(ratio, torch.Tensor):
+            return self.slopes / ratio.clamp(min=1.0).to(self.slopes.dtype)
+        return self.slopes / ratio if ratio > 1.0 else self.slopes
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: "torch.Tensor | BlockMask | None",
+        past_length: int | torch.Tensor,
+        kv_length: int,
+    ) -> tuple["torch.Tensor | BlockMask | None", dict]:
+        """(attention mask, attention kwargs) for every layer of one forward pass, in the form the mask came in:
+
+        - a 4D mask (eager; sdpa on short, padded or packed rows, and on a static cache): the bias folded into it,
+          one additive mask [batch, heads, q, kv] and nothing else;
+        - a flex `BlockMask`: the bias as `position_bias`, which transformers' flex attention adds in its score_mod;
+        - no mask (sdpa's long unpadded rows, see `wants_blockwise_alibi`) or flash-attn's 2D padding mask: the
+          slopes as `alibi_slopes` [heads], from which the kernel adds the bias itself (`ATTENTION_FUNCTIONS`).
+
+        The queries sit at key indices `past_length`.. (a tensor under a static cache) of `kv_length` keys."""
+        query_length = inputs_embeds.shape[1]
+        slopes = self.scaled_slopes(past_length + query_length).view(-1)
+        if attention_mask is None or (isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2):
+            return attention_mask, {"alibi_slopes": slopes}
+        query_positions = torch.arange(query_length, device=inputs_embeds.device) + past_length
+        bias = alibi_bias(slopes, query_positions, kv_length, inputs_embeds.dtype)
+        if isinstance(attention_mask, torch.Tensor):
+            return add_bias_to_mask(attention_mask, bias, inputs_embeds.dtype), {}
+        return attention_mask, {"position_bias": bias.expand(inputs_embeds.shape[0], -1, -1, -1)}
 
 
 def alibi_flash_attention_forward(
@@ -208,13 +228,20 @@ def wants_blockwise_alibi(query_length: int, kv_length: int) -> bool:
     return query_length * kv_length > ALIBI_DENSE_MAX_ENTRIES
 
 
+def _alibi_causal_bias(slopes, query_start, query_length: int, kv_length: int, device) -> torch.Tensor:
+    """fp32 [heads, q, kv]: the ALiBi bias of queries at key indices `query_start`.. over keys 0..kv_length - 1, with
+    the float32 minimum on keys after the query (causal)."""
+    query_positions = torch.arange(query_length, device=device) + query_start
+    key_positions = torch.arange(kv_length, device=device)
+    distance = (query_positions[:, None] - key_positions[None, :]).to(torch.float32)  # >= 0 where attended
+    slopes = slopes.to(device=device, dtype=torch.float32)
+    return (-slopes[:, None, None] * distance.abs()).masked_fill(distance < 0, torch.finfo(torch.float32).min)
+
+
 def _alibi_causal_block(query, key, value, slopes, query_start: int, scaling: float, dropout: float):
     """sdpa over one block of queries starting at key index `query_start`, with the ALiBi bias and the causal mask
     of that block only ([heads, block, keys]); `key`/`value` end at the block's last query."""
-    query_positions = torch.arange(query_start, query_start + query.shape[-2], device=query.device)
-    key_positions = torch.arange(key.shape[-2], device=query.device)
-    distance = (query_positions[:, None] - key_positions[None, :]).to(torch.float32)  # >= 0 where attended
-    bias = (-slopes[:, None, None] * distance.abs()).masked_fill(distance < 0, torch.finfo(torch.float32).min)
+    bias = _alibi_causal_bias(slopes, query_start, query.shape[-2], key.shape[-2], query.device)
     return nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=bias.to(query.dtype).unsqueeze(0), dropout_p=dropout, scale=scaling
     )
@@ -291,24 +318,60 @@ def alibi_blockwise_attention_forward(
     return output.transpose(1, 2).contiguous(), None  # [batch, seq, heads, dim]
 
 
-def alibi_slopes_attention_forward(module: nn.Module, *args, **kwargs) -> tuple[torch.Tensor, None]:
-    """ALiBi given as per-head slopes: flash-attn's kernel under flash implementations, else the blockwise path."""
-    if is_flash_attention(module.config._attn_implementation):
-        return alibi_flash_attention_forward(module, *args, **kwargs)
-    return alibi_blockwise_attention_forward(module, *args, **kwargs)
+# ------------------------------------------------------------------------------------ the attention implementations
+def sdpa_attention_forward(
+    module: nn.Module, query, key, value, attention_mask, alibi_slopes: torch.Tensor | None = None, **kwargs
+) -> tuple[torch.Tensor, None]:
+    """transformers' sdpa attention; ALiBi given as slopes (a long unpadded row, no mask) goes block by block."""
+    if alibi_slopes is not None:
+        return alibi_blockwise_attention_forward(module, query, key, value, attention_mask, alibi_slopes=alibi_slopes,
+                                                 **kwargs)
+    return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, **kwargs)
+
+
+def flash_attention_forward(
+    module: nn.Module, query, key, value, attention_mask, alibi_slopes: torch.Tensor | None = None, **kwargs
+) -> tuple[torch.Tensor, None]:
+    """transformers' flash-attn path; with ALiBi slopes, which it would drop, `alibi_flash_attention_forward`."""
+    if alibi_slopes is not None:
+        return alibi_flash_attention_forward(module, query, key, value, attention_mask, alibi_slopes=alibi_slopes,
+                                             **kwargs)
+    stock = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager_attention_forward)
+    return stock(module, query, key, value, attention_mask, **kwargs)
 
 
 def is_flash_attention(attn_implementation: str | None) -> bool:
     return attn_implementation is not None and "flash" in attn_implementation
 
 
+class SmallLLMAttentionInterface(AttentionInterface):
+    """transformers' attention registry (a user's `AttentionInterface.register` reaches our layers too) with the
+    implementations that take ALiBi as slopes overridden locally, as transformers' own models override one: sdpa
+    (`sdpa_attention_forward`) and every flash-attn implementation, hub kernels included
+    (`flash_attention_forward`)."""
+
+    def get_interface(self, attn_implementation: str, default):
+        if is_flash_attention(attn_implementation):
+            return flash_attention_forward
+        return super().get_interface(attn_implementation, default)
+
+
+# The attention functions of hf_smallllm's layers. How each implementation receives ALiBi (a bias folded into an
+# eager/sdpa mask, a flex `position_bias`, slopes for flash-attn and for sdpa's blockwise path) is decided once per
+# forward pass by `SmallLLMAlibi.forward`; the functions only read what they are handed.
+ATTENTION_FUNCTIONS = SmallLLMAttentionInterface()
+ATTENTION_FUNCTIONS["sdpa"] = sdpa_attention_forward
+
+
 __all__ = [
+    "ATTENTION_FUNCTIONS",
     "SmallLLMAlibi",
+    "SmallLLMAttentionInterface",
     "add_bias_to_mask",
+    "alibi_bias",
     "alibi_blockwise_attention_forward",
     "alibi_flash_attention_forward",
     "alibi_slopes",
-    "alibi_slopes_attention_forward",
     "eager_attention_forward",
     "is_flash_attention",
     "repeat_kv",

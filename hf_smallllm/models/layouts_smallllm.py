@@ -50,8 +50,10 @@ class TensorRule:
 
 @dataclass(frozen=True)
 class DerivedTensor:
-    """A foreign tensor that is a function of the config, not learned (`compute` names a function in
-    `hf_smallllm.convert.plan.DERIVED_TENSORS`): written on export, checked against the config on import."""
+    """A foreign tensor that a rule carries but a checkpoint may lack, and the function of the config that stands in
+    for it then (`compute` names a function in `hf_smallllm.convert.plan.DERIVED_TENSORS`): BTLM's ALiBi slopes are
+    converted as stored both ways, and computed for a checkpoint that has none (a package checkpoint saved before the
+    package stored them)."""
 
     key: str
     compute: str
@@ -579,6 +581,8 @@ BTLM_OFFICIAL = Layout(
         _rule("transformer.ln_f.bias", "model.norm.bias"),
         # BTLM ties the head to `wte`; a file that stores it anyway must hold the same values
         _rule("lm_head.weight", "lm_head.weight"),
+        # [heads, 1]; the official forward uses the stored values (rounded, in a bf16 checkpoint), and so do we
+        _rule("transformer.relative_pe.slopes", "model.alibi.slopes"),
     ),
     derived=(DerivedTensor("transformer.relative_pe.slopes", "alibi_slopes"),),
     model_types=("btlm",),

@@ -3,6 +3,8 @@
 Everything that makes this family different lives in `BTLMConfig`; the classes below only bind that config.
 """
 
+from transformers.generation import GenerationMixin
+
 from .configuration_btlm import BTLMConfig
 from .modeling_smallllm import SmallLLMForCausalLM, SmallLLMModel, SmallLLMPreTrainedModel
 
@@ -15,7 +17,7 @@ class BTLMModel(BTLMPreTrainedModel, SmallLLMModel):
     pass
 
 
-class BTLMForCausalLM(BTLMPreTrainedModel, SmallLLMForCausalLM):
+class BTLMForCausalLM(BTLMPreTrainedModel, SmallLLMForCausalLM, GenerationMixin):
     base_model_class = BTLMModel
 
 

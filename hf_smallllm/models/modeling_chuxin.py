@@ -3,6 +3,8 @@
 Everything that makes this family different lives in `ChuXinConfig`; the classes below only bind that config.
 """
 
+from transformers.generation import GenerationMixin
+
 from .configuration_chuxin import ChuXinConfig
 from .modeling_smallllm import SmallLLMForCausalLM, SmallLLMModel, SmallLLMPreTrainedModel
 
@@ -15,7 +17,7 @@ class ChuXinModel(ChuXinPreTrainedModel, SmallLLMModel):
     pass
 
 
-class ChuXinForCausalLM(ChuXinPreTrainedModel, SmallLLMForCausalLM):
+class ChuXinForCausalLM(ChuXinPreTrainedModel, SmallLLMForCausalLM, GenerationMixin):
     base_model_class = ChuXinModel
 
 

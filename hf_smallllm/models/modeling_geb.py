@@ -3,6 +3,8 @@
 Everything that makes this family different lives in `GEBConfig`; the classes below only bind that config.
 """
 
+from transformers.generation import GenerationMixin
+
 from .configuration_geb import GEBConfig
 from .modeling_smallllm import SmallLLMForCausalLM, SmallLLMModel, SmallLLMPreTrainedModel
 
@@ -15,7 +17,7 @@ class GEBModel(GEBPreTrainedModel, SmallLLMModel):
     pass
 
 
-class GEBForCausalLM(GEBPreTrainedModel, SmallLLMForCausalLM):
+class GEBForCausalLM(GEBPreTrainedModel, SmallLLMForCausalLM, GenerationMixin):
     base_model_class = GEBModel
 
 

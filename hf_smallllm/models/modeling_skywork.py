@@ -3,6 +3,8 @@
 Everything that makes this family different lives in `SkyworkConfig`; the classes below only bind that config.
 """
 
+from transformers.generation import GenerationMixin
+
 from .configuration_skywork import SkyworkConfig
 from .modeling_smallllm import SmallLLMForCausalLM, SmallLLMModel, SmallLLMPreTrainedModel
 
@@ -15,7 +17,7 @@ class SkyworkModel(SkyworkPreTrainedModel, SmallLLMModel):
     pass
 
 
-class SkyworkForCausalLM(SkyworkPreTrainedModel, SmallLLMForCausalLM):
+class SkyworkForCausalLM(SkyworkPreTrainedModel, SmallLLMForCausalLM, GenerationMixin):
     base_model_class = SkyworkModel
 
 

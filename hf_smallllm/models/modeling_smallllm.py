@@ -9,6 +9,11 @@ the families is a config field read once in `__init__`:
 - norms: RMSNorm or LayerNorm with bias; MLP: gated (SwiGLU with silu) with optional biases;
 - embeddings tied or untied, embedding and output-logit multipliers (muP).
 
+`SmallLLMModel.forward` computes once what every layer's attention needs (the mask from `create_causal_mask`,
+flash-attn's packed-document boundaries, RoPE's cos/sin or what ALiBi's slopes give the attention implementation
+in use) and the layers dispatch through `attention_smallllm.ATTENTION_FUNCTIONS`, where the ALiBi-aware variants
+of the backends live. Config values are read where they are used; nothing is cached on modules between calls.
+
 Packed sequences: a training forward whose `position_ids` restart per document (or that carries `cu_seq_lens_*`)
 attends only within each document, for every attention implementation and for several packed rows per batch.
 
@@ -28,17 +33,16 @@ from transformers.masking_utils import create_causal_mask, find_packed_sequence_
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
 from transformers.utils import can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .attention_smallllm import (
+    ATTENTION_FUNCTIONS,
     SmallLLMAlibi,
-    add_bias_to_mask,
     alibi_slopes,
-    alibi_slopes_attention_forward,
     eager_attention_forward,
     is_flash_attention,
     wants_blockwise_alibi,
@@ -210,7 +214,7 @@ class SmallLLMAttention(nn.Module):
         key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
-        if position_embeddings is not None:  # RoPE; ALiBi arrives as a bias, mask or slopes instead
+        if position_embeddings is not None:  # RoPE; ALiBi arrives in the mask or the kwargs instead
             cos, sin = position_embeddings
             query_states, key_states = apply_rotary_pos_emb(
                 query_states, key_states, cos, sin, interleaved=self.rope_interleaved
@@ -219,12 +223,9 @@ class SmallLLMAttention(nn.Module):
         if cache is not None:
             key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
 
-        if kwargs.get("alibi_slopes") is not None:
-            attention_interface: Callable = alibi_slopes_attention_forward
-        else:
-            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-                self.config._attn_implementation, eager_attention_forward
-            )
+        attention_interface: Callable = ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
 
         attn_output, attn_weights = attention_interface(
             self,
@@ -292,6 +293,19 @@ def position_ids_from_cu_seq_lens(cu_seq_lens: torch.Tensor, shape: torch.Size) 
     return positions.view(shape)
 
 
+def packed_flash_kwargs(position_ids: torch.LongTensor, attention_mask, past_seen_tokens) -> dict:
+    """`flash_varlen_kwargs_from_position_ids` for an uncached, unpadded forward over packed documents; {} for
+    anything else."""
+    if (
+        position_ids.shape[1] > 1  # (a Python int first: a static cache's `past_seen_tokens` is a tensor)
+        and attention_mask is None
+        and past_seen_tokens == 0
+        and find_packed_sequence_indices(position_ids) is not None
+    ):
+        return flash_varlen_kwargs_from_position_ids(position_ids)
+    return {}
+
+
 def flash_varlen_kwargs_from_position_ids(position_ids: torch.LongTensor) -> dict:
     """cu_seq_lens / max_length for flash-attn's varlen kernel from per-document positions [batch, seq], flattened
     over the batch. A document starts where the position does not continue the previous one, and at every row start
@@ -328,8 +342,10 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
         "hidden_states": SmallLLMDecoderLayer,
         "attentions": SmallLLMAttention,
     }
-    # Official layouts store tensors that are derived here, not learned: BTLM's ALiBi slopes, ChatGLM's RoPE table.
-    _keys_to_ignore_on_load_unexpected = [r"relative_pe\.slopes", r"rotary_pos_emb\.inv_freq"]
+    # ChatGLM-layout checkpoints store the RoPE table, which is derived here, not learned.
+    _keys_to_ignore_on_load_unexpected = [r"rotary_pos_emb\.inv_freq"]
+    # ALiBi slopes are stored when a checkpoint has them (BTLM's do) and computed when it has not.
+    _keys_to_ignore_on_load_missing = [r"alibi\.slopes"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -342,7 +358,7 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
         if not handled:
             super()._init_weights(module)
         if isinstance(module, SmallLLMAlibi):
-            init.copy_(module.slopes, alibi_slopes(module.num_heads))
+            init.copy_(module.slopes, alibi_slopes(self.config.num_attention_heads).view(-1, 1))
 
     def get_mup_param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict]:
         """muP optimizer groups (see `mup_smallllm.py`): hidden matrices at lr / width multiplier, the MLP output at
@@ -374,8 +390,7 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             [SmallLLMDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
         )
         self.norm = build_norm(config)
-        # muP's input multiplier, read once: config attribute reads cost ~1.5 us each, per forward pass
-        self.embedding_multiplier = config.mup_embeddings_scale
+        # positions: RoPE's cos/sin tables, or ALiBi's slopes
         if config.position_embedding_type == "rope":
             self.rotary_emb = SmallLLMRotaryEmbedding(config=config)
             self.alibi = None
@@ -401,13 +416,15 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+
         if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        if self.embedding_multiplier != 1.0:
-            inputs_embeds = inputs_embeds * self.embedding_multiplier
+            inputs_embeds: torch.Tensor = self.embed_tokens(input_ids)
+        if self.config.mup_embeddings_scale != 1.0:  # muP's input multiplier
+            inputs_embeds = inputs_embeds * self.config.mup_embeddings_scale
         batch_size, query_length = inputs_embeds.shape[:2]
 
         past_seen_tokens = cache.get_seq_length() if cache is not None else 0
+        kv_length = cache.get_mask_sizes(query_length, 0)[0] if cache is not None else query_length
         # Positions made here from `arange` hold one document per row: nothing for the mask to detect.
         may_be_packed = position_ids is not None or kwargs.get("cu_seq_lens_q") is not None
         if position_ids is None:
@@ -417,12 +434,6 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
                 position_ids = torch.arange(query_length, device=inputs_embeds.device) + past_seen_tokens
                 position_ids = position_ids.unsqueeze(0)
 
-        uses_alibi = self.alibi is not None
-        # only ALiBi and packed rows depend on the kernel (a config read costs microseconds in every decode step)
-        attn_implementation = self.config._attn_implementation if uses_alibi or may_be_packed else None
-        # Long unpadded ALiBi rows on sdpa attend block by block from the slopes instead of a dense [q, kv] bias.
-        blockwise_alibi = (uses_alibi and attn_implementation == "sdpa"
-                           and wants_blockwise_alibi(query_length, past_seen_tokens + query_length))
         # The mask is built from the caller's cache, before a fresh one is created below: an empty cache adds nothing
         # to it, but its mere presence stops transformers from detecting packed documents in `position_ids`.
         causal_mask = create_causal_mask(
@@ -431,44 +442,20 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             attention_mask=attention_mask,
             cache=cache,
             position_ids=position_ids if may_be_packed else None,
-            # ALiBi folds its bias into a materialised mask for eager/sdpa (short rows, padding, packed documents);
-            # an unpadded decoding step needs no mask: its cached bias is the whole mask
-            allow_is_causal_skip=not uses_alibi or blockwise_alibi or query_length == 1,
+            # ALiBi folds its bias into a materialised mask, except on the long rows sdpa attends block by block
+            allow_is_causal_skip=self.alibi is None or wants_blockwise_alibi(query_length, kv_length),
         )
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
 
-        if (
-            may_be_packed
-            and is_flash_attention(attn_implementation)
-            and kwargs.get("cu_seq_lens_q") is None
-            and attention_mask is None
-            and past_seen_tokens == 0
-            and query_length > 1
-            and find_packed_sequence_indices(position_ids.expand(batch_size, -1)) is not None
-        ):
-            kwargs.update(flash_varlen_kwargs_from_position_ids(position_ids.expand(batch_size, -1)))
+        # flash-attn's varlen kernel takes packed documents as boundaries; transformers finds them at batch size 1 only
+        if is_flash_attention(self.config._attn_implementation) and may_be_packed and "cu_seq_lens_q" not in kwargs:
+            kwargs.update(packed_flash_kwargs(position_ids.expand(batch_size, -1), attention_mask, past_seen_tokens))
 
-        position_embeddings = None
-        if uses_alibi:
-            kv_length = (
-                cache.get_mask_sizes(query_length, 0)[0] if cache is not None else query_length
-            )
-            if is_flash_attention(attn_implementation) or (blockwise_alibi and causal_mask is None):
-                kwargs["alibi_slopes"] = self.alibi.scaled_slopes(kv_length)
-            elif (causal_mask is None and isinstance(past_seen_tokens, int) and kv_length == past_seen_tokens + 1
-                  and not torch.compiler.is_compiling()):
-                # an unpadded decoding step on a growing cache: the bias kept across steps is the whole mask
-                causal_mask = self.alibi.decode_bias(past_seen_tokens, inputs_embeds.dtype)
-            else:
-                query_positions = torch.arange(query_length, device=inputs_embeds.device) + past_seen_tokens
-                bias = self.alibi(query_positions, kv_length, inputs_embeds.dtype)
-                if causal_mask is None:  # an unpadded one-token step (e.g. on a static cache)
-                    causal_mask = bias
-                elif isinstance(causal_mask, torch.Tensor):
-                    causal_mask = add_bias_to_mask(causal_mask, bias, inputs_embeds.dtype)
-                else:  # flex attention's BlockMask: the bias goes in as a score modification
-                    kwargs["position_bias"] = bias.expand(batch_size, -1, -1, -1)
+        if self.alibi is not None:  # what this attention implementation needs for ALiBi, once for every layer
+            causal_mask, alibi_kwargs = self.alibi(inputs_embeds, causal_mask, past_seen_tokens, kv_length)
+            kwargs.update(alibi_kwargs)
+            position_embeddings = None
         else:
             position_embeddings = self.rotary_emb(inputs_embeds, position_ids=position_ids)
 
@@ -502,7 +489,6 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
         self.model = self.base_model_class(config)
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.logits_multiplier = config.output_logits_multiplier  # derived from five config fields: read once
         self.post_init()
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
@@ -537,17 +523,18 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
         )
 
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits_multiplier = self.config.output_logits_multiplier  # muP: alpha / width multiplier, else 1
         if labels is not None and self.config.loss_chunk_size:  # long rows: never hold [tokens, vocab] logits whole
             loss = chunked_causal_lm_loss(
                 hidden_states, self.lm_head, labels, self.config.loss_chunk_size,
-                logits_multiplier=self.logits_multiplier,
+                logits_multiplier=logits_multiplier,
                 num_items_in_batch=kwargs.get("num_items_in_batch"), shift_labels=kwargs.get("shift_labels"),
             )
             return CausalLMOutputWithPast(loss=loss, cache=outputs.cache,
                                           hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         logits = self.lm_head(hidden_states)
-        if self.logits_multiplier != 1.0:
-            logits = logits * self.logits_multiplier
+        if logits_multiplier != 1.0:
+            logits = logits * logits_multiplier
 
         loss = None
         if labels is not None:
@@ -588,6 +575,7 @@ __all__ = [
     "SmallLLMPreTrainedModel",
     "apply_rotary_pos_emb",
     "flash_varlen_kwargs_from_position_ids",
+    "packed_flash_kwargs",
     "position_ids_from_cu_seq_lens",
     "remote_code_auto_map",
 ]

@@ -3,6 +3,8 @@
 Everything that makes this family different lives in `TinyLlamaConfig`; the classes below only bind that config.
 """
 
+from transformers.generation import GenerationMixin
+
 from .configuration_tinyllama import TinyLlamaConfig
 from .modeling_smallllm import SmallLLMForCausalLM, SmallLLMModel, SmallLLMPreTrainedModel
 
@@ -15,7 +17,7 @@ class TinyLlamaModel(TinyLlamaPreTrainedModel, SmallLLMModel):
     pass
 
 
-class TinyLlamaForCausalLM(TinyLlamaPreTrainedModel, SmallLLMForCausalLM):
+class TinyLlamaForCausalLM(TinyLlamaPreTrainedModel, SmallLLMForCausalLM, GenerationMixin):
     base_model_class = TinyLlamaModel
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_smallllm import preset_config
-from hf_smallllm.models.attention_smallllm import SmallLLMAlibi, alibi_slopes
+from hf_smallllm.models.attention_smallllm import SmallLLMAlibi, alibi_bias, alibi_slopes
 from tests.models.helpers import random_ids, tiny_model
 
 TRAIN = 32
@@ -34,7 +34,8 @@ def published_bias(num_heads: int, alibi_scaling, query_length: int, cached: int
 def test_bias_matches_published_semantics(alibi_scaling, query_length, cached):
     config = preset_config("btlm", "tiny", alibi_scaling=alibi_scaling)
     alibi = SmallLLMAlibi(config)
-    ours = alibi(torch.arange(query_length) + cached, cached + query_length, torch.float32)[0]
+    slopes = alibi.scaled_slopes(cached + query_length).view(-1)
+    ours = alibi_bias(slopes, torch.arange(query_length) + cached, cached + query_length, torch.float32)[0]
     torch.testing.assert_close(ours, published_bias(config.num_attention_heads, alibi_scaling, query_length, cached))
 
 
@@ -96,22 +97,13 @@ def test_generation_past_training_length_with_cache(attn):
             out = dynamic(token, cache=past, use_cache=True)
             logits.append(out.logits[:, -1])
         assert next_ids.shape[1] > TRAIN and torch.isfinite(torch.stack(logits)).all()
+        # a static cache holds more keys than are attended: the scale follows the attended length, not the capacity
+        kwargs["max_new_tokens"] = TRAIN
+        assert torch.equal(dynamic.generate(prompt, cache_implementation="static", **kwargs),
+                           dynamic.generate(prompt, **kwargs))
         # the last cached step's bias: slopes / (kv_length / TRAIN) over the whole cache
         kv_length = past.get_seq_length()
-        bias = dynamic.model.alibi(torch.tensor([kv_length - 1]), kv_length, torch.float32)[0]
+        slopes = dynamic.model.alibi.scaled_slopes(kv_length).view(-1)
+        bias = alibi_bias(slopes, torch.tensor([kv_length - 1]), kv_length, torch.float32)[0]
         torch.testing.assert_close(bias, published_bias(4, {"type": "linear", "train_seq_len": TRAIN}, 1,
                                                         kv_length - 1))
-
-
-@pytest.mark.parametrize("alibi_scaling", [None, {"type": "linear", "factor": 2.0},
-                                           {"type": "linear", "train_seq_len": 8}])
-def test_decode_bias_is_the_fresh_bias_served_from_a_kept_table(alibi_scaling):
-    config = preset_config("btlm", "tiny", alibi_scaling=alibi_scaling)
-    alibi = SmallLLMAlibi(config)
-    for past in [0, 1, 7, 8, 9, 255, 256, 600, 3]:  # crosses the training length and the table's first capacity
-        fresh = alibi(torch.tensor([past]), past + 1, torch.float32)
-        torch.testing.assert_close(alibi.decode_bias(past, torch.float32), fresh, atol=0, rtol=0)
-    if alibi_scaling is None or "factor" in alibi_scaling:  # fixed slopes: consecutive steps are views of one table
-        first, second = alibi.decode_bias(40, torch.float32), alibi.decode_bias(41, torch.float32)
-        assert first.untyped_storage().data_ptr() == second.untyped_storage().data_ptr()
-    assert alibi.decode_bias(5, torch.bfloat16).dtype == torch.bfloat16
