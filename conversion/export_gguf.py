@@ -3,7 +3,7 @@
 
 import sys
 
-from hf_smallllm.cli import main
+from hf_smallllm_cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["convert", "to-gguf", *sys.argv[1:]]))

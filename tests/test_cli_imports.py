@@ -103,3 +103,10 @@ def test_only_usage_errors_are_one_line(monkeypatch, capsys):
 
 def _raise(error):
     raise error
+
+
+def test_subcommands_live_in_hf_smallllm_cli():
+    """hf_smallllm/cli/ is only the alias of hf_smallllm_cli: a subcommand module added there would not be found."""
+    alias = ROOT / "hf_smallllm" / "cli"
+    assert sorted(p.name for p in alias.glob("*.py")) == ["__init__.py", "__main__.py"], \
+        "put subcommand modules in hf_smallllm_cli/ (see its __init__.py)"
