@@ -256,6 +256,9 @@ def gguf_vocab(tokenizer, vocab_size: int, folder: Path | None = None, probe: st
         view = _llama_view(vocab)
         got = view.encode(probe, add_special_tokens=False).ids
     elif _is_byte_level(state):
+        if not merges:  # the gguf writer drops (and cannot write) an empty array, and llama.cpp requires the key
+            raise TokenizerExportError("a byte-level tokenizer without merges cannot be written for llama.cpp: its "
+                                       "`gpt2` tokenizer needs tokenizer.ggml.merges, and GGUF has no empty arrays")
         types = [CONTROL if added.get(i) else USER_DEFINED if i in added else NORMAL for i in range(len(tokens))]
         got, pre = None, None
         for name, style in BYTE_LEVEL_PRE_TOKENIZERS.items():

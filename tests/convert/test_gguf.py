@@ -216,3 +216,21 @@ def test_command_line(exports, tmp_path, capsys):
     assert json.loads(report_file.read_text())["architecture"] == "chatglm"
     assert main(["convert", "to-gguf", str(folder), str(tmp_path / "geb.gguf"), "--no-progress"]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_tokenizer_llama_cpp_cannot_reproduce_is_refused():
+    from tokenizers import Tokenizer, models
+    from tokenizers import pre_tokenizers as pt
+    from transformers import PreTrainedTokenizerFast
+
+    from hf_smallllm.convert.gguf_vocab import TokenizerExportError, gguf_vocab
+
+    alphabet = {token: i for i, token in enumerate(sorted(pt.ByteLevel.alphabet()))}
+    backend = Tokenizer(models.BPE(vocab=alphabet, merges=[]))
+    backend.pre_tokenizer = pt.ByteLevel(add_prefix_space=False)
+    with pytest.raises(TokenizerExportError, match="merges"):  # GGUF cannot hold the empty merges llama.cpp needs
+        gguf_vocab(PreTrainedTokenizerFast(tokenizer_object=backend), 300)
+    backend = Tokenizer(models.BPE(vocab={**alphabet, "Ġt": 256}, merges=[("Ġ", "t")]))
+    backend.pre_tokenizer = pt.Sequence([pt.Split(" ", "isolated"), pt.ByteLevel(add_prefix_space=False)])
+    with pytest.raises(TokenizerExportError, match="pre-tokenizer"):  # split rules llama.cpp does not know
+        gguf_vocab(PreTrainedTokenizerFast(tokenizer_object=backend), 300)
