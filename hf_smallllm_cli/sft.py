@@ -1,28 +1,38 @@
-"""`hf-smallllm sft`: instruction fine-tuning (full, LoRA, QLoRA) from a YAML recipe, and adapter merging."""
+"""`hf-smallllm sft`: instruction fine-tuning (full, LoRA, QLoRA) and preference tuning (DPO) from a YAML recipe,
+both on TRL's trainers, and adapter merging."""
 
 import os
 
 from ._options import add_recipe_options, print_help_and_fail, recipe_overrides
 
 COMMAND = "sft"
-HELP = "instruction fine-tuning: train (full/LoRA/QLoRA from a recipe) or merge an adapter into its base"
+HELP = "instruction and preference tuning on TRL: train (SFT, full/LoRA/QLoRA), dpo, merge an adapter, template"
 DESCRIPTION = """Instruction fine-tuning. `sft train --recipe sft_lora --set model.init_from=CHECKPOINT` trains on
 chat data (`messages` or instruction/input/output records, JSONL/JSON/Parquet or a datasets dataset) with the loss on
-assistant tokens only; shipped recipes: sft_lora, sft_qlora, sft_full (hf_smallllm/resources/recipes/sft_*.yaml).
-`sft merge --adapter DIR --output DIR` merges a LoRA adapter into its full-precision base and saves the package
-format. `sft template --tokenizer DIR --family geb --output DIR` installs a chat template into a tokenizer."""
+assistant tokens only, on TRL's SFTTrainer; shipped recipes: sft_lora, sft_qlora, sft_full, sft_geb
+(hf_smallllm/resources/recipes/sft_*.yaml). `sft dpo --recipe dpo_lora --model SFT_OUTPUT` preference-tunes with
+TRL's DPOTrainer on prompt/chosen/rejected records (dpo_lora, dpo_geb: GEB's SFT -> DPO pair). `sft merge --adapter
+DIR --output DIR` merges a LoRA adapter into its full-precision base and saves the package format. `sft template
+--tokenizer DIR --family geb --output DIR` installs a chat template into a tokenizer."""
+DPO_DESCRIPTION = """Preference tuning (DPO) on TRL's DPOTrainer. `sft dpo --recipe dpo_lora --model
+runs/sft-lora/merged` trains on prompt/chosen/rejected records (the bundled set: bundled:preferences.jsonl) with
+the recipe's dpo section (beta, loss_type, ref_model). The reference policy is dpo.ref_model when given, else the starting model itself: with
+LoRA the policy with its adapters disabled, without LoRA a frozen copy of --model. Shipped recipes: dpo_lora,
+dpo_geb (stage 2 of GEB's alignment after sft_geb)."""
 
 
 def register(parser):
     sub = parser.add_subparsers(dest="sft_command", metavar="ACTION")
     train = sub.add_parser("train", help="fine-tune from a recipe", description=DESCRIPTION)
-    train.add_argument("--recipe", required=True, help="an SFT recipe file or shipped name (sft_lora, sft_qlora, "
-                       "sft_full)")
-    add_recipe_options(train, {"--model": ("model.init_from", "the checkpoint to fine-tune"),
-                               "--output-dir": ("training.output_dir", None)})
-    train.add_argument("--data", action="append", default=[], metavar="PATH",
-                       help="replace the recipe's data sources with these files (repeatable; format auto-detected)")
+    _run_options(train, "an SFT recipe file or shipped name (sft_lora, sft_qlora, sft_full, sft_geb)",
+                 "replace the recipe's data sources with these files (repeatable; format auto-detected)", {})
     train.set_defaults(func=run_train)
+
+    dpo = sub.add_parser("dpo", help="preference-tune (DPO) from a recipe", description=DPO_DESCRIPTION)
+    _run_options(dpo, "a DPO recipe file or shipped name (dpo_lora, dpo_geb)",
+                 "replace the recipe's preference sources with these files (prompt/chosen/rejected records)",
+                 {"--ref-model": ("dpo.ref_model", "an explicit reference model")})
+    dpo.set_defaults(func=run_dpo)
 
     merge = sub.add_parser("merge", help="merge a LoRA adapter into its base model and save it")
     merge.add_argument("--adapter", required=True, help="an adapter folder (e.g. OUTPUT/checkpoint-N)")
@@ -42,10 +52,15 @@ def register(parser):
     parser.set_defaults(func=lambda args: print_help_and_fail(parser))
 
 
-def run_train(args) -> int:
-    from hf_smallllm.sft.recipe import load_sft_recipe
+def _run_options(parser, recipe_help: str, data_help: str, shorthands: dict) -> None:
+    parser.add_argument("--recipe", required=True, help=recipe_help)
+    add_recipe_options(parser, {"--model": ("model.init_from", "the checkpoint to fine-tune"),
+                                "--output-dir": ("training.output_dir", None), **shorthands})
+    parser.add_argument("--data", action="append", default=[], metavar="PATH", help=data_help)
 
-    recipe = load_sft_recipe(args.recipe, recipe_overrides(args))
+
+def _train(args, load, run, verb: str) -> int:
+    recipe = load(args.recipe, recipe_overrides(args))
     if args.data:
         recipe.data.sources = [{"name": f"data{i}", "path": path} for i, path in enumerate(args.data)]
     if args.print_recipe:
@@ -53,15 +68,27 @@ def run_train(args) -> int:
 
         print(yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True), end="")
         return 0
-    from hf_smallllm.sft.api import run_sft
-
-    result = run_sft(recipe, resume=args.resume)
+    result = run(recipe, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # in a multi-process run the main process reports
-    print(f"fine-tuned for {result.global_step} steps (train loss {result.train_loss:.4f}"
+    print(f"{verb} for {result.global_step} steps (train loss {result.train_loss:.4f}"
           + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "") + f"); data: "
           f"{result.report.summary()}; last checkpoint {result.final_checkpoint}; model {result.merged_dir}")
     return 0
+
+
+def run_train(args) -> int:
+    from hf_smallllm.sft.api import run_sft
+    from hf_smallllm.sft.recipe import load_sft_recipe
+
+    return _train(args, load_sft_recipe, run_sft, "fine-tuned")
+
+
+def run_dpo(args) -> int:
+    from hf_smallllm.sft.api import run_dpo as run
+    from hf_smallllm.sft.recipe import load_dpo_recipe
+
+    return _train(args, load_dpo_recipe, run, "preference-tuned")
 
 
 def run_merge(args) -> int:

@@ -302,6 +302,12 @@ class SmallLLMConfig(PreTrainedConfig):
         return self.mup_output_alpha / self.mup_width_multiplier
 
     @property
+    def logit_scale(self) -> float:
+        """`output_logits_multiplier` under the name tools outside transformers read to scale logits computed from
+        `lm_head` themselves (TRL's fused LM head, which computes the log-probabilities of SFT and DPO)."""
+        return self.output_logits_multiplier
+
+    @property
     def attention_scaling(self) -> float:
         """Softmax scale of the attention scores: 1/d with muP's `scale_qk_dot_by_d`, else 1/sqrt(d)."""
         return 1.0 / self.head_dim if self.mup_scale_qk_dot_by_d else 1.0 / math.sqrt(self.head_dim)

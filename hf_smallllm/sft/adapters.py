@@ -81,14 +81,13 @@ def load_base_model(source, quantization: str = "none", attn_implementation: str
 def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05, target_modules=LORA_TARGET_MODULES,
                 new_token_ids: list[int] | None = None, tied_embeddings: bool = True):
     """A causal-LM `LoraConfig`; `new_token_ids` (tokens added for the chat template) get trainable embedding rows
-    (and head rows when the head is not tied) through PEFT's trainable tokens instead of a full embedding copy."""
+    through PEFT's trainable tokens instead of a full embedding copy. Their rows of an untied output head stay at
+    the mean initialisation: TRL computes the loss through its own fused head, which reads `lm_head.bias`, and
+    PEFT's trainable-token wrapper exposes only `weight` (`tied_embeddings` is kept for callers; a tied head shares
+    the trained rows)."""
     from peft import LoraConfig
 
-    trainable_tokens = None
-    if new_token_ids:
-        trainable_tokens = {"embed_tokens": list(new_token_ids)}
-        if not tied_embeddings:
-            trainable_tokens["lm_head"] = list(new_token_ids)
+    trainable_tokens = {"embed_tokens": list(new_token_ids)} if new_token_ids else None
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                       task_type="CAUSAL_LM", bias="none", trainable_token_indices=trainable_tokens)
 

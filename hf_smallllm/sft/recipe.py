@@ -1,15 +1,18 @@
-"""SFT recipes: one YAML file for an instruction fine-tuning run (full, LoRA or QLoRA).
+"""SFT and DPO recipes: one YAML file for an instruction fine-tuning run (full, LoRA or QLoRA) or a preference
+tuning run (DPO, full or LoRA).
 
 Sections: `model` (what to fine-tune and how to load it), `tokenizer`, `chat_format`, `data` (record sources, length
 limit, bad-sample policy, packing), `lora`, `optimizer` and `schedule` (the pretraining recipe's sections, same
-fields), `training`, `export`. Unknown keys and wrong types fail at load time with the field's path, as in
-pretraining recipes (`hf_smallllm/train/recipe.py`, whose validation helpers this reuses); `--set key.sub=value`
-overrides fields. Shipped SFT recipes are `sft_*.yaml` among the package's recipes (`hf_smallllm/resources/recipes/`,
-which `training/recipes/` links to), found by name.
+fields), `training`, `export`; a DPO recipe adds `dpo` (beta, loss, the reference model). Unknown keys and wrong
+types fail at load time with the field's path, as in pretraining recipes (`hf_smallllm/train/recipe.py`, whose
+validation helpers this reuses); `--set key.sub=value` overrides fields. Shipped recipes are `sft_*.yaml` and
+`dpo_*.yaml` among the package's recipes (`hf_smallllm/resources/recipes/`, which `training/recipes/` links to),
+found by name.
 """
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..families import PRESETS
 from ..train.recipe import OptimizerSection, RecipeError, ScheduleSection, _build, apply_overrides, read_recipe_source
@@ -38,10 +41,9 @@ class SFTDataSection:
     sources: list[dict] = field(default_factory=list)  # RecordSource fields: name, path(s) | dataset, format, limit
     max_length: int = 512  # longer samples are bad samples (skipped and counted, or an error)
     on_bad_sample: str = "skip"  # skip (count by reason, report) | error (stop at the first)
-    packing: bool = False  # concatenate whole samples into rows of seq_len (positions restart per sample)
+    packing: bool = False  # SFT: whole samples packed into rows of seq_len (TRL's BFD; positions restart per sample)
     seq_len: int | None = None  # packed row length (default: max_length)
     eval_fraction: float = 0.0  # hold out this fraction of samples (the last ones) for evaluation
-    flash_attn_kwargs: bool = False  # add cu_seq_lens for flash-attn's varlen kernel
 
 
 @dataclass
@@ -75,6 +77,20 @@ class ExportSection:
     merged: bool = True  # after training, write output_dir/merged: LoRA merged into the weights, package format
 
 
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust")
+
+
+@dataclass
+class DPOSection:
+    beta: float = 0.1  # strength of the pull towards the reference model (TRL's beta)
+    loss_type: str = "sigmoid"  # sigmoid (DPO) | hinge | ipo | robust
+    label_smoothing: float = 0.0  # the share of preference labels assumed flipped (robust / cDPO)
+    # The reference policy. null: the starting model itself, i.e. the policy with its LoRA adapters disabled (LoRA
+    # runs, no second copy in memory) or a frozen copy loaded from model.init_from (full DPO). A path: that model.
+    ref_model: str | None = None
+    precompute_ref_log_probs: bool = False  # compute the reference log-probabilities once before training
+
+
 @dataclass
 class SFTRecipe:
     model: SFTModelSection = field(default_factory=SFTModelSection)
@@ -95,25 +111,56 @@ class SFTRecipe:
         return data
 
 
+@dataclass
+class DPORecipe(SFTRecipe):
+    """An SFT recipe plus the `dpo` section; `data.sources` hold preference records (prompt, chosen, rejected)."""
+
+    dpo: DPOSection = field(default_factory=DPOSection)
+
+
 SECTIONS = {"model": SFTModelSection, "data": SFTDataSection, "lora": LoraSection, "optimizer": OptimizerSection,
             "schedule": ScheduleSection, "training": SFTTrainingSection, "export": ExportSection}
+DPO_SECTIONS = {**SECTIONS, "dpo": DPOSection}
+
+
+def _recipe_from_dict(raw: dict, source_path: str | None, recipe_class: type, sections_of: dict, kind: str):
+    if not isinstance(raw, dict):
+        raise RecipeError(f"an {kind} recipe must be a mapping of sections")
+    known = set(sections_of) | {"tokenizer", "chat_format"}
+    unknown = set(raw) - known
+    if unknown:
+        raise RecipeError(f"unknown {kind} recipe sections {sorted(unknown)}; known: {sorted(known)}")
+    defaults = recipe_class()
+    sections = {}
+    for name, cls in sections_of.items():
+        values = {**dataclasses.asdict(getattr(defaults, name)), **(raw.get(name) or {})}
+        sections[name] = _build(cls, values, name)
+    recipe = recipe_class(tokenizer=raw.get("tokenizer"), chat_format=raw.get("chat_format") or "auto",
+                          source_path=source_path, **sections)
+    validate_sft(recipe)
+    return recipe
 
 
 def sft_recipe_from_dict(raw: dict, source_path: str | None = None) -> SFTRecipe:
-    if not isinstance(raw, dict):
-        raise RecipeError("an SFT recipe must be a mapping of sections")
-    known = set(SECTIONS) | {"tokenizer", "chat_format"}
-    unknown = set(raw) - known
-    if unknown:
-        raise RecipeError(f"unknown SFT recipe sections {sorted(unknown)}; known: {sorted(known)}")
-    defaults = SFTRecipe()
-    sections = {}
-    for name, cls in SECTIONS.items():
-        values = {**dataclasses.asdict(getattr(defaults, name)), **(raw.get(name) or {})}
-        sections[name] = _build(cls, values, name)
-    recipe = SFTRecipe(tokenizer=raw.get("tokenizer"), chat_format=raw.get("chat_format") or "auto",
-                       source_path=source_path, **sections)
-    validate_sft(recipe)
+    return _recipe_from_dict(raw, source_path, SFTRecipe, SECTIONS, "SFT")
+
+
+def dpo_recipe_from_dict(raw: dict, source_path: str | None = None) -> DPORecipe:
+    recipe = _recipe_from_dict(raw, source_path, DPORecipe, DPO_SECTIONS, "DPO")
+    dpo = recipe.dpo
+    if dpo.beta <= 0:
+        raise RecipeError(f"dpo.beta={dpo.beta} must be positive")
+    if dpo.loss_type not in DPO_LOSSES:
+        raise RecipeError(f"dpo.loss_type={dpo.loss_type!r}; choose one of {DPO_LOSSES}")
+    if not 0 <= dpo.label_smoothing < 0.5:
+        raise RecipeError(f"dpo.label_smoothing={dpo.label_smoothing} must be in [0, 0.5)")
+    if recipe.data.packing:
+        raise RecipeError("data.packing: DPO rows are prompt + chosen/rejected pairs and are not packed; set false")
+    if dpo.ref_model is not None and not Path(dpo.ref_model).exists():
+        raise RecipeError(f"dpo.ref_model: no folder {dpo.ref_model!r} (or null: the starting model itself)")
+    if dpo.ref_model is None and recipe.model.init_from is None and not recipe.lora.enabled:
+        raise RecipeError("dpo.ref_model: full DPO without model.init_from has no starting checkpoint to use as the "
+                          "reference; give model.init_from, dpo.ref_model, or enable LoRA")
     return recipe
 
 
@@ -179,4 +226,14 @@ def load_sft_recipe(recipe, overrides=None) -> SFTRecipe:
     return sft_recipe_from_dict(apply_overrides(raw or {}, overrides), source_path)
 
 
-__all__ = ["SFTRecipe", "load_sft_recipe", "sft_recipe_from_dict"]
+def load_dpo_recipe(recipe, overrides=None) -> DPORecipe:
+    """A validated DPORecipe from a path, a shipped name (e.g. "dpo_lora"), a mapping or a DPORecipe, with
+    `overrides` applied."""
+    if isinstance(recipe, DPORecipe):
+        return dpo_recipe_from_dict(apply_overrides(recipe.to_dict(), overrides), recipe.source_path)
+    source_path, raw = read_recipe_source(recipe, kind="DPO recipe", listed="dpo_*.yaml")
+    return dpo_recipe_from_dict(apply_overrides(raw or {}, overrides), source_path)
+
+
+__all__ = ["DPORecipe", "DPOSection", "SFTRecipe", "dpo_recipe_from_dict", "load_dpo_recipe", "load_sft_recipe",
+           "sft_recipe_from_dict"]

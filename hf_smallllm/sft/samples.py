@@ -7,16 +7,16 @@ model shifts them), as in pretraining's packed rows.
 
 Bad records are either fatal (`on_bad_sample="error"`: the first one raises with its origin) or skipped and counted
 by reason (`"skip"`: `SampleReport` says how many and shows the first few); never dropped silently.
-SFT packing (`pack_examples`) concatenates whole examples into rows of at most `seq_len` tokens with positions
-restarting at 0 per example, the pretraining data code's per-document convention: the model then attends only
-within an example, and `PackedCollator` batches rows of either kind.
+The examples go to TRL's SFTTrainer as they are (`input_ids`, `labels`); TRL packs them when the recipe asks
+(best-fit decreasing into rows of `data.seq_len`, positions restarting at 0 per example, so the model attends only
+within an example).
 """
 
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..data.packing import IGNORE_INDEX, PackedRow
+from ..data.packing import IGNORE_INDEX
 from .records import RecordSource, SampleError, to_messages
 
 logger = logging.getLogger(__name__)
@@ -103,32 +103,4 @@ def build_examples(sources: list[RecordSource], tokenizer, max_length: int, on_b
     return examples, report
 
 
-def example_row(example: dict) -> PackedRow:
-    return PackedRow(list(example["input_ids"]), list(example["labels"]), list(range(len(example["input_ids"]))),
-                     example.get("source", ""))
-
-
-def pack_examples(examples: list[dict], seq_len: int) -> list[PackedRow]:
-    """Whole examples, in order, concatenated into rows of at most `seq_len` tokens (an example that does not fit in
-    the current row starts the next one; none is split). Positions restart at 0 per example, so attention stays
-    within an example; labels are the examples' own (prompt tokens -100)."""
-    rows: list[PackedRow] = []
-    current = PackedRow([], [], [])
-    for example in examples:
-        length = len(example["input_ids"])
-        if length > seq_len:
-            raise ValueError(f"an example of {length} tokens does not fit a packed row of {seq_len}; "
-                             "raise data.seq_len or lower data.max_length")
-        if current.input_ids and len(current.input_ids) + length > seq_len:
-            rows.append(current)
-            current = PackedRow([], [], [])
-        current.input_ids.extend(example["input_ids"])
-        current.labels.extend(example["labels"])
-        current.position_ids.extend(range(length))
-    if current.input_ids:
-        rows.append(current)
-    return rows
-
-
-__all__ = ["BAD_SAMPLE_POLICIES", "SampleReport", "build_examples", "encode_conversation", "example_row",
-           "pack_examples"]
+__all__ = ["BAD_SAMPLE_POLICIES", "SampleReport", "build_examples", "encode_conversation"]

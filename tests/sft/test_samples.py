@@ -6,10 +6,9 @@ import json
 import pytest
 import torch
 
-from hf_smallllm.data import PackedCollator
 from hf_smallllm.data.packing import IGNORE_INDEX
 from hf_smallllm.sft import (RecordSource, SampleError, build_examples, encode_conversation, install_chat_template,
-                             pack_examples, to_messages)
+                             to_messages)
 
 GOOD = {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi."}]}
 BAD = {
@@ -102,33 +101,44 @@ def test_bundled_sets_and_parquet(chat_tokenizer, tmp_path):
         RecordSource("x", ["bundled:nope.jsonl"]).files()
 
 
-def test_packing_keeps_samples_whole_with_restarting_positions(chat_tokenizer):
+def _trl_packed_batch(examples, seq_len, pad_token_id):
+    """Examples packed and collated the way SFTTrainer does with `data.packing` (BFD rows, padding-free batch)."""
+    from datasets import Dataset
+    from trl.data_utils import pack_dataset
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    rows = pack_dataset(Dataset.from_list([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]),
+                        seq_len, "bfd")
+    return list(rows), DataCollatorForLanguageModeling(pad_token_id=pad_token_id, padding_free=True)(list(rows))
+
+
+def test_trl_packing_keeps_samples_whole_with_restarting_positions(chat_tokenizer):
     examples = [encode_conversation(chat_tokenizer, [{"role": "user", "content": "q" * n},
                                                      {"role": "assistant", "content": "a"}]) for n in (1, 5, 9, 3)]
     lengths = [len(e["input_ids"]) for e in examples]
-    rows = pack_examples(examples, seq_len=sum(lengths[:2]))
-    assert sum(len(r.input_ids) for r in rows) == sum(lengths)
-    assert [ids for r in rows for ids in r.input_ids] == [ids for e in examples for ids in e["input_ids"]]
-    assert [lab for r in rows for lab in r.labels] == [lab for e in examples for lab in e["labels"]]
-    first = rows[0]
-    assert first.position_ids == list(range(lengths[0])) + list(range(lengths[1]))
-    batch = PackedCollator(pad_token_id=chat_tokenizer.pad_token_id)(rows)
-    assert batch["input_ids"].shape == (len(rows), max(len(r.input_ids) for r in rows))
-    assert (batch["labels"][batch["input_ids"] == -1] == IGNORE_INDEX).all()
-    with pytest.raises(ValueError, match="does not fit"):
-        pack_examples(examples, seq_len=lengths[2] - 1)
+    rows, batch = _trl_packed_batch(examples, sum(lengths[:2]), chat_tokenizer.pad_token_id)
+    assert sorted(n for r in rows for n in r["seq_lengths"]) == sorted(lengths)  # every sample whole, none cut
+    assert batch["input_ids"].shape == (1, sum(lengths))
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert len(starts) == len(examples)  # positions restart at every sample
+    assert (batch["labels"] != IGNORE_INDEX).sum() == sum((torch.tensor(e["labels"]) != IGNORE_INDEX).sum()
+                                                          for e in examples)
 
 
 def test_packed_loss_equals_separate_samples(chat_tokenizer):
-    """Packing changes nothing the model sees: the summed loss of a packed row equals the samples' own losses."""
+    """Packing changes nothing the model sees: the logits of a packed padding-free row equal the samples' own."""
     from .conftest import tiny_model
 
     model = tiny_model("tinyllama", chat_tokenizer).eval()
     examples = [encode_conversation(chat_tokenizer, [{"role": "user", "content": f"question {i}"},
                                                      {"role": "assistant", "content": f"answer {i} " * i}])
                 for i in (1, 2, 3)]
-    row = pack_examples(examples, seq_len=10_000)[0]
+    rows, batch = _trl_packed_batch(examples, 10_000, chat_tokenizer.pad_token_id)
     with torch.no_grad():
-        packed = model(input_ids=torch.tensor([row.input_ids]), position_ids=torch.tensor([row.position_ids])).logits
-        logits = [model(input_ids=torch.tensor([e["input_ids"]])).logits for e in examples]
-    assert torch.allclose(packed, torch.cat(logits, dim=1), atol=1e-4)
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        by_sample = {tuple(e["input_ids"]): model(input_ids=torch.tensor([e["input_ids"]])).logits for e in examples}
+    offset = 0
+    for length in rows[0]["seq_lengths"]:
+        ids = tuple(batch["input_ids"][0, offset:offset + length].tolist())
+        assert torch.allclose(packed[:, offset:offset + length], by_sample[ids], atol=1e-4)
+        offset += length

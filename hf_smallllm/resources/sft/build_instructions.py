@@ -62,20 +62,32 @@ def poem(rng, poems):
             {"role": "assistant", "content": first}]
 
 
-def main():
-    rng = random.Random(20260101)
+def load_verses(corpus=CORPUS) -> list[tuple[str, str]]:
+    """(reference, text) of the KJV verses of Genesis-Deuteronomy with 20-120 characters."""
     verses = []
-    for line in (CORPUS / "en_kjv.txt").read_text(encoding="utf-8").splitlines():
+    for line in (corpus / "en_kjv.txt").read_text(encoding="utf-8").splitlines():
         ref, _, text = line.partition(" ")
         if ref[:2] in BOOKS and 20 <= len(text) <= 120:
             verses.append((ref, text))
-    lines = [v[1] for v in verses]
+    return verses
+
+
+def load_poems(corpus=CORPUS) -> list[dict]:
+    """Poems with a title, an author and a first line of 5-40 characters."""
     poems = []
-    for line in (CORPUS / "zh_poetry.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in (corpus / "zh_poetry.jsonl").read_text(encoding="utf-8").splitlines():
         item = json.loads(line)
         first = item["text"].split("\n")[0].strip()
         if item["author"] and item["title"] and 5 <= len(first) <= 40:
             poems.append(item)
+    return poems
+
+
+def main():
+    rng = random.Random(20260101)
+    verses = load_verses()
+    lines = [v[1] for v in verses]
+    poems = load_poems()
     makers = [(arithmetic, ()), (arithmetic_multi_turn, ()), (uppercase, (lines,)), (verse, (verses,)),
               (poem, (poems,))]
     records = []
