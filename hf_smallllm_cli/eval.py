@@ -112,16 +112,19 @@ def register(parser):
     _model_options(bench, batch_size=4)
     bench.add_argument("--output", default="bench_results.json", help="JSON file with lm-eval's results")
 
-    tasks = add("tasks", "list the shipped lm-eval tasks or render them for lm-eval's --include_path", run_tasks)
-    tasks.add_argument("--render", metavar="DIR", default=None,
-                       help="write the task YAMLs (with absolute data paths) into DIR")
+    tasks = add("tasks", "list the shipped lm-eval tasks, or print their folder (lm-eval's --include_path)", run_tasks,
+                "The shipped task folder works as lm-eval's --include_path as it is: "
+                "lm_eval --model hf --model_args pretrained=CKPT,trust_remote_code=True "
+                "--include_path \"$(hf-smallllm eval tasks --path)\" --tasks smallllm_mmlu")
+    tasks.add_argument("--path", action="store_true", help="print the task folder's path and nothing else")
 
     passthrough = add("lm-eval", "lm-eval's command line with this package's models and tasks registered",
                       run_lm_eval,
                       "Everything after `lm-eval` goes to lm-eval's own CLI (e.g. `hf-smallllm eval lm-eval run "
                       "--model hf --model_args pretrained=PATH --tasks smallllm_mmlu`), after importing hf_smallllm "
-                      "(so AutoModelForCausalLM knows the smallllm_* model types) and adding the shipped tasks to "
-                      "--include_path.")
+                      "(so AutoModelForCausalLM knows the smallllm_* model types) and adding the shipped task folder "
+                      "to --include_path. The same as plain `lm_eval ... --include_path \"$(hf-smallllm eval tasks "
+                      "--path)\"` with trust_remote_code=True in --model_args (every saved folder carries its code).")
     passthrough.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments for lm-eval")
 
     plot = add("plot", "plot per-domain validation curves from a run's metrics file", run_plot)
@@ -249,11 +252,10 @@ def run_bench(args) -> int:
 
 
 def run_tasks(args) -> int:
-    from hf_smallllm.eval.harness import local_task_names, render_local_tasks
+    from hf_smallllm.eval.harness import TASKS_DIR, local_task_names
 
-    if args.render:
-        folder = render_local_tasks(args.render)
-        print(f"rendered task YAMLs into {folder}; use it with lm-eval's --include_path {folder}")
+    if args.path:
+        print(TASKS_DIR)
         return 0
     for name in local_task_names():
         print(name)

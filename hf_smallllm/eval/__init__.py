@@ -30,7 +30,7 @@ from .domain_ppl import (
     score_model,
 )
 from .domain_validation import DomainEvalCallback, DomainValidator
-from .harness import local_task_names, render_local_tasks, results_table, run_benchmarks, summary
+from .harness import TASKS_DIR, local_task_names, results_table, run_benchmarks, summary
 from .losses import DocumentLoss, document_losses, pooled_loss
 from .plot import plot_domain_curves
 from .recipe import build_domain_eval_callbacks
@@ -62,7 +62,6 @@ __all__ = [
     "pooled_loss",
     "read_documents",
     "reference_token_counts",
-    "render_local_tasks",
     "resolve_domains",
     "results_table",
     "run_benchmarks",

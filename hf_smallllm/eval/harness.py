@@ -5,9 +5,8 @@ lm-eval's `hf` model (`HFLM`) loads a path with `AutoConfig`/`AutoModelForCausal
 registers them), so everything that goes through here (Python API, `hf-smallllm eval bench`,
 `hf-smallllm eval lm-eval ...`) runs any saved checkpoint without remote code. A loaded model object works too.
 
-Local tasks ship as YAML templates in `hf_smallllm/resources/lm_eval_tasks/` over data in
-`hf_smallllm/resources/benchmarks/`: lm-eval's `dataset_path: json` needs absolute data paths, so the templates are
-rendered into a folder at run time and that folder goes on lm-eval's include path:
+Local tasks ship in `hf_smallllm/eval/lm_eval_tasks/`, a folder that is lm-eval's `--include_path` as it is (no
+render step; its data are found relative to the folder):
 - `smallllm_mmlu` (group) / `smallllm_mmlu_<subject>`: five MMLU subjects, lm-eval's MMLU prompt, accuracy;
 - `smallllm_zh_poet`: which of four poets wrote a Song ci (Chinese multiple choice), accuracy;
 - `smallllm_humaneval`: HumanEval pass@1 by greedy generation; executes model-written code, so it only runs with
@@ -19,21 +18,17 @@ built-in task, which reads its data set from the Hub or the local `datasets` cac
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from string import Template
 
-from ..errors import UsageFileNotFoundError, UsageValueError
+from ..errors import UsageValueError
 from ..inference.loading import default_device
 from ..resources import RESOURCES
 from .code_execution import ALLOW_ENV
+from .lm_eval_tasks import TASKS_DIR
 
-TASK_TEMPLATES = RESOURCES / "lm_eval_tasks"
 BENCHMARKS = RESOURCES / "benchmarks"
 LOCAL_GROUPS = ("smallllm_mmlu", "smallllm_zh_poet", "smallllm_humaneval")
-# Written next to the HumanEval YAML: lm-eval resolves `!function module.name` relative to the YAML file.
-_CODE_SHIM = "from hf_smallllm.eval.code_execution import build_predictions, pass_at_k  # noqa: F401\n"
 
 
 def mmlu_subjects(data_dir: str | Path = BENCHMARKS) -> list[str]:
@@ -41,30 +36,9 @@ def mmlu_subjects(data_dir: str | Path = BENCHMARKS) -> list[str]:
     return sorted(p.name[: -len("_test.jsonl")] for p in (Path(data_dir) / "mmlu").glob("*_test.jsonl"))
 
 
-def local_task_names(data_dir: str | Path = BENCHMARKS) -> list[str]:
-    """Every task and group name the shipped task definitions provide."""
-    return sorted([*LOCAL_GROUPS, *(f"smallllm_mmlu_{s}" for s in mmlu_subjects(data_dir))])
-
-
-def render_local_tasks(output_dir: str | Path, data_dir: str | Path = BENCHMARKS) -> Path:
-    """Write the shipped task YAMLs into `output_dir` with absolute paths to `data_dir`; returns `output_dir`,
-    ready for lm-eval's `include_path` (`--include_path` on its command line)."""
-    output_dir, data_dir = Path(output_dir), Path(data_dir).resolve()
-    if not (data_dir / "mmlu").is_dir():
-        raise UsageFileNotFoundError(f"{data_dir} is not a benchmark folder (no mmlu/ inside)")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # The path sits inside double-quoted YAML strings: escape what YAML would read as escapes.
-    quoted_dir = json.dumps(data_dir.as_posix())[1:-1]
-    for name in ("smallllm_mmlu.yaml", "smallllm_zh_poet.yaml", "smallllm_humaneval.yaml"):
-        text = Template((TASK_TEMPLATES / name).read_text(encoding="utf-8")).substitute(data_dir=quoted_dir)
-        (output_dir / name).write_text(text, encoding="utf-8")
-    subject_template = Template((TASK_TEMPLATES / "mmlu_subject.yaml").read_text(encoding="utf-8"))
-    for subject in mmlu_subjects(data_dir):
-        text = subject_template.substitute(data_dir=quoted_dir, subject=subject,
-                                           subject_words=subject.replace("_", " "))
-        (output_dir / f"smallllm_mmlu_{subject}.yaml").write_text(text, encoding="utf-8")
-    (output_dir / "smallllm_code.py").write_text(_CODE_SHIM, encoding="utf-8")
-    return output_dir
+def local_task_names() -> list[str]:
+    """Every task and group name the shipped task folder provides."""
+    return sorted(p.stem for p in TASKS_DIR.glob("smallllm_*.yaml"))
 
 
 def task_manager(tasks: Sequence[str], include_path: Sequence[str | Path] = ()):
@@ -132,20 +106,18 @@ def run_benchmarks(model, tasks: Sequence[str] | str, *, tokenizer=None, num_few
         raise UsageValueError("no tasks given")
     lm = load_lm(model, tokenizer, batch_size=batch_size, device=device, dtype=dtype, max_length=max_length,
                  **(model_args or {}))
-    with tempfile.TemporaryDirectory(prefix="hf_smallllm_tasks_") as rendered:
-        render_local_tasks(rendered)
-        manager = task_manager(tasks, [rendered, *include_path])
-        unknown = [t for t in tasks if t not in manager.all_tasks]
-        if unknown:
-            raise UsageValueError(f"unknown lm-eval task(s): {', '.join(unknown)}; local tasks: "
-                             f"{', '.join(local_task_names())} (plus lm-eval's built-in tasks)")
-        with _code_execution_allowed(confirm_run_unsafe_code):
-            results = lm_eval.simple_evaluate(
-                model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
-                log_samples=log_samples, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                fewshot_random_seed=seed, confirm_run_unsafe_code=confirm_run_unsafe_code,
-                apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs,
-            )
+    manager = task_manager(tasks, [TASKS_DIR, *include_path])
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise UsageValueError(f"unknown lm-eval task(s): {', '.join(unknown)}; local tasks: "
+                         f"{', '.join(local_task_names())} (plus lm-eval's built-in tasks)")
+    with _code_execution_allowed(confirm_run_unsafe_code):
+        results = lm_eval.simple_evaluate(
+            model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
+            log_samples=log_samples, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+            fewshot_random_seed=seed, confirm_run_unsafe_code=confirm_run_unsafe_code,
+            apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs,
+        )
     if results is None:  # a non-zero rank of a distributed run
         return {}
     return results
@@ -162,7 +134,7 @@ def results_json(results: dict) -> dict:
 
 def run_lm_eval_cli(argv: Sequence[str]) -> None:
     """lm-eval's own command line (`lm-eval run|ls|validate ...`) with this package's models registered and the
-    shipped tasks added to `--include_path` (rendered into a temporary folder for the duration of the run)."""
+    shipped task folder added to `--include_path`: the same as plain `lm_eval ... --include_path TASKS_DIR`."""
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
@@ -181,13 +153,11 @@ def run_lm_eval_cli(argv: Sequence[str]) -> None:
     elif argv == ["run"]:
         subcommands["run"].print_help()
         return
-    with tempfile.TemporaryDirectory(prefix="hf_smallllm_tasks_") as rendered:
-        render_local_tasks(rendered)
-        parsed = cli._parser.parse_args(argv)
-        if hasattr(parsed, "include_path"):
-            # lm-eval's flag takes one folder, its TaskManager a list: keep the user's folder and add ours.
-            parsed.include_path = [rendered] + ([parsed.include_path] if parsed.include_path else [])
-        cli.execute(parsed)
+    parsed = cli._parser.parse_args(argv)
+    if hasattr(parsed, "include_path"):
+        # lm-eval's flag takes one folder, its TaskManager a list: keep the user's folder and add ours.
+        parsed.include_path = [str(TASKS_DIR)] + ([parsed.include_path] if parsed.include_path else [])
+    cli.execute(parsed)
 
 
 def results_table(results: dict) -> str:
@@ -217,10 +187,10 @@ def summary(results: dict) -> dict[str, dict[str, float]]:
 __all__ = [
     "BENCHMARKS",
     "LOCAL_GROUPS",
+    "TASKS_DIR",
     "load_lm",
     "local_task_names",
     "mmlu_subjects",
-    "render_local_tasks",
     "results_json",
     "results_table",
     "run_benchmarks",

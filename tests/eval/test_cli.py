@@ -2,6 +2,7 @@
 line with exit status 2."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -66,8 +67,9 @@ def test_contamination_command(trained_checkpoint, tmp_path, capsys):
 def test_tasks_and_plot(tmp_path, capsys):
     assert main(["eval", "tasks"]) == 0
     assert "smallllm_mmlu_astronomy" in capsys.readouterr().out.split()
-    assert main(["eval", "tasks", "--render", str(tmp_path / "tasks")]) == 0
-    assert (tmp_path / "tasks" / "smallllm_zh_poet.yaml").is_file()
+    assert main(["eval", "tasks", "--path"]) == 0
+    folder = Path(capsys.readouterr().out.strip())
+    assert (folder / "smallllm_zh_poet.yaml").is_file()  # lm-eval's --include_path as it is
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("\n".join(json.dumps({"step": s, "tokens": 100 * s, "eval/kjv/loss": 5.0 - s,
                                              "eval/kjv/ppl": 2.0}) for s in range(3)) + "\n")

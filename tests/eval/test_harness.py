@@ -6,11 +6,10 @@ import json
 import math
 
 import pytest
-import yaml
 
 from hf_smallllm.eval.code_execution import (ALLOW_ENV, CodeExecutionNotAllowed, build_predictions,
                                              estimate_pass_at_k, pass_at_k, run_program)
-from hf_smallllm.eval.harness import local_task_names, mmlu_subjects, render_local_tasks, run_benchmarks, summary
+from hf_smallllm.eval.harness import TASKS_DIR, local_task_names, mmlu_subjects, run_benchmarks, summary
 
 from .helpers import BENCHMARKS, read_jsonl
 
@@ -22,16 +21,24 @@ def humaneval_problems() -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def test_rendered_tasks_point_at_the_shipped_data(tmp_path):
+def test_the_task_folder_is_an_include_path_as_it_is():
+    from lm_eval.tasks import TaskManager
+
+    from hf_smallllm.eval.lm_eval_tasks import SUBJECT_TEMPLATE, smallllm_data
+
     assert mmlu_subjects() == SUBJECTS
     assert set(local_task_names()) == {"smallllm_mmlu", "smallllm_zh_poet", "smallllm_humaneval",
                                        *(f"smallllm_mmlu_{s}" for s in SUBJECTS)}
-    folder = render_local_tasks(tmp_path)
-    task = yaml.safe_load((folder / "smallllm_mmlu_astronomy.yaml").read_text())
-    assert task["dataset_path"] == "json"
-    for path in task["dataset_kwargs"]["data_files"].values():
-        assert (BENCHMARKS / "mmlu").resolve() / path.rsplit("/", 1)[1] == __import__("pathlib").Path(path)
-    assert "${" not in (folder / "smallllm_humaneval.yaml").read_text()
+    for path in TASKS_DIR.glob("*.yaml"):  # nothing left to render
+        assert "${" not in path.read_text(encoding="utf-8"), path
+    template = SUBJECT_TEMPLATE.read_text(encoding="utf-8")
+    for subject in SUBJECTS:  # the subject files are the template's output (write_mmlu_subject_tasks)
+        expected = template.replace("${subject_words}", subject.replace("_", " ")).replace("${subject}", subject)
+        assert (TASKS_DIR / f"smallllm_mmlu_{subject}.yaml").read_text(encoding="utf-8") == expected
+    manager = TaskManager(include_path=[str(TASKS_DIR)], include_defaults=False)
+    assert set(local_task_names()) <= set(manager.all_tasks)
+    data = smallllm_data.load({"test": "mmlu/astronomy_test.jsonl", "dev": "mmlu/astronomy_dev.jsonl"}, version=1.0)
+    assert data["test"].num_rows == len(read_jsonl(BENCHMARKS / "mmlu" / "astronomy_test.jsonl"))
 
 
 def test_shipped_multiple_choice_data_is_well_formed():
@@ -122,7 +129,7 @@ def test_humaneval_task_scores_correct_programs_through_lm_eval(tmp_path, monkey
             raise NotImplementedError
 
     monkeypatch.setenv(ALLOW_ENV, "1")
-    manager = task_manager(["smallllm_humaneval"], [render_local_tasks(tmp_path)])
+    manager = task_manager(["smallllm_humaneval"], [TASKS_DIR])
     for correct, expected in ((True, 1.0), (False, 0.0)):
         results = lm_eval.simple_evaluate(model=Oracle(correct), tasks=["smallllm_humaneval"], limit=3,
                                           task_manager=manager, confirm_run_unsafe_code=True)
