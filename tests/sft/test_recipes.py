@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from hf_smallllm.sft.recipe import SFT_RECIPES_DIR, load_dpo_recipe, load_sft_recipe
+from hf_smallllm.sft.recipe import load_dpo_recipe, load_sft_recipe
+from hf_smallllm.train.recipe import RECIPES_DIR as SFT_RECIPES_DIR
 
 SHIPPED = sorted(p.stem for p in SFT_RECIPES_DIR.glob("sft_*.yaml"))
 SHIPPED_DPO = sorted(p.stem for p in SFT_RECIPES_DIR.glob("dpo_*.yaml"))
