@@ -125,6 +125,6 @@ def test_llama_layout_loads_into_llama_shaped_families_without_mismatch_warning(
 
 def test_a_real_mismatch_still_warns(tmp_path):
     _llama_folder(tmp_path)
-    with transformers_warnings() as messages:
+    with transformers_warnings() as messages, contextlib.suppress(ValueError):  # config validation may also refuse it
         FAMILIES["btlm"].config_class.from_pretrained(tmp_path)
     assert [m for m in messages if "to instantiate a model of type `smallllm_btlm`" in m]
