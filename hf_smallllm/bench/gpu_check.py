@@ -576,7 +576,7 @@ def part_fsdp(rec: Recorder, args) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
         tokenizer = Path(folder) / "tokenizer"
         corpus = root / "hf_smallllm" / "resources" / "corpus" / "en_shakespeare.txt"
-        _run([sys.executable, "-m", "hf_smallllm.cli", "tokenizer", "train", str(corpus), "--family", "tinyllama",
+        _run([sys.executable, "-m", "hf_smallllm_cli", "tokenizer", "train", str(corpus), "--family", "tinyllama",
               "--vocab-size", "512", "--output-dir", str(tokenizer), "--no-progress"], env, 120)
         out = Path(folder) / "run"
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
