@@ -7,8 +7,9 @@ memory of a reading process.
    `tiny-tinyllama` mixture (five sources, two phases with a ramp) over the bundled corpus. Only rank 0 runs (the
    other ranks' work is independent). Rates are tokens per CPU-second of the reading process (one thread), which is
    what one core delivers and is not distorted by other programs on a shared machine; wall-clock rates are kept in
-   the JSON. Both are timed over whole steps (the on-the-fly stream over one: it must tokenize every row of a step
-   to find its own, whatever the world size).
+   the JSON. Both are timed over whole steps. The on-the-fly stream must tokenize every row of a step to find its
+   own, whatever the world size, so its per-process rate is the tokenizer's rate / N for any global batch; to keep
+   the run short it is timed over one step of a smaller global batch (512 rows, 1 row per micro-batch: 1M tokens).
 2. Preparation: tokens/s of `prepare_sources` on the bundled corpus (4.4 MB, five sources) with the Llama-2
    SentencePiece vocabulary (32,000) and DeepSeek-LLM's byte-level BPE (102,400 + 3), both rebuilt from llama.cpp's
    GGUF vocabulary files in tests/fixtures/tokenizers (47/47 on llama.cpp's reference tokenizations), with 1 and 2
@@ -39,6 +40,7 @@ FIXTURES = Path(__file__).parents[1] / "tests" / "fixtures" / "tokenizers"
 VOCABULARIES = {"llama-2 (32,000)": "ggml-vocab-llama-spm.gguf", "deepseek-llm (102,403)": "ggml-vocab-deepseek-llm.gguf"}
 WORLD_SIZES = (1, 8, 64, 512)
 ROWS_PER_MICRO_BATCH = 4
+ON_THE_FLY_ROWS_PER_STEP = 512
 
 
 def load_vocabulary(name: str):
@@ -54,8 +56,9 @@ def recipe_sources(repeat: int = 1) -> list[dict]:
     return [{**spec, "paths": list(spec["paths"]) * repeat} for spec in sources]
 
 
-def make_stream(tokenizer, folder, world_size: int, rows_per_step: int, seq_len: int, steps: int):
-    """Rank 0 of `world_size` on the tiny-tinyllama mixture, 4 rows per micro-batch."""
+def make_stream(tokenizer, folder, world_size: int, rows_per_step: int, seq_len: int, steps: int,
+                rows_per_micro_batch: int = ROWS_PER_MICRO_BATCH):
+    """Rank 0 of `world_size` on the tiny-tinyllama mixture."""
     from hf_smallllm.data import (
         DocumentSource,
         MixtureSchedule,
@@ -77,7 +80,7 @@ def make_stream(tokenizer, folder, world_size: int, rows_per_step: int, seq_len:
         sources = {s["name"]: OnTheFlyTokens(DocumentSource.from_dict(s), tokenizer) for s in specs}
     mixture = MixtureSchedule(recipe.mixture_phases, steps, sources=list(sources))
     lengths = SequenceLengthSchedule([{"until": 1.0, "seq_len": seq_len}], steps, rows_per_step * seq_len)
-    accumulation = rows_per_step // (ROWS_PER_MICRO_BATCH * world_size)
+    accumulation = rows_per_step // (rows_per_micro_batch * world_size)
     return PackedBatchStream(sources, mixture, lengths, steps, accumulation, world_size, 0, 0, packing="document",
                              eos_token_id=tokenizer.eos_token_id)
 
@@ -102,8 +105,11 @@ def delivery(tokenizer, folder, rows_per_step, seq_len, seconds) -> list[dict]:
     for kind in ("prepared", "on-the-fly"):
         base = None
         for world_size in WORLD_SIZES:
-            stream = make_stream(tokenizer, folder if kind == "prepared" else None, world_size, rows_per_step,
-                                 seq_len, steps=10_000)
+            if kind == "prepared":
+                stream = make_stream(tokenizer, folder, world_size, rows_per_step, seq_len, steps=10_000)
+            else:
+                stream = make_stream(tokenizer, None, world_size, ON_THE_FLY_ROWS_PER_STEP, seq_len, steps=10_000,
+                                     rows_per_micro_batch=1)
             if kind == "prepared":
                 next(iter(stream))  # open the shard files before timing
                 stream.seek(0)
@@ -112,6 +118,7 @@ def delivery(tokenizer, folder, rows_per_step, seq_len, seconds) -> list[dict]:
                 result = time_delivery(stream, 0.0, whole_steps=True)
             base = base or result["tokens_per_cpu_s"]
             rows.append({"kind": kind, "world_size": world_size, "accumulation": stream.accumulation,
+                         "tokens_per_step": stream.lengths.tokens_per_step,
                          "vs_world_size_1": result["tokens_per_cpu_s"] / base, **result})
             print(f"delivery {kind:<10} N={world_size:<4} {result['tokens_per_cpu_s'] / 1e6:8.2f}M tokens/CPU-s "
                   f"({result['tokens']:,d} tokens, {result['cpu_s']:.1f} CPU-s)", flush=True)
@@ -146,11 +153,16 @@ def preparation(vocabularies, workers_list, shard_chars, scratch: Path) -> list[
 
 
 _READER = """
-import resource, sys, numpy as np
+import os, resource, sys, numpy as np
 from hf_smallllm.data import PreparedTokens, read_manifest
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * page
 folder = sys.argv[1]
 manifest = read_manifest(folder)
-tokens = 0
+tokens, before = 0, rss()
+highest = before
 out = np.empty((4, 2048), np.int64)
 for name in manifest["sources"]:
     source = PreparedTokens(folder, name, manifest)
@@ -158,16 +170,22 @@ for name in manifest["sources"]:
         for row in range(4):
             source.read_into(out[row], start + row * 2048)
         tokens += out.size
-print(tokens, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        highest = max(highest, rss())
+print(tokens, before, highest, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
 
 
 def reader_memory(folder: Path) -> dict:
+    """A fresh process reads every token of the folder once (4 rows of 2,048 at a time): its resident memory after
+    the imports, the highest while reading (sampled after every 4 rows), and the peak of the process."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     output = subprocess.run([sys.executable, "-c", _READER, str(folder)], capture_output=True, text=True, env=env,
                             check=True).stdout.split()
     corpus = sum(p.stat().st_size for p in folder.rglob("*.tokens"))
-    return {"tokens_read": int(output[0]), "peak_rss_mb": int(output[1]) / 1024, "shard_bytes": corpus}
+    tokens, before, highest, peak = (int(value) for value in output)
+    return {"tokens_read": tokens, "shard_bytes": corpus, "rss_before_reading_mb": before / 2**20,
+            "rss_highest_reading_mb": highest / 2**20, "growth_while_reading_mb": (highest - before) / 2**20,
+            "peak_rss_mb": peak / 2**20}
 
 
 def write_results(output: Path, result: dict) -> None:
@@ -177,7 +195,8 @@ def write_results(output: Path, result: dict) -> None:
     setting = (f"{meta['machine']}, {meta['cpu_count']} cores, Python {meta['python']}; load average "
                f"{meta['load_start']} at the start, {meta['load_end']} at the end (other programs shared the cores). "
                f"Global batch {meta['rows_per_step']:,d} rows x {meta['seq_len']:,d} tokens, 4 rows per micro-batch; "
-               "rates are tokens per CPU-second of rank 0 (one thread).")
+               "rates are tokens per CPU-second of rank 0 (one thread). The on-the-fly column uses a 512-row global "
+               "batch (1 row per micro-batch; its rate is the tokenizer's / N for any batch).")
     lines = ["# Data throughput", "", setting, "",
              "## Delivered tokens per second per process (rank 0 timed)", "",
              "| world size | accumulation | prepared shards | vs N=1 | on-the-fly | vs N=1 |", "|---|---|---|---|---|---|"]
@@ -194,11 +213,13 @@ def write_results(output: Path, result: dict) -> None:
                      f"{r['tokens_per_wall_s'] / 1e6:.2f}M | {r['tokens_per_cpu_s'] / 1e6:.2f}M | "
                      f"{r['speedup_vs_1_worker']:.2f}x |")
     memory = result["memory"]
-    lines += ["", "## Peak RSS of a process reading one whole epoch", "",
-              "| corpus | shard bytes | tokens read | peak RSS |", "|---|---|---|---|"]
+    lines += ["", "## Resident memory of a process reading one whole epoch", "",
+              "| corpus | shard bytes | tokens read | RSS after imports | highest while reading | growth | peak RSS |",
+              "|---|---|---|---|---|---|---|"]
     for label, row in memory.items():
         lines.append(f"| {label} | {row['shard_bytes'] / 1e6:.1f} MB | {row['tokens_read']:,d} | "
-                     f"{row['peak_rss_mb']:.0f} MB |")
+                     f"{row['rss_before_reading_mb']:.0f} MB | {row['rss_highest_reading_mb']:.0f} MB | "
+                     f"{row['growth_while_reading_mb']:.1f} MB | {row['peak_rss_mb']:.0f} MB |")
     (output / "data_throughput.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -207,6 +228,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="256 rows per step, short timings, one vocabulary")
     parser.add_argument("--seconds", type=float, default=3.0, help="CPU seconds per prepared-shard measurement")
     parser.add_argument("--output-dir", default="benchmarks/results")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="measure only the reading memory; keep the other results of the existing JSON")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rows_per_step, seq_len = (8192, 2048) if not args.quick else (2048, 128)
@@ -215,23 +238,32 @@ def main(argv=None) -> int:
             "python": platform.python_version(), "load_start": [round(x, 1) for x in os.getloadavg()],
             "rows_per_step": rows_per_step, "seq_len": seq_len, "quick": args.quick}
     vocabularies = list(VOCABULARIES)[:1] if args.quick else list(VOCABULARIES)
+    repeat = 10 if not args.quick else 3
     with tempfile.TemporaryDirectory(prefix="data-throughput-") as scratch:
         scratch = Path(scratch)
-        prepared = preparation(vocabularies, (1, 2), 250_000, scratch)
-        llama = load_vocabulary(vocabularies[0])
-        folder = Path(next(r["folder"] for r in prepared if r["vocabulary"] == vocabularies[0] and r["workers"] == 2))
-        rows = delivery(llama, folder, rows_per_step, seq_len, seconds)
         from hf_smallllm.data.prepare import prepare_sources
 
+        llama = load_vocabulary(vocabularies[0])
+        if args.memory_only:
+            previous = json.loads((Path(args.output_dir) / "data_throughput.json").read_text(encoding="utf-8"))
+            rows, prepared = previous["delivery"], previous["preparation"]
+            meta = {**previous["meta"], "memory_load_start": meta["load_start"]}
+            folder = scratch / "bundled"
+            prepare_sources(recipe_sources(), llama, folder, workers=2, progress=False)
+        else:
+            prepared = preparation(vocabularies, (1, 2), 250_000, scratch)
+            folder = Path(next(r["folder"] for r in prepared
+                               if r["vocabulary"] == vocabularies[0] and r["workers"] == 2))
+            rows = delivery(llama, folder, rows_per_step, seq_len, seconds)
         tenfold = scratch / "tenfold"
-        prepare_sources(recipe_sources(10 if not args.quick else 3), llama, tenfold, workers=2, progress=False)
-        memory = {"bundled (1x)": reader_memory(folder),
-                  f"{10 if not args.quick else 3}x": reader_memory(tenfold)}
+        prepare_sources(recipe_sources(repeat), llama, tenfold, workers=2, progress=False)
+        memory = {"bundled (1x)": reader_memory(folder), f"{repeat}x": reader_memory(tenfold)}
         for label, row in memory.items():
-            print(f"reader {label}: {row['tokens_read']:,d} tokens, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+            print(f"reader {label}: {row['tokens_read']:,d} tokens, RSS +{row['growth_while_reading_mb']:.1f} MB "
+                  f"while reading, peak {row['peak_rss_mb']:.0f} MB", flush=True)
         for row in prepared:
-            row.pop("folder")
-    meta["load_end"] = [round(x, 1) for x in os.getloadavg()]
+            row.pop("folder", None)
+    meta["memory_load_end" if args.memory_only else "load_end"] = [round(x, 1) for x in os.getloadavg()]
     write_results(Path(args.output_dir), {"meta": meta, "delivery": rows, "preparation": prepared, "memory": memory})
     print((Path(args.output_dir) / "data_throughput.md").read_text())
     return 0

@@ -19,13 +19,14 @@ vocabulary as batches are built (a corrupt file is named); `verify_prepared` re-
 
 `PreparedTokens` serves windows of a source's endless token stream (epoch after epoch: offsets wrap around) by
 copying from memory-mapped shard files: a handful of numpy slices per row, no per-token Python work. Pages it has
-read are handed back to the kernel every `release_every` bytes, so the resident memory of a reading process does
-not grow with the size of the corpus.
+read are handed back to the kernel whenever the process has read another `RELEASE_EVERY` bytes (4 MB) from any
+source, so the resident memory of a reading process does not grow with the size of the corpus.
 """
 
 import hashlib
 import json
 import mmap
+import weakref
 from bisect import bisect_right
 from pathlib import Path
 
@@ -40,6 +41,10 @@ TOKENS_SUFFIX = ".tokens"
 DOCS_SUFFIX = ".docs"
 RECORD_SUFFIX = ".json"
 DOC_INDEX_DTYPE = np.dtype("<u8")
+RELEASE_EVERY = 4 << 20  # bytes read by this process between handing mapped pages back (one madvise per shard)
+
+_READERS: "weakref.WeakSet[PreparedTokens]" = weakref.WeakSet()  # readers of this process with open shards
+_READ_SINCE_RELEASE = [0]
 
 
 class PreparedDataError(UsageValueError):
@@ -128,7 +133,7 @@ class PreparedTokens:
 
     holds_tokens = False  # nothing to release between steps
 
-    def __init__(self, folder, name: str, manifest: dict, release_every: int = 64 << 20):
+    def __init__(self, folder, name: str, manifest: dict):
         self.folder = Path(folder)
         self.name = name
         entry = manifest["sources"][name]
@@ -147,8 +152,6 @@ class PreparedTokens:
             raise PreparedDataError(f"{self.folder / MANIFEST_NAME}: source {name!r} lists {offset} tokens in its "
                                     f"shards but {self.total_tokens} in total")
         self._entry = entry
-        self._release_every = release_every
-        self._read_since_release = 0
         self._open: list[_Shard] = []
 
     def _array(self, index: int) -> np.ndarray:
@@ -167,6 +170,7 @@ class PreparedTokens:
                 shard.mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             shard.array = np.frombuffer(shard.mapping, dtype=self.dtype)
             self._open.append(shard)
+            _READERS.add(self)
         return shard.array
 
     def _release(self) -> None:
@@ -174,7 +178,6 @@ class PreparedTokens:
         if hasattr(mmap, "MADV_DONTNEED"):
             for shard in self._open:
                 shard.mapping.madvise(mmap.MADV_DONTNEED)
-        self._read_since_release = 0
 
     def read_into(self, out: np.ndarray, start: int) -> None:
         """Fill `out` with tokens `[start, start + len(out))` of the endless stream (offsets wrap every epoch)."""
@@ -188,9 +191,11 @@ class PreparedTokens:
             out[filled:filled + take] = array[local:local + take]
             filled += take
             position = (position + take) % self.total_tokens
-        self._read_since_release += wanted * self.dtype.itemsize
-        if self._read_since_release >= self._release_every:
-            self._release()
+        _READ_SINCE_RELEASE[0] += wanted * self.dtype.itemsize
+        if _READ_SINCE_RELEASE[0] >= RELEASE_EVERY:
+            _READ_SINCE_RELEASE[0] = 0
+            for reader in list(_READERS):
+                reader._release()
 
     def file_of(self, offset: int) -> Path:
         """The shard file that holds stream token `offset`."""
