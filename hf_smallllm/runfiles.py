@@ -193,6 +193,36 @@ def append_metrics(path: str | os.PathLike, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def truncate_metrics(path: str | os.PathLike, step: int) -> int:
+    """Keep only the records of steps <= `step` (rewritten atomically): a run resumed from checkpoint `step` logs
+    the later steps again, and the file must read like an uninterrupted run's. Returns how many were dropped."""
+    path = Path(path)
+    records = read_metrics(path)
+    kept = [r for r in records if not isinstance(r.get("step"), int) or r["step"] <= step]
+    if len(kept) != len(records) or (path.exists() and len(records) != _line_count(path)):
+        write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in kept))
+    return len(records) - len(kept)
+
+
+def _line_count(path: Path) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+# The loss-averaging window open at a checkpoint: the sum of the step losses logged since the last log, and that
+# log's step. Both entry points write it and restore it, so a resumed run logs the same averages.
+LOSS_WINDOW_NAME = "loss_window.json"
+
+
+def read_loss_window(checkpoint: str | os.PathLike) -> tuple[float, int] | None:
+    """(loss sum, last logged step) saved in a checkpoint, or None (written before the window was saved)."""
+    path = Path(checkpoint) / LOSS_WINDOW_NAME
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return float(data["loss_sum"]), int(data["last_logged_step"])
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All records in file order; a truncated last line (a run killed mid-write) is skipped."""
     path = Path(path)
@@ -215,6 +245,7 @@ __all__ = [
     "CHECKPOINT_PATTERN",
     "CHECKPOINT_PREFIX",
     "DATA_STATE_NAME",
+    "LOSS_WINDOW_NAME",
     "METRICS_NAME",
     "RECIPE_NAME",
     "TEMPORARY_PREFIX",
@@ -229,10 +260,12 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "read_data_state",
+    "read_loss_window",
     "read_metrics",
     "replace_folder",
     "run_dir_of",
     "temporary_checkpoint_dir",
+    "truncate_metrics",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",

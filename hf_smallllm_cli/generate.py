@@ -4,6 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._checks import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, PROBABILITY
+
 COMMAND = "generate"
 HELP = "generate text from a checkpoint (local folder or Hub repo) with streamed output"
 DESCRIPTION = (
@@ -25,11 +27,12 @@ def register(parser):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="prompt text")
     source.add_argument("--prompt-file", help="read the prompt from this file ('-' for stdin)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
-    parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (with --temperature)")
-    parser.add_argument("--top-k", type=int, default=0, help="top-k sampling (0 = off; with --temperature)")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="penalty for repeated tokens")
+    parser.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64, help="tokens to generate")
+    parser.add_argument("--temperature", type=NON_NEGATIVE_FLOAT, default=0.0, help="sampling temperature; 0 = greedy")
+    parser.add_argument("--top-p", type=PROBABILITY, default=1.0,
+                        help="nucleus sampling threshold in (0, 1] (with --temperature)")
+    parser.add_argument("--top-k", type=NON_NEGATIVE_INT, default=0, help="top-k sampling (0 = off; with --temperature)")
+    parser.add_argument("--repetition-penalty", type=POSITIVE_FLOAT, default=1.0, help="penalty for repeated tokens")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt with the tokenizer's chat template")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32", help="weights and compute dtype")
     parser.add_argument("--quantize", choices=QUANTIZATION_CHOICES, default="none", help="weight quantization")
@@ -50,6 +53,7 @@ def run(args) -> int:
 
     from hf_smallllm.errors import UsageFileNotFoundError, UsageValueError
     from hf_smallllm.inference.generation import InferenceOptions, load_for_inference, stream_generate
+    from hf_smallllm.inference.loading import check_device
 
     if args.prompt_file == "-":
         prompt = sys.stdin.read()
@@ -61,6 +65,7 @@ def run(args) -> int:
         prompt = args.prompt
     if not prompt:
         raise UsageValueError("the prompt is empty")
+    check_device(args.device)
     options = InferenceOptions(dtype=args.dtype, quantization=args.quantize,
                                pack_linears=PACK_CHOICES["plain" if args.no_pack else args.linears],
                                compile=args.compile,

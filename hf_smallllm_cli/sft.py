@@ -103,8 +103,14 @@ def run_template(args) -> int:
     from hf_smallllm.inference.loading import load_tokenizer
     from hf_smallllm.sft.templates import chat_format_for, install_chat_template
 
+    from hf_smallllm.errors import UsageValueError
+    from hf_smallllm.families import FAMILIES, GENERIC_FAMILY
+
+    if args.family is not None and args.family not in FAMILIES and args.family != GENERIC_FAMILY:
+        raise UsageValueError(f"--family {args.family!r} is not a family; choose one of {sorted(FAMILIES)} (or "
+                              f"{GENERIC_FAMILY!r} for a custom config)")
+    fmt = chat_format_for(args.family, args.format)  # checked before the tokenizer is read
     tokenizer = load_tokenizer(args.tokenizer)
-    fmt = chat_format_for(args.family, args.format)
     added = install_chat_template(tokenizer, fmt)
     tokenizer.save_pretrained(args.output)
     note = f" (added tokens {fmt.special_tokens}; the model's embedding needs {len(tokenizer)} rows)" if added else ""

@@ -35,6 +35,16 @@ def run(args) -> int:
         raise UsageError(f"repository {args.repo_id} not found (or not visible with this token)") from None
     except HfHubHTTPError as err:
         raise UsageError(f"the Hub refused to list {args.repo_id}: {str(err).splitlines()[0]}") from None
+    except Exception as err:
+        from huggingface_hub.errors import OfflineModeIsEnabled
+
+        from hf_smallllm.hub.publish import _is_interruption
+
+        if isinstance(err, OfflineModeIsEnabled) or _is_interruption(err):
+            endpoint = args.endpoint or "the Hub (HF_ENDPOINT)"
+            raise UsageError(f"cannot reach {endpoint} to list {args.repo_id}: {type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:200]}") from None
+        raise
     if args.json:
         for s in snapshots:
             print(json.dumps({"branch": s.branch, "step": s.step, "tokens": s.tokens, "commit": s.commit}))

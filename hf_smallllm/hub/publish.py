@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 REVISIONS_FILE = "revisions.txt"
 # Files of a checkpoint folder that only resuming needs; users of a snapshot never do.
 TRAINING_ONLY_FILES = ("optimizer*.pt", "optimizer*.bin", "scheduler*.pt", "scaler.pt", "rng_state*.pth",
-                       "training_args.bin", "data_state.json", "README.md", "*.tmp", ".*")
+                       "training_args.bin", "data_state.json", "loss_window.json", "README.md", "*.tmp", ".*")
 # Files on main that a new final model replaces wholesale (stale shards would break loading).
 MODEL_WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
 HUB_KEEP = (".gitattributes",)

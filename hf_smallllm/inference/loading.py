@@ -53,6 +53,28 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None, *, revis
         raise UsageValueError(f"config overrides {overrides} for {str(path)!r}: {err}") from None
 
 
+def check_device(device: str | None, option: str = "--device") -> None:
+    """A device torch can use on this machine, else a UsageValueError naming the option (None: the default)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageValueError(f"{option} {device!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageValueError(f"{option} {device}: torch sees no CUDA GPU on this machine (torch "
+                                  f"{torch.__version__}); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UsageValueError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageValueError(f"{option} {device}: MPS is not available on this machine; use --device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise UsageValueError(f"{option} {device!r}: models run on cpu, cuda or mps")
+
+
 def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str | None = None,
                config_overrides: dict | None = None, attn_implementation: str | None = None,
                revision: str | None = None):
@@ -65,6 +87,7 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str | No
 
     if dtype not in MODEL_DTYPES:
         raise UsageValueError(f"dtype={dtype!r}; choose one of {', '.join(MODEL_DTYPES)}")
+    check_device(device)  # before minutes of loading, not after
     kwargs = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
     if config_overrides:
         kwargs["config"] = load_config(path, config_overrides, revision=revision)
@@ -86,5 +109,5 @@ def load_model_and_tokenizer(path: str | os.PathLike, *, tokenizer: str | os.Pat
             load_tokenizer(tokenizer or path, revision=None if tokenizer else revision))
 
 
-__all__ = ["MODEL_DTYPES", "default_device", "load_config", "load_model", "load_model_and_tokenizer",
+__all__ = ["MODEL_DTYPES", "check_device", "default_device", "load_config", "load_model", "load_model_and_tokenizer",
            "load_tokenizer"]

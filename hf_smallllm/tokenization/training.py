@@ -17,7 +17,7 @@ from typing import Any
 from tokenizers import AddedToken, Tokenizer, trainers
 from tokenizers import pre_tokenizers as pt
 
-from ..errors import UsageFileNotFoundError
+from ..errors import UsageFileNotFoundError, UsageValueError
 from ..runfiles import atomic_folder
 from .pipelines import BYTE_TOKENS, byte_level_pipeline, sentencepiece_pipeline
 from .presets import TokenizerPreset, tokenizer_preset
@@ -216,14 +216,27 @@ def train_tokenizer(
     folder is replaced only once the new one is complete).
     """
     preset = tokenizer_preset(family, vocab_size=vocab_size, **preset_overrides)
+    paths = list(paths)
     if texts is None:
         texts = iter_training_texts(paths, dataset, text_field=text_field, dataset_kwargs=dataset_kwargs,
                                     max_chars=max_chars, progress=progress)
     elif paths or dataset is not None:
         raise ValueError("give either texts or paths/dataset, not both")
     tokenizer = _untrained_pipeline(preset)
+    seen = {"chars": 0}
+
+    def counted(stream):
+        for text in stream:
+            seen["chars"] += len(text)
+            yield text
+
     # The trainer's own bar would interleave with the reading bar; ours shows reading, merging is the short part.
-    tokenizer.train_from_iterator(texts, _trainer(preset, show_progress=False))
+    tokenizer.train_from_iterator(counted(texts), _trainer(preset, show_progress=False))
+    if not seen["chars"]:
+        # a tokenizer of only bytes and special tokens would be saved, with nothing learned
+        source = ", ".join(str(p) for p in paths or []) or (dataset if dataset is not None else "the given texts")
+        raise UsageValueError(f"no training text in {source}: the corpus is empty (check the paths, --text-field "
+                              "and --max-chars)")
     fast = to_transformers(_finish(tokenizer, preset), preset)
     if output_dir is not None:
         save_tokenizer(fast, output_dir)

@@ -21,7 +21,8 @@ from accelerate.utils import DistributedType
 from transformers.trainer_callback import (CallbackHandler, DefaultFlowCallback, ExportableState, TrainerControl,
                                            TrainerState)
 
-from ..runfiles import DATA_STATE_NAME, TRAINER_STATE_NAME, read_data_state, temporary_checkpoint_dir, write_json_atomic
+from ..runfiles import DATA_STATE_NAME, LOSS_WINDOW_NAME, TRAINER_STATE_NAME, read_data_state, read_loss_window
+from ..runfiles import temporary_checkpoint_dir, write_json_atomic
 from .build import build_stream
 from .checkpoint import atomic_checkpoint, rotate_checkpoints
 from .lr_schedules import build_lr_scheduler
@@ -98,6 +99,7 @@ class AccelerateTrainer:
                                   is_world_process_zero=self.accelerator.is_main_process)
         self.control = TrainerControl()
         extra = [self.spike_skipper] if self.spike_skipper is not None else []  # it restores its window on resume
+        self._loss_window = (0.0, 0)  # (sum of step losses since the last log, steps in it)
         self.callback_handler = CallbackHandler([DefaultFlowCallback] + list(callbacks) + extra, self.unwrapped_model,
                                                 tokenizer, self.optimizer, self.lr_scheduler)
 
@@ -122,6 +124,9 @@ class AccelerateTrainer:
                 torch.save(self.optimizer.state_dict(), os.path.join(staging, OPTIMIZER_NAME))
                 torch.save(self.lr_scheduler.state_dict(), os.path.join(staging, SCHEDULER_NAME))
                 write_json_atomic(os.path.join(staging, DATA_STATE_NAME), data_state, sort_keys=True)
+                loss_sum, logged_steps = self._loss_window
+                write_json_atomic(os.path.join(staging, LOSS_WINDOW_NAME),
+                                  {"loss_sum": loss_sum, "last_logged_step": step - logged_steps})
             rng_name = f"rng_state_{accelerator.process_index}.pth" if accelerator.num_processes > 1 else "rng_state.pth"
             torch.save(_rng_state(), os.path.join(staging, rng_name))
             accelerator.wait_for_everyone()
@@ -167,6 +172,9 @@ class AccelerateTrainer:
         if data_state is None:
             raise RecipeError(f"{folder} has no {DATA_STATE_NAME}; it was not written by this pipeline")
         self.stream.load_state_dict(data_state)
+        window = read_loss_window(folder)
+        if window is not None:
+            self._loss_window = (window[0], self.state.global_step - window[1])
 
     # ------------------------------------------------------------------ training
     def _count_targets(self, micro_batches) -> torch.Tensor:
@@ -182,7 +190,7 @@ class AccelerateTrainer:
         model.train()
         self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
         batches = iter(self.stream)
-        logged_loss, logged_steps = 0.0, 0
+        logged_loss, logged_steps = self._loss_window  # the averaging window open at the resumed checkpoint
         while self.state.global_step < training.max_steps:
             self.control = self.callback_handler.on_step_begin(self.args, self.state, self.control)
             micro_batches = [next(batches) for _ in range(training.gradient_accumulation_steps)]
@@ -212,6 +220,7 @@ class AccelerateTrainer:
             self.state.epoch = self.state.global_step / training.max_steps
             logged_loss += global_loss
             logged_steps += 1
+            self._loss_window = (logged_loss, logged_steps)
             self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
             if self.control.should_log:
                 logs = {"loss": logged_loss / logged_steps, "learning_rate": step_lr}
@@ -221,6 +230,7 @@ class AccelerateTrainer:
                 self.state.log_history.append({**logs, "step": self.state.global_step})
                 self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
                 logged_loss, logged_steps = 0.0, 0
+                self._loss_window = (logged_loss, logged_steps)
                 self.control.should_log = False
             if self.control.should_save:
                 self.save_checkpoint()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..families import family_of
-from ..runfiles import METRICS_NAME, RECIPE_NAME, latest_checkpoint
+from ..runfiles import METRICS_NAME, RECIPE_NAME, latest_checkpoint, truncate_metrics
 from .build import build_callbacks, build_model, load_tokenizer
 from .callbacks import RunLogger
 from .checkpoint import resolve_resume
@@ -52,6 +52,9 @@ def run_pretraining(recipe, overrides=None, resume: bool | str = False, entry: s
     callbacks += build_callbacks(recipe, model, tokenizer, is_main)
     callbacks += list(extra_callbacks or [])
     output_dir.mkdir(parents=True, exist_ok=True)
+    if is_main and resume_from is not None:
+        # the steps after the checkpoint are trained (and logged) again: drop their old records
+        truncate_metrics(output_dir / METRICS_NAME, _checkpoint_step(resume_from))
     if is_main:
         import yaml
 
@@ -68,6 +71,14 @@ def run_pretraining(recipe, overrides=None, resume: bool | str = False, entry: s
                           metrics_path=output_dir / METRICS_NAME, global_step=trainer.state.global_step,
                           tokens_seen=trainer.state.num_input_tokens_seen, family=family_of(model.config),
                           recipe=recipe)
+
+
+def _checkpoint_step(folder: Path) -> int:
+    import json
+
+    from ..runfiles import TRAINER_STATE_NAME
+
+    return int(json.loads((Path(folder) / TRAINER_STATE_NAME).read_text(encoding="utf-8"))["global_step"])
 
 
 def _is_main_process() -> bool:

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import ExportableState, PrinterCallback, ProgressCallback
 
-from ..runfiles import DATA_STATE_NAME, TRAINER_STATE_NAME, read_data_state, temporary_checkpoint_dir, write_json_atomic
+from ..runfiles import DATA_STATE_NAME, LOSS_WINDOW_NAME, TRAINER_STATE_NAME, read_data_state, read_loss_window
+from ..runfiles import temporary_checkpoint_dir, write_json_atomic
 from .build import build_stream
 from .checkpoint import atomic_checkpoint, rotate_checkpoints
 from .lr_schedules import build_lr_scheduler
@@ -77,6 +78,28 @@ class RecipeTrainer(Trainer):
         self.recipe = recipe
         self.remove_callback(PrinterCallback)
         self.remove_callback(ProgressCallback)
+        self._tr_loss = None  # Trainer's running loss sum since the last log (a tensor it resets in place)
+        self.resumed_loss_window: tuple[float, int] | None = None  # (loss sum, last logged step) to restore
+
+    def _maybe_log_save_evaluate(self, tr_loss, *args, **kwargs):
+        # Trainer restarts its loss-averaging window at a resume; put back the window open at the checkpoint so the
+        # first log after it averages the same steps as an uninterrupted run.
+        self._tr_loss = tr_loss
+        if self.resumed_loss_window is not None:
+            loss_sum, last_logged = self.resumed_loss_window
+            self.resumed_loss_window = None
+            with torch.no_grad():
+                tr_loss += loss_sum
+            self._globalstep_last_logged = last_logged
+        return super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+
+    def _loss_window(self) -> dict:
+        """The open averaging window, gathered over processes as Trainer's log does (a collective: every rank)."""
+        from transformers.trainer_pt_utils import nested_gather
+
+        loss_sum = 0.0 if self._tr_loss is None else float(
+            nested_gather(self._tr_loss, self.args.parallel_mode).mean().item())
+        return {"loss_sum": loss_sum, "last_logged_step": self._globalstep_last_logged}
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -99,7 +122,7 @@ class RecipeTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = self._get_output_dir(trial=trial)
         step = self.state.global_step
-        extras = self.checkpoint_extras()
+        extras = {**self.checkpoint_extras(), "loss_window": self._loss_window()}
         if self.args.should_save:
             with atomic_checkpoint(run_dir, step) as staging:
                 self._write_checkpoint(str(staging), extras)
@@ -123,6 +146,7 @@ class RecipeTrainer(Trainer):
                     else:
                         self.state.stateful_callbacks[name] = callback.state()
             self.write_extra_checkpoint_files(folder, extras)
+            write_json_atomic(os.path.join(folder, LOSS_WINDOW_NAME), extras["loss_window"])
             self.state.save_to_json(os.path.join(folder, TRAINER_STATE_NAME))
         self._barrier()  # everyone has written before the main process renames the folder
 
@@ -175,6 +199,8 @@ def train_with_trainer(recipe: Recipe, model, tokenizer, callbacks: list, resume
     spike_skipper = build_stability(recipe, model, is_main_process=args.process_index == 0)
     trainer = PretrainTrainer(model=model, args=args, processing_class=tokenizer, callbacks=callbacks, recipe=recipe,
                               stream=stream, spike_skipper=spike_skipper)
+    if resume_from is not None:
+        trainer.resumed_loss_window = read_loss_window(resume_from)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     return trainer
 

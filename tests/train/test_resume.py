@@ -115,3 +115,22 @@ def test_resume_refuses_pickles_that_run_code(tiny_recipe, tmp_path, name):
     with pytest.raises(RecipeError, match=rf"{name}: refusing to unpickle"):
         run_pretraining(recipe, entry="accelerate", resume=True)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("entry", ["trainer", "accelerate"])
+def test_resumed_metrics_read_like_the_straight_run(tiny_recipe, tmp_path, entry):
+    """After --resume, metrics.jsonl holds each step once and the loss averaged over a logging window that spans the
+    checkpoint equals the uninterrupted run's (the window is saved in the checkpoint and restored)."""
+    straight = copy.deepcopy(tiny_recipe)
+    straight["training"].update(output_dir=str(tmp_path / "straight"), logging_steps=2)
+    expected = read_metrics(run_pretraining(straight, entry=entry).metrics_path)
+
+    interrupted = copy.deepcopy(tiny_recipe)
+    interrupted["training"].update(output_dir=str(tmp_path / "interrupted"), logging_steps=2)
+    with pytest.raises(Crash):  # checkpoint 3 holds the window open since step 2; step 4 was logged before the crash
+        run_pretraining(interrupted, entry=entry, extra_callbacks=[CrashAtStep(4)])
+    resumed = read_metrics(run_pretraining(interrupted, entry=entry, resume=True).metrics_path)
+    steps = [r["step"] for r in resumed if "loss" in r]
+    assert steps == [r["step"] for r in expected if "loss" in r] == [2, 4, 6]
+    for got, want in zip([r for r in resumed if "loss" in r], [r for r in expected if "loss" in r]):
+        assert got["loss"] == pytest.approx(want["loss"], abs=1e-4), got["step"]
