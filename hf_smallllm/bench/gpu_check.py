@@ -34,6 +34,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from ..runfiles import write_text_atomic
@@ -296,16 +297,23 @@ def part_backends(rec: Recorder, args) -> None:
                 expected = reference(ids).logits
                 expected_padded = reference(ids, attention_mask=mask).logits
             for attn in _attention_backends(args):
-                def compare(attn=attn):
-                    model = _tiny(family, attn, dtype, device)
-                    with torch.no_grad():
-                        got = model(ids).logits
-                        got_padded = model(ids, attention_mask=mask).logits
-                    rec.check(f"{family}-{attn}-{tag}", _max_diff(got, expected), _tolerance(dtype))
-                    real = mask.bool()  # padded positions carry no meaning
-                    rec.check(f"{family}-{attn}-{tag}-left-padded",
-                              _max_diff(got_padded[real], expected_padded[real]), _tolerance(dtype))
-                rec.attempt(f"{family}-{attn}-{tag}", compare)
+                rec.attempt(f"{family}-{attn}-{tag}", partial(_compare_backend, rec, family, attn, dtype, device, ids,
+                                                              mask, expected, expected_padded))
+
+
+def _compare_backend(rec: Recorder, family: str, attn: str, dtype, device: str, ids, mask, expected,
+                     expected_padded) -> None:
+    import torch
+
+    tag = str(dtype).replace("torch.", "")
+    model = _tiny(family, attn, dtype, device)
+    with torch.no_grad():
+        got = model(ids).logits
+        got_padded = model(ids, attention_mask=mask).logits
+    rec.check(f"{family}-{attn}-{tag}", _max_diff(got, expected), _tolerance(dtype))
+    real = mask.bool()  # padded positions carry no meaning
+    rec.check(f"{family}-{attn}-{tag}-left-padded", _max_diff(got_padded[real], expected_padded[real]),
+              _tolerance(dtype))
 
 
 def _packed_inputs(vocab: int, lengths=(20, 35, 9), rows: int = 2, seed: int = 2):
@@ -334,13 +342,19 @@ def part_packed(rec: Recorder, args) -> None:
                 expected = torch.stack([torch.cat([reference(d[None].to(device)).logits[0] for d in row])
                                         for row in docs])
             for attn in ["eager", *_attention_backends(args)]:
-                def compare(attn=attn):
-                    model = _tiny(family, attn, dtype, device)
-                    with torch.no_grad():
-                        got = model(ids.to(device), position_ids=positions.to(device)).logits
-                    rec.check(f"{family}-{attn}-{tag}-packed", _max_diff(got, expected), _tolerance(dtype),
-                              "2 rows x 3 documents, batch > 1 (flash infers documents only at batch 1 by itself)")
-                rec.attempt(f"{family}-{attn}-{tag}-packed", compare)
+                rec.attempt(f"{family}-{attn}-{tag}-packed", partial(_compare_packed, rec, family, attn, dtype,
+                                                                     device, ids, positions, expected))
+
+
+def _compare_packed(rec: Recorder, family: str, attn: str, dtype, device: str, ids, positions, expected) -> None:
+    import torch
+
+    tag = str(dtype).replace("torch.", "")
+    model = _tiny(family, attn, dtype, device)
+    with torch.no_grad():
+        got = model(ids.to(device), position_ids=positions.to(device)).logits
+    rec.check(f"{family}-{attn}-{tag}-packed", _max_diff(got, expected), _tolerance(dtype),
+              "2 rows x 3 documents, batch > 1 (flash infers documents only at batch 1 by itself)")
 
 
 def part_alibi(rec: Recorder, args) -> None:
@@ -358,21 +372,26 @@ def part_alibi(rec: Recorder, args) -> None:
         with torch.no_grad():
             expected = reference(ids).logits
         for attn in _attention_backends(args):
-            def compare(attn=attn):
-                model = _tiny("btlm", attn, dtype, device, max_position_embeddings=max(512, length))
-                with torch.no_grad():
-                    got = model(ids).logits
-                    rec.check(f"btlm-{attn}-{tag}-long-row-{length}", _max_diff(got, expected), _tolerance(dtype))
-                    # decode the last 8 tokens one at a time on a cache filled with the rest
-                    out = model(ids[:, :-8], use_cache=True)
-                    cache, steps = out.cache, []
-                    for i in range(length - 8, length):
-                        out = model(ids[:, i:i + 1], cache=cache, use_cache=True)
-                        cache = out.cache
-                        steps.append(out.logits[:, -1])
-                    rec.check(f"btlm-{attn}-{tag}-cached-decode", _max_diff(torch.stack(steps, 1),
-                                                                            expected[:, -8:]), _tolerance(dtype))
-            rec.attempt(f"btlm-{attn}-{tag}", compare)
+            rec.attempt(f"btlm-{attn}-{tag}", partial(_compare_alibi, rec, attn, dtype, device, ids, expected))
+
+
+def _compare_alibi(rec: Recorder, attn: str, dtype, device: str, ids, expected) -> None:
+    import torch
+
+    tag, length = str(dtype).replace("torch.", ""), ids.shape[-1]
+    model = _tiny("btlm", attn, dtype, device, max_position_embeddings=max(512, length))
+    with torch.no_grad():
+        got = model(ids).logits
+        rec.check(f"btlm-{attn}-{tag}-long-row-{length}", _max_diff(got, expected), _tolerance(dtype))
+        # decode the last 8 tokens one at a time on a cache filled with the rest
+        out = model(ids[:, :-8], use_cache=True)
+        cache, steps = out.cache, []
+        for i in range(length - 8, length):
+            out = model(ids[:, i:i + 1], cache=cache, use_cache=True)
+            cache = out.cache
+            steps.append(out.logits[:, -1])
+        rec.check(f"btlm-{attn}-{tag}-cached-decode", _max_diff(torch.stack(steps, 1), expected[:, -8:]),
+                  _tolerance(dtype))
 
 
 def part_compile(rec: Recorder, args) -> None:
@@ -555,7 +574,7 @@ def part_decode(rec: Recorder, args) -> None:
             times = paired_rounds({"ours": decode(model), "reference": decode(twin)}, repeats=5, device="cuda",
                                   self_timed=True)
             ours, reference = (steps / statistics.median(times[k]) for k in ("ours", "reference"))
-            ratios = [r / o for o, r in zip(times["ours"], times["reference"])]
+            ratios = [r / o for o, r in zip(times["ours"], times["reference"], strict=True)]
             ceiling = bandwidth / 2 / weight_bytes_per_decoded_token(model)  # copy counts read + write: read = half
             rec.measure(f"{family}-decode", {"ours_tok_s": round(ours, 1), "reference": twin_name,
                                              "reference_tok_s": round(reference, 1),
@@ -582,7 +601,8 @@ def part_fsdp(rec: Recorder, args) -> None:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
                    "--num_processes", "1", str(root / "training" / "pretrain.py"), "--recipe", "tiny-tinyllama",
                    "--tokenizer", str(tokenizer), "--output-dir", str(out), "--entry", "accelerate",
-                   "--set", "training.max_steps=6", "--set", "training.save_steps=6", "--set", "training.precision=bf16"]
+                   "--set", "training.max_steps=6", "--set", "training.save_steps=6",
+                   "--set", "training.precision=bf16"]
         start = time.perf_counter()
         log = _run(command, env, 240)
         rec.measure("fsdp-seconds", round(time.perf_counter() - start, 1))
@@ -676,7 +696,8 @@ def run_all(args, progress=print) -> dict:
             if text:
                 result = PartResult.from_dict(json.loads(text))
             else:
-                result = PartResult(name, "error", error=f"exit {done.returncode}: {(done.stdout + done.stderr)[-3000:]}")
+                log = (done.stdout + done.stderr)[-3000:]
+                result = PartResult(name, "error", error=f"exit {done.returncode}: {log}")
         except subprocess.TimeoutExpired:
             text = Path(result_file).read_text() if Path(result_file).stat().st_size else ""
             # what the part had found before it was killed
