@@ -1,7 +1,7 @@
 """The one modeling core behind every hf_smallllm family.
 
 A pre-norm decoder-only transformer that reads like transformers' `modeling_llama.py`; every difference between
-the families is a config field read once in `__init__`:
+the families is a config field:
 
 - attention: multi-head or grouped-query, optional q/k/v and output biases, softmax scale 1/sqrt(d) or 1/d (muP);
 - positions: RoPE (`rope_parameters` through transformers' rope utilities, partial rotary, "half" or "interleaved"
