@@ -100,11 +100,10 @@ def run_merge(args) -> int:
 
 
 def run_template(args) -> int:
-    from hf_smallllm.inference.loading import load_tokenizer
-    from hf_smallllm.sft.templates import chat_format_for, install_chat_template
-
     from hf_smallllm.errors import UsageValueError
     from hf_smallllm.families import FAMILIES, GENERIC_FAMILY
+    from hf_smallllm.inference.loading import load_tokenizer
+    from hf_smallllm.sft.templates import chat_format_for, install_chat_template
 
     if args.family is not None and args.family not in FAMILIES and args.family != GENERIC_FAMILY:
         raise UsageValueError(f"--family {args.family!r} is not a family; choose one of {sorted(FAMILIES)} (or "

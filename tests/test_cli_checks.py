@@ -66,3 +66,50 @@ def test_snapshots_of_an_unreachable_endpoint_is_one_line(capsys, monkeypatch):
     assert cli_main(["snapshots", "tests/repo", "--endpoint", "http://127.0.0.1:9", "--token", "x"]) == 2
     err = capsys.readouterr().err
     assert "cannot reach http://127.0.0.1:9 to list tests/repo" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from hf_smallllm.families import FAMILIES, preset_config
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    FAMILIES["tinyllama"].causal_lm_class(preset_config("tinyllama", "tiny")).save_pretrained(folder)
+    return folder
+
+
+def broken_copy(tiny_folder, tmp_path, how: str):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / how
+    shutil.copytree(tiny_folder, folder)
+    weights_path = folder / "model.safetensors"
+    weights = load_file(str(weights_path))
+    if how == "truncated":
+        data = weights_path.read_bytes()
+        weights_path.write_bytes(data[: len(data) // 2])
+    elif how == "missing":
+        save_file({k: v for k, v in weights.items() if "layers.0.self_attn.q_proj" not in k}, str(weights_path))
+    elif how == "unexpected":
+        save_file({**weights, "model.extra.weight": torch.zeros(2)}, str(weights_path))
+    elif how == "misshaped":
+        key = next(k for k in weights if "q_proj" in k)
+        save_file({**weights, key: torch.zeros(3, 5)}, str(weights_path))
+    return folder
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("truncated", "cannot read the weights of .*SafetensorError"),
+    ("missing", r"missing \['model.layers.0.self_attn.q_proj.weight'\]"),
+    ("unexpected", r"unexpected \['model.extra.weight'\]"),
+    ("misshaped", "a tensor has the wrong shape"),
+])
+def test_the_shared_loader_refuses_broken_weights(tiny_folder, tmp_path, how, message):
+    from hf_smallllm.errors import UsageValueError
+    from hf_smallllm.inference.loading import load_model
+
+    with pytest.raises(UsageValueError, match=message):
+        load_model(broken_copy(tiny_folder, tmp_path, how), device="cpu")
+    load_model(tiny_folder, device="cpu")  # the intact folder loads

@@ -95,10 +95,29 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str | No
         kwargs["attn_implementation"] = attn_implementation
     if revision:
         kwargs["revision"] = revision
+    import pickle
+
+    from safetensors import SafetensorError
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
     except OSError as err:
         raise UsageFileNotFoundError(f"cannot load a model from {str(path)!r}: {err}") from None
+    except (SafetensorError, pickle.UnpicklingError, EOFError) as err:  # truncated, garbage or refused pickles
+        raise UsageValueError(f"cannot read the weights of {str(path)!r}: {type(err).__name__}: "
+                              f"{' '.join(str(err).split())[:300]}") from None
+    except RuntimeError as err:
+        if "size mismatch" not in str(err) and "ignore_mismatched_sizes" not in str(err):
+            raise
+        raise UsageValueError(f"the weights of {str(path)!r} do not fit its config.json (a tensor has the wrong "
+                              f"shape): {' '.join(str(err).split())[:300]}") from None
+    # Our own formats must load whole: a missing tensor would be a silently random layer.
+    if str(getattr(model.config, "model_type", "")).startswith("smallllm"):
+        missing, unexpected = list(info.get("missing_keys", [])), list(info.get("unexpected_keys", []))
+        if missing or unexpected:
+            raise UsageValueError(f"the weights of {str(path)!r} do not match its config: missing {missing[:5]}"
+                                  f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                                  f"{' ...' if len(unexpected) > 5 else ''}")
     return model.to(device or default_device()).eval()
 
 
