@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._checks import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, PROBABILITY
+from ._checks import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, PROBABILITY
 
 COMMAND = "generate"
 HELP = "generate text from a checkpoint (local folder or Hub repo) with streamed output"
@@ -27,7 +27,7 @@ def register(parser):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="prompt text")
     source.add_argument("--prompt-file", help="read the prompt from this file ('-' for stdin)")
-    parser.add_argument("--max-new-tokens", type=POSITIVE_INT, default=64, help="tokens to generate")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")  # the library checks it
     parser.add_argument("--temperature", type=NON_NEGATIVE_FLOAT, default=0.0, help="sampling temperature; 0 = greedy")
     parser.add_argument("--top-p", type=PROBABILITY, default=1.0,
                         help="nucleus sampling threshold in (0, 1] (with --temperature)")

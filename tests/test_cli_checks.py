@@ -11,7 +11,6 @@ from hf_smallllm.cli import main as cli_main
     ("--top-p", "5", "argument --top-p: 5 is out of range: must be in (0, 1]"),
     ("--top-p", "0", "argument --top-p: 0 is out of range"),
     ("--top-k", "-3", "argument --top-k: -3 is out of range: must be >= 0"),
-    ("--max-new-tokens", "-1", "argument --max-new-tokens: -1 is out of range: must be >= 1"),
     ("--repetition-penalty", "0", "argument --repetition-penalty: 0 is out of range: must be > 0"),
     ("--temperature", "hot", "argument --temperature: 'hot' is not a number"),
 ])
