@@ -112,3 +112,14 @@ def test_the_shared_loader_refuses_broken_weights(tiny_folder, tmp_path, how, me
     with pytest.raises(UsageValueError, match=message):
         load_model(broken_copy(tiny_folder, tmp_path, how), device="cpu")
     load_model(tiny_folder, device="cpu")  # the intact folder loads
+
+
+def test_convert_names_unreadable_files(tiny_folder, tmp_path, capsys):
+    not_zip = tmp_path / "iter-000001-ckpt.pth"
+    not_zip.write_bytes(b"this is not a torch file" * 10)
+    assert cli_main(["convert", "litgpt", str(not_zip), str(tmp_path / "out1"), "--family", "tinyllama",
+                     "--preset", "tiny"]) == 2
+    assert "iter-000001-ckpt.pth: not a readable PyTorch checkpoint" in capsys.readouterr().err
+    truncated = broken_copy(tiny_folder, tmp_path, "truncated")
+    assert cli_main(["convert", "to-native", str(truncated), str(tmp_path / "out2")]) == 2
+    assert "model.safetensors: not a readable safetensors file" in capsys.readouterr().err

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers.utils.hub import convert_file_size_to_int
 
@@ -48,6 +48,14 @@ TOKENIZER_FILES = (
 )
 TOKENIZER_PATTERNS = ("tokenization_*.py", "*.tiktoken")
 
+
+
+def _opened_safetensors(file: Path):
+    """`safe_open` whose failure on a truncated or garbage file is a UsageValueError naming the file."""
+    try:
+        return safe_open(file, framework="pt")
+    except SafetensorError as err:
+        raise UsageValueError(f"{file}: not a readable safetensors file ({err})") from None
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -113,7 +121,7 @@ class CheckpointReader:
         """(key, tensor) for every tensor, file by file; only the current file is open."""
         for file in self.files:
             if file.suffix == ".safetensors":
-                with safe_open(file, framework="pt") as handle:
+                with _opened_safetensors(file) as handle:
                     for key in handle.keys():
                         yield key, handle.get_tensor(key)
             else:
@@ -127,7 +135,7 @@ class CheckpointReader:
 
     def _file_infos(self, file: Path) -> Iterator[tuple[str, TensorInfo]]:
         if file.suffix == ".safetensors":
-            with safe_open(file, framework="pt") as handle:
+            with _opened_safetensors(file) as handle:
                 for key in handle.keys():
                     tensor_slice = handle.get_slice(key)
                     yield key, TensorInfo(tuple(tensor_slice.get_shape()), _SAFETENSORS_DTYPES[tensor_slice.get_dtype()])
@@ -148,6 +156,9 @@ class CheckpointReader:
                 f"{file}: refusing to unpickle it with weights_only=True (it holds objects other than tensors and "
                 f"plain containers, which could run code): {str(err).splitlines()[0]}"
             ) from err
+        except (EOFError, IndexError, RuntimeError, OSError) as err:  # truncated, or not a torch file at all
+            raise UsageValueError(f"{file}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                                  f"{' '.join(str(err).split())[:200]})") from None
         return self._state_dict_of(loaded, file)
 
     def _state_dict_of(self, loaded: object, file: Path) -> dict[str, torch.Tensor]:
