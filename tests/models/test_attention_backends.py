@@ -1,4 +1,4 @@
-"""Attention backends beyond eager/sdpa: flex attention (forward only on CPU, compiled, so marked slow) and
+"""Attention backends beyond eager/sdpa: flex attention (forward only on CPU, through torch's reference kernel) and
 FlashAttention-2 (GPU only; skipped cleanly without CUDA and flash-attn). Both must agree with sdpa, including
 ALiBi, packed rows and left padding."""
 
@@ -13,9 +13,26 @@ from .test_packing import packed_batch
 HAS_FLASH = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
 
 
+@pytest.fixture
+def flex_reference_kernel(monkeypatch):
+    """Flex attention through torch's reference (uncompiled) kernel. torch 2.13's compiled CPU flex kernel is
+    nondeterministic on some x86 VMs (seen on an AMD EPYC: 3 of 8 fresh compiles of a plain causal mask gave max
+    errors of 1.3-2.0 or NaN against sdpa, single-threaded too): a torch bug, not ours. transformers' flex path
+    (block mask from our packed positions, ALiBi as score_mod) runs unchanged up to the kernel call, which goes to
+    `flex_attention` itself instead of its compiled wrapper, so these tests still check our masks and bias; the
+    compiled kernel is checked on GPU (`benchmarks/gpu_check.py`, parts backends/packed/alibi)."""
+    from torch.nn.attention.flex_attention import flex_attention
+    from transformers.integrations import flex_attention as transformers_flex
+
+    def reference_kernel(query, key, value, training=False, **kwargs):
+        return flex_attention(query, key, value, **kwargs)
+
+    monkeypatch.setattr(transformers_flex, "compile_friendly_flex_attention", reference_kernel)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["geb", "btlm"])
-def test_flex_attention_matches_sdpa_on_packed_rows(family):
+def test_flex_attention_matches_sdpa_on_packed_rows(family, flex_reference_kernel):
     flex, sdpa = tiny_model(family, "flex_attention"), tiny_model(family, "sdpa")
     _, input_ids, position_ids, _ = packed_batch(flex.config.vocab_size)
     with torch.no_grad():
