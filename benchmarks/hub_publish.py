@@ -34,9 +34,9 @@ def main(argv=None) -> int:
     import huggingface_hub.constants as constants
     import torch
 
+    from hf_smallllm.families import FAMILIES, preset_config
     from hf_smallllm.hub import HubPublishCallback, HubPublisher
     from hf_smallllm.hub.local_server import DEFAULT_TOKEN, start_in_thread
-    from hf_smallllm.families import FAMILIES, preset_config
 
     constants.HF_HUB_OFFLINE = False  # only the local server below is addressed
     work = Path(tempfile.mkdtemp(prefix="hub-bench-"))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from hf_smallllm_cli import main
 from hf_smallllm.demo import DemoSettings, run_demo
+from hf_smallllm_cli import main
 
 
 @pytest.mark.slow

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..inference.cpu_linear import available_memory_bytes
 from ..families import FAMILIES, preset_config
+from ..inference.cpu_linear import available_memory_bytes
 from .measure import track_peak_memory
 from .twins import reference_twin
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
+from ..errors import UsageFileNotFoundError, UsageValueError
 from ..families import FAMILIES, family_of, preset_config
 from ..models.configuration_smallllm import SmallLLMConfig
 from ..models.remote_code import add_remote_code
@@ -49,8 +50,6 @@ from .formats import (
 )
 from .plan import FROM_PACKAGE, TO_PACKAGE, model_tensors, plan_conversion, run_plan
 from .verify import DEFAULT_LENGTH, DEFAULT_TOLERANCE, LogitCheck, check_logits, verification_ids
-from ..errors import UsageFileNotFoundError, UsageValueError
-
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_SHARD_SIZE = "2GB"

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_LENGTH = 32
 

@@ -37,6 +37,7 @@ from .recipe import build_domain_eval_callbacks
 from .sliding_window import SlidingWindowResult, sliding_window_perplexity
 
 __all__ = [
+    "TASKS_DIR",
     "ContaminationDemo",
     "ContaminationReport",
     "DocumentLoss",

@@ -20,14 +20,22 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from transformers import TrainerCallback
 
 from ..runfiles import METRICS_NAME, RECIPE_NAME, TRAINER_STATE_NAME, checkpoint_dir, latest_checkpoint
-from .publish import (TRAINING_ONLY_FILES, HubPublisher, PublishError, PublishResult, RevisionCollisionError,
-                      checkpoint_files, link_or_copy, selected)
+from .publish import (
+    TRAINING_ONLY_FILES,
+    HubPublisher,
+    PublishError,
+    PublishResult,
+    RevisionCollisionError,
+    checkpoint_files,
+    link_or_copy,
+    selected,
+)
 
 _STOP = object()
 

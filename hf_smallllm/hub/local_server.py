@@ -314,7 +314,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     """Routes one request; the server object carries `store`, `tokens` and `user`."""
 
     protocol_version = "HTTP/1.1"
-    server: "LocalHubServer"
+    server: LocalHubServer
 
     def log_message(self, format, *args):  # noqa: A002 - quiet unless asked
         if self.server.verbose:

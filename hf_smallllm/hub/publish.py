@@ -25,10 +25,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model_card import SnapshotRow, render_model_card
-from ..models.remote_code import add_remote_code
-from .revisions import BranchTemplate, Snapshot, run_snapshots, select_snapshots, snapshot_of_checkpoint, validate_ref_name
 from ..errors import UsageFileNotFoundError
+from ..models.remote_code import add_remote_code
+from .model_card import SnapshotRow, render_model_card
+from .revisions import (
+    BranchTemplate,
+    Snapshot,
+    run_snapshots,
+    select_snapshots,
+    snapshot_of_checkpoint,
+    validate_ref_name,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from ..errors import UsageFileNotFoundError
 from ..families import FAMILIES
 from ..runfiles import TRAINER_STATE_NAME, list_checkpoints
-from ..errors import UsageFileNotFoundError
 
 # Named templates: OLMo's, and every family that names its own snapshots (its record's `branch_template`).
 BRANCH_TEMPLATES = {

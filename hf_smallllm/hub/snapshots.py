@@ -107,8 +107,9 @@ def load_snapshot(repo_id: str, *, step: int | None = None, revision: str | None
                   cache_dir: str | None = None, model_class=None, **from_pretrained_kwargs):
     """The model of one snapshot (see the module docstring for `match`); keyword arguments go to `from_pretrained`.
     With hf_smallllm imported the package's classes are used, not the repo's remote code."""
-    import hf_smallllm  # noqa: F401  registers the architectures
     from transformers import AutoModelForCausalLM
+
+    import hf_smallllm  # noqa: F401  registers the architectures
 
     folder, _ = download_snapshot(repo_id, step=step, revision=revision, match=match, branch_template=branch_template,
                                   endpoint=endpoint, token=token, cache_dir=cache_dir)

@@ -6,8 +6,8 @@ returns timing statistics (prefill and decode tokens/s).
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from transformers import TextStreamer

@@ -70,8 +70,9 @@ def load_bnb_quantized(path, bits: int, device: str = "cpu", compute_dtype: torc
                        training: bool = False, **kwargs):
     """Load an hf_smallllm checkpoint with bitsandbytes weights (`AutoModelForCausalLM` + `BitsAndBytesConfig`).
     On CPU, 4-bit layers are made safe with `prepare_bnb_4bit_for_cpu(model, training)`."""
-    import hf_smallllm  # noqa: F401  (registers the model types)
     from transformers import AutoModelForCausalLM
+
+    import hf_smallllm  # noqa: F401  (registers the model types)
 
     model = AutoModelForCausalLM.from_pretrained(
         path, quantization_config=bnb_config(bits, compute_dtype), device_map=device, dtype=compute_dtype, **kwargs

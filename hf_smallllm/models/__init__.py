@@ -12,3 +12,30 @@ from .modeling_geb import GEBForCausalLM, GEBModel, GEBPreTrainedModel
 from .modeling_skywork import SkyworkForCausalLM, SkyworkModel, SkyworkPreTrainedModel
 from .modeling_smallllm import SmallLLMForCausalLM, SmallLLMModel, SmallLLMPreTrainedModel
 from .modeling_tinyllama import TinyLlamaForCausalLM, TinyLlamaModel, TinyLlamaPreTrainedModel
+
+__all__ = [
+    "BTLMConfig",
+    "BTLMForCausalLM",
+    "BTLMModel",
+    "BTLMPreTrainedModel",
+    "ChuXinConfig",
+    "ChuXinForCausalLM",
+    "ChuXinModel",
+    "ChuXinPreTrainedModel",
+    "GEBConfig",
+    "GEBForCausalLM",
+    "GEBModel",
+    "GEBPreTrainedModel",
+    "SkyworkConfig",
+    "SkyworkForCausalLM",
+    "SkyworkModel",
+    "SkyworkPreTrainedModel",
+    "SmallLLMConfig",
+    "SmallLLMForCausalLM",
+    "SmallLLMModel",
+    "SmallLLMPreTrainedModel",
+    "TinyLlamaConfig",
+    "TinyLlamaForCausalLM",
+    "TinyLlamaModel",
+    "TinyLlamaPreTrainedModel",
+]

@@ -24,10 +24,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 from transformers.utils import logging
-
 
 if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask

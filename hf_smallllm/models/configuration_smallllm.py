@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 from transformers.activations import ACT2FN
 from transformers.configuration_utils import PreTrainedConfig
 
-
 POSITION_EMBEDDING_TYPES = ("rope", "alibi")
 NORM_TYPES = ("rmsnorm", "layernorm")
 ROPE_LAYOUTS = ("half", "interleaved")

@@ -31,7 +31,6 @@ from typing import Any
 
 from transformers.utils import logging
 
-
 logger = logging.get_logger(__name__)
 
 LAYER = "model.layers.{layer}."

@@ -24,7 +24,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
@@ -52,7 +51,6 @@ from .init_smallllm import init_lit_gpt_weights
 from .loss_smallllm import chunked_causal_lm_loss
 from .mup_smallllm import init_mup_weights, mup_param_groups
 from .peft_smallllm import install_peft_defaults
-
 
 logger = logging.get_logger(__name__)
 

@@ -29,7 +29,6 @@ import torch
 from torch import nn
 from transformers import initialization as init
 
-
 HIDDEN_MATRICES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj")
 FFN_OUTPUT_MATRICES = ("down_proj",)
 # Projections that write into the residual stream: their init is further divided by sqrt(2 * num_layers).

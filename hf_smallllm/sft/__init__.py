@@ -8,15 +8,32 @@ pieces are usable on their own: `install_chat_template` (templates.py), `RecordS
 TRL trainers (trainer.py, imported on use: TRL takes a while to import).
 """
 
-from .adapters import (LORA_TARGET_MODULES, apply_lora, disable_cpu_4bit_repacking, export_merged, load_base_model,
-                       lora_config, merge_adapter, merge_adapter_folder, quantization_config, save_model_atomic)
+from .adapters import (
+    LORA_TARGET_MODULES,
+    apply_lora,
+    disable_cpu_4bit_repacking,
+    export_merged,
+    load_base_model,
+    lora_config,
+    merge_adapter,
+    merge_adapter_folder,
+    quantization_config,
+    save_model_atomic,
+)
 from .api import SFTResult, run_dpo, run_sft
 from .preferences import build_preferences, to_preference
 from .recipe import DPORecipe, SFTRecipe, load_dpo_recipe, load_sft_recipe
 from .records import RecordSource, SampleError, to_messages
 from .samples import SampleReport, build_examples, encode_conversation
-from .templates import (CHAT_FORMATS, FAMILY_CHAT_FORMATS, ChatFormat, chat_format, chat_format_for,
-                        install_chat_template, stop_token_ids)
+from .templates import (
+    CHAT_FORMATS,
+    FAMILY_CHAT_FORMATS,
+    ChatFormat,
+    chat_format,
+    chat_format_for,
+    install_chat_template,
+    stop_token_ids,
+)
 
 __all__ = [
     "CHAT_FORMATS", "FAMILY_CHAT_FORMATS", "LORA_TARGET_MODULES", "ChatFormat", "DPORecipe", "RecordSource",

@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, models
-from tokenizers import pre_tokenizers as pt
 
 from ..errors import UsageFileNotFoundError, UsageValueError
 from .pipelines import byte_level_pre_tokenizer, sentencepiece_normalizer

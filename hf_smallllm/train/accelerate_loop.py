@@ -18,11 +18,23 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from transformers.trainer_callback import (CallbackHandler, DefaultFlowCallback, ExportableState, TrainerControl,
-                                           TrainerState)
+from transformers.trainer_callback import (
+    CallbackHandler,
+    DefaultFlowCallback,
+    ExportableState,
+    TrainerControl,
+    TrainerState,
+)
 
-from ..runfiles import DATA_STATE_NAME, LOSS_WINDOW_NAME, TRAINER_STATE_NAME, read_data_state, read_loss_window
-from ..runfiles import temporary_checkpoint_dir, write_json_atomic
+from ..runfiles import (
+    DATA_STATE_NAME,
+    LOSS_WINDOW_NAME,
+    TRAINER_STATE_NAME,
+    read_data_state,
+    read_loss_window,
+    temporary_checkpoint_dir,
+    write_json_atomic,
+)
 from .build import build_stream
 from .checkpoint import atomic_checkpoint, rotate_checkpoints
 from .lr_schedules import build_lr_scheduler

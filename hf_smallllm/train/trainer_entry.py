@@ -13,8 +13,15 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import ExportableState, PrinterCallback, ProgressCallback
 
-from ..runfiles import DATA_STATE_NAME, LOSS_WINDOW_NAME, TRAINER_STATE_NAME, read_data_state, read_loss_window
-from ..runfiles import temporary_checkpoint_dir, write_json_atomic
+from ..runfiles import (
+    DATA_STATE_NAME,
+    LOSS_WINDOW_NAME,
+    TRAINER_STATE_NAME,
+    read_data_state,
+    read_loss_window,
+    temporary_checkpoint_dir,
+    write_json_atomic,
+)
 from .build import build_stream
 from .checkpoint import atomic_checkpoint, rotate_checkpoints
 from .lr_schedules import build_lr_scheduler

@@ -12,10 +12,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hf_smallllm import preset_config
-from hf_smallllm_cli import main
-from hf_smallllm.convert import (CheckpointMismatchError, InexpressibleConfigError, litgpt_to_package,
-                                 official_to_package, package_to_native, package_to_official)
+from hf_smallllm.convert import (
+    CheckpointMismatchError,
+    InexpressibleConfigError,
+    litgpt_to_package,
+    official_to_package,
+    package_to_native,
+    package_to_official,
+)
 from hf_smallllm.families import FAMILIES
+from hf_smallllm_cli import main
 
 FAMILY_NAMES = list(FAMILIES)
 OFFICIAL_MODEL_TYPES = {"tinyllama": "llama", "chuxin": "llama", "skywork": "skywork", "btlm": "btlm", "geb": "geblm"}

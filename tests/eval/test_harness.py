@@ -7,8 +7,14 @@ import math
 
 import pytest
 
-from hf_smallllm.eval.code_execution import (ALLOW_ENV, CodeExecutionNotAllowed, build_predictions,
-                                             estimate_pass_at_k, pass_at_k, run_program)
+from hf_smallllm.eval.code_execution import (
+    ALLOW_ENV,
+    CodeExecutionNotAllowed,
+    build_predictions,
+    estimate_pass_at_k,
+    pass_at_k,
+    run_program,
+)
 from hf_smallllm.eval.harness import TASKS_DIR, local_task_names, mmlu_subjects, run_benchmarks, summary
 
 from .helpers import BENCHMARKS, read_jsonl

@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from hf_smallllm.hub.local_server import DEFAULT_TOKEN, start_in_thread
 from hf_smallllm.families import preset_config
+from hf_smallllm.hub.local_server import DEFAULT_TOKEN, start_in_thread
 from hf_smallllm.runfiles import append_metrics
 
 FAMILY = "tinyllama"

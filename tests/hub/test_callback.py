@@ -5,10 +5,10 @@ import torch
 from huggingface_hub import HfApi
 from transformers import Trainer, TrainingArguments
 
+from hf_smallllm.families import FAMILIES, preset_config
 from hf_smallllm.hub import HubPublishCallback, list_snapshots
 from hf_smallllm.hub.publish import HubPublisher
 from hf_smallllm.hub.recipe import build_publish_callbacks
-from hf_smallllm.families import FAMILIES, preset_config
 from hf_smallllm.train.extensions import RunContext, build_section_callbacks
 
 

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from hf_smallllm.hub.model_card import PLACEHOLDER_PATTERN, SnapshotRow, mixture_table, render_model_card
 from hf_smallllm.families import FAMILIES
+from hf_smallllm.hub.model_card import PLACEHOLDER_PATTERN, SnapshotRow, mixture_table, render_model_card
 
 from .conftest import make_checkpoint
 

@@ -7,10 +7,16 @@ import torch
 from huggingface_hub import CommitOperationAdd, HfApi
 from safetensors.torch import load_file
 
-from hf_smallllm_cli import main as cli_main
-from hf_smallllm.hub import (HubPublisher, PublishError, RevisionCollisionError, list_snapshots, load_snapshot,
-                             publish_run)
+from hf_smallllm.hub import (
+    HubPublisher,
+    PublishError,
+    RevisionCollisionError,
+    list_snapshots,
+    load_snapshot,
+    publish_run,
+)
 from hf_smallllm.hub.publish import REVISIONS_FILE
+from hf_smallllm_cli import main as cli_main
 
 from .conftest import STEPS, TOKENS_PER_STEP, make_checkpoint
 

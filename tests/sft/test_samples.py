@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from hf_smallllm.data.packing import IGNORE_INDEX
-from hf_smallllm.sft import (RecordSource, SampleError, build_examples, encode_conversation, install_chat_template,
-                             to_messages)
+from hf_smallllm.sft import (
+    RecordSource,
+    SampleError,
+    build_examples,
+    encode_conversation,
+    install_chat_template,
+    to_messages,
+)
 
 GOOD = {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi."}]}
 BAD = {

@@ -6,8 +6,13 @@ import torch
 from transformers import AutoTokenizer
 
 from hf_smallllm.data.packing import IGNORE_INDEX
-from hf_smallllm.sft import (FAMILY_CHAT_FORMATS, chat_format_for, encode_conversation, install_chat_template,
-                             stop_token_ids)
+from hf_smallllm.sft import (
+    FAMILY_CHAT_FORMATS,
+    chat_format_for,
+    encode_conversation,
+    install_chat_template,
+    stop_token_ids,
+)
 
 from .conftest import tiny_model
 

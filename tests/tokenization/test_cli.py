@@ -3,8 +3,8 @@
 import pytest
 from transformers import AutoTokenizer
 
-from hf_smallllm_cli import main
 from hf_smallllm.resources import CORPUS
+from hf_smallllm_cli import main
 
 
 def test_train_then_inspect(tmp_path, capsys):

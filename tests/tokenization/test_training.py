@@ -8,8 +8,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from hf_smallllm.resources import CORPUS
-from hf_smallllm.tokenization import (
-    iter_training_texts, special_token_behaviour, tokenizer_preset, train_tokenizer)
+from hf_smallllm.tokenization import iter_training_texts, special_token_behaviour, tokenizer_preset, train_tokenizer
 
 from .conftest import FAMILY_NAMES, TEST_VOCAB
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hf_smallllm_cli import main
 from hf_smallllm.train import load_recipe, read_metrics, run_pretraining
 from hf_smallllm.train.lr_schedules import lr_multiplier
 from hf_smallllm.train.recipe import RECIPES_DIR, RecipeError
+from hf_smallllm_cli import main
 
 SHIPPED = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if p.stem.startswith(("tiny-", "published-")))
 FAMILIES = ["tinyllama", "geb", "chuxin", "btlm", "skywork"]
