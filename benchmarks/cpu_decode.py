@@ -26,6 +26,7 @@ absolute numbers move, the paired ratios much less.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -177,12 +178,12 @@ def measure_family(family: str, size: str, args, bandwidth: float, work: Path) -
                             note=f"not measured: {type(err).__name__}: {str(err)[:120]}"))
             continue
         ours_bytes = _ours_bytes_per_token(model)
-        functions = {"ours": lambda: _ours_decode(model, prompt, args.new_tokens)}
+        functions = {"ours": functools.partial(_ours_decode, model, prompt, args.new_tokens)}
         llm = None
         if have_llama:
             llm = load_llama_cpp(ggufs[llama_label], n_ctx=args.prompt_tokens + args.new_tokens + 8,
                                  n_threads=args.threads)
-            functions["reference"] = lambda: _llama_decode(llm, prompt[0].tolist(), args.new_tokens)
+            functions["reference"] = functools.partial(_llama_decode, llm, prompt[0].tolist(), args.new_tokens)
         from hf_smallllm.bench.suite import paired_rounds
 
         times = paired_rounds(functions, args.rounds, self_timed=True)

@@ -95,7 +95,7 @@ def read_bandwidths(gigabytes: float = 2.0, repeats: int = 5) -> dict[str, float
     size = buffer.numel() * 4
     rates = {name: size / min(median_seconds(fn, repeats=1, warmup=0) for _ in range(repeats))
              for name, fn in kernels.items()}
-    del buffer, halves, matrix
+    buffer = halves = matrix = None  # frees the buffer now (the kernels share these variables)
     return rates
 
 

@@ -305,7 +305,7 @@ def measure_pair(family: str, size: str, settings: SuiteSettings, bandwidth=None
         bandwidth = bandwidth()
     if bandwidth:
         rows.extend(decode_ceiling_rows(family, size, ours, decode_rates, bandwidth))
-    del twin, ours
+    twin = ours = None  # the closures above share these variables: clear them so that gc.collect frees both models
     gc.collect()
     return rows
 
@@ -367,8 +367,11 @@ def format_markdown(rows: list[Row], machine: dict, repeats: int | None = None) 
         "| family | size | metric | ours | reference | ratio (95% CI) | note |",
         "|---|---|---|---|---|---|---|",
     ]
+
+    def fmt(v):
+        return "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
+
     for row in rows:
-        fmt = (lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"))
         interval = row.ratio_interval
         ratio = "-" if row.ratio is None else f"{row.ratio:.{3 if interval else 2}f}"
         if interval:  # three decimals, so that an interval that misses 1.00 never prints as reaching it

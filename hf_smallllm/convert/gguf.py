@@ -213,7 +213,7 @@ def plan_tensors(config: SmallLLMConfig, architecture: str, state: dict[str, tor
                 keys = [f"{attn}{n}_proj.{suffix}" for n in "qkv"]
                 tensors.append(PlannedTensor(
                     f"{b}attn_qkv.{suffix}",
-                    lambda keys=keys: torch.cat([get(keys[0]) * q_scale, get(keys[1]), get(keys[2])]),
+                    lambda keys=keys, q_scale=q_scale: torch.cat([get(keys[0]) * q_scale, get(keys[1]), get(keys[2])]),
                     suffix == "weight"))
         else:
             tensors.append(PlannedTensor(b + "attn_q.weight", rotary(attn + "q_proj.weight", q_heads), True))

@@ -98,13 +98,17 @@ class _ConcreteRule:
     transform: str
 
 
+def _fill_layer(name: str, layer: int | None) -> str:
+    return name if layer is None else name.format(layer=layer)
+
+
 def _expand(rules: Iterable[TensorRule], num_layers: int) -> list[_ConcreteRule]:
     concrete = []
     for rule in rules:
         layers = range(num_layers) if "{layer}" in rule.source else [None]
         for layer in layers:
-            fill = (lambda s: s.format(layer=layer)) if layer is not None else (lambda s: s)
-            concrete.append(_ConcreteRule(fill(rule.source), tuple(fill(t) for t in rule.targets), rule.transform))
+            concrete.append(_ConcreteRule(_fill_layer(rule.source, layer),
+                                          tuple(_fill_layer(t, layer) for t in rule.targets), rule.transform))
     return concrete
 
 

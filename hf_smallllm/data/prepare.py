@@ -225,7 +225,7 @@ def prepare_sources(specs: list[dict], tokenizer, output, *, add_bos: bool = Fal
                     os.environ["TOKENIZERS_PARALLELISM"] = previous
         else:
             _init_worker(*init)
-        for plain, source in todo:
+        for _plain, source in todo:
             records = []
             pending: deque = deque()
             for unit in _units(source, folder, shard_chars):

@@ -161,7 +161,8 @@ class PreparedTokens:
             try:
                 size = shard.path.stat().st_size
             except FileNotFoundError:
-                raise PreparedDataError(f"{shard.path}: shard file missing (listed in {self.folder / MANIFEST_NAME})")
+                raise PreparedDataError(
+                    f"{shard.path}: shard file missing (listed in {self.folder / MANIFEST_NAME})") from None
             if size != expected:
                 raise PreparedDataError(f"{shard.path}: {'truncated' if size < expected else 'corrupt'} shard, "
                                         f"{size:,d} bytes where the manifest says {shard.tokens:,d} tokens x "

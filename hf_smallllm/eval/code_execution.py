@@ -76,7 +76,8 @@ def execute(program: str, timeout: float = DEFAULT_TIMEOUT) -> ExecutionResult:
         except subprocess.TimeoutExpired:
             os.killpg(supervisor.pid, signal.SIGKILL)
             supervisor.communicate()
-            raise RuntimeError(f"the code-execution supervisor did not finish within {timeout + SUPERVISOR_MARGIN:g}s")
+            raise RuntimeError(
+                f"the code-execution supervisor did not finish within {timeout + SUPERVISOR_MARGIN:g}s") from None
     if supervisor.returncode != 0:
         raise RuntimeError(f"the code-execution supervisor failed (exit {supervisor.returncode}): "
                            f"{err.decode(errors='replace').strip()[-500:]}")

@@ -463,7 +463,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             try:
                 yaml.safe_load(content)
             except yaml.YAMLError as err:
-                raise HubError(400, f"invalid YAML metadata: {err}")
+                raise HubError(400, f"invalid YAML metadata: {err}") from err
             return self._json({"errors": [], "warnings": []})
         if parts[:3] == ["api", "repos", "create"] and method == "POST":
             return self._create_repo()

@@ -85,7 +85,7 @@ class BranchTemplate:
                              f"snapshots could get the same branch")
         if len(fields) != len(set(fields)):
             raise ValueError(f"branch template {self.template!r} uses a field twice")
-        pattern, position = "", 0
+        pattern = ""
         for literal, field_name, _, _ in string.Formatter().parse(self.template):
             pattern += re.escape(literal)
             if field_name is not None:

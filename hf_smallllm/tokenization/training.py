@@ -127,8 +127,7 @@ def iter_training_texts(
             else:
                 source = DocumentSource(name=path.name, paths=[str(path)], text_field=text_field)
                 chunks = _RecordBar(by_bytes=True).wrap(source.iter_documents())
-            for text in limited(chunks):
-                yield text
+            yield from limited(chunks)
             if max_chars is not None and seen >= max_chars:
                 return
             done_bytes += path.stat().st_size  # records count text bytes; the bar ends at the files' real size

@@ -37,7 +37,7 @@ def tiny_family_checkpoint(family: str, folder: Path, **overrides) -> Path:
     torch.manual_seed(0)
     model = causal_lm_class(config)(config)
     with torch.no_grad():  # random norms and biases: an export that drops or misplaces one shows in the logits
-        for name, parameter in model.named_parameters():
+        for parameter in model.parameters():
             if parameter.dim() == 1:
                 parameter.add_(torch.randn_like(parameter) * 0.1)
     model.save_pretrained(folder)

@@ -37,7 +37,7 @@ print("RESULT " + json.dumps({"module": type(model).__module__, "logits": logits
 
 def _result(completed):
     assert completed.returncode == 0, completed.stderr[-3000:]
-    line = [l for l in completed.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    line = [out for out in completed.stdout.splitlines() if out.startswith("RESULT ")][-1]
     return json.loads(line[7:])
 
 

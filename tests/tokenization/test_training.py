@@ -124,7 +124,7 @@ def test_dataset_streaming_and_overrides(tmp_path):
     data.write_text("\n".join(json.dumps({"body": json.loads(line)["text"]}, ensure_ascii=False) for line in lines),
                     encoding="utf-8")
     out = tmp_path / "tok"
-    tokenizer = train_tokenizer(
+    train_tokenizer(
         dataset="json", dataset_kwargs={"data_files": str(data), "split": "train"}, text_field="body",
         family="chuxin", vocab_size=600, max_chars=20_000, output_dir=out, progress=False,
         trailing_special_tokens=["<|bos|>", "<|eos|>", "<|user|>"], bos_token="<|bos|>", eos_token="<|eos|>",
