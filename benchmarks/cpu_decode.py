@@ -190,7 +190,7 @@ def measure_family(family: str, size: str, args, bandwidth: float, work: Path) -
         steps = args.new_tokens - 1
         ours_rate = steps / statistics.median(times["ours"])
         if llm is not None:
-            ratios = [r / o for o, r in zip(times["ours"], times["reference"])]
+            ratios = [r / o for o, r in zip(times["ours"], times["reference"], strict=True)]
             llama_rate = steps / statistics.median(times["reference"])
             rows.append(Row(family, size, f"decode b1: ours {ours_label} vs llama.cpp {llama_label}", "tok/s",
                             ours_rate, llama_rate, f"llama.cpp {llama_label}", round_ratios=ratios))

@@ -117,7 +117,7 @@ def markdown(results: list[dict], lengths: list[int]) -> str:
             cells += ([f"{r['peak_mib']:.0f}", f"{r['tokens_per_s']:.0f}"] if "peak_mib" in r
                       else [r.get("skipped", "-"), "-"])
         growth = []
-        for a, b in zip(lengths, lengths[1:]):
+        for a, b in zip(lengths, lengths[1:], strict=False):
             ra, rb = by_length.get(a, {}), by_length.get(b, {})
             if "peak_mib" in ra and "peak_mib" in rb and ra["peak_mib"] > 0:
                 # normalised to a 4x length step: 4 = linear, 16 = quadratic

@@ -137,7 +137,7 @@ def compiled_decoding_row(model, heldout: torch.Tensor, decode_steps: int, repea
     compile_seconds = time.perf_counter() - start
     seconds = paired_rounds({"ours": decode_seconds(compiled), "reference": decode_seconds(model)}, repeats,
                             self_timed=True)
-    ratios = [eager / fast for fast, eager in zip(seconds["ours"], seconds["reference"])]
+    ratios = [eager / fast for fast, eager in zip(seconds["ours"], seconds["reference"], strict=True)]
     return Row("tinyllama", size, "CPU inference option: float32 + torch.compile'd decode step (static cache), "
                "generate()", "tok/s", decode_steps / statistics.median(seconds["ours"]),
                decode_steps / statistics.median(seconds["reference"]), "float32 generate(), dynamic cache",

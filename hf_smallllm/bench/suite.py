@@ -155,7 +155,7 @@ def _compare(functions: dict, settings: SuiteSettings, self_timed: bool = False)
     """(median seconds per function, per-round ratios reference/ours) for {"ours": fn, "reference": fn}: the ratio
     of rates, > 1 when ours is faster."""
     times = paired_rounds(functions, settings.repeats, settings.device, self_timed)
-    ratios = [reference / ours for ours, reference in zip(times["ours"], times["reference"])]
+    ratios = [reference / ours for ours, reference in zip(times["ours"], times["reference"], strict=True)]
     return {name: statistics.median(values) for name, values in times.items()}, ratios
 
 

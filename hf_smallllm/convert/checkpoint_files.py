@@ -223,7 +223,7 @@ class ShardedSafetensorsWriter:
             names = [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
         weight_map = {}
         mode = _default_file_mode()
-        for (part, keys), name in zip(self._parts, names):
+        for (part, keys), name in zip(self._parts, names, strict=True):
             part.chmod(mode)  # safetensors creates files readable by their owner only
             part.rename(self.folder / name)
             weight_map.update({key: name for key in keys})

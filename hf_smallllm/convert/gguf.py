@@ -429,7 +429,7 @@ def package_to_gguf(
         vocab.write(writer)
         types: dict[str, int] = {}
         encoded_types = []
-        for tensor, shape in zip(planned, shapes):
+        for tensor, shape in zip(planned, shapes, strict=True):
             qtype = _tensor_type(tensor, shape, outtype)
             encoded_types.append(qtype)
             types[qtype.name] = types.get(qtype.name, 0) + 1
@@ -440,7 +440,7 @@ def package_to_gguf(
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        iterator = zip(planned, encoded_types)
+        iterator = zip(planned, encoded_types, strict=True)
         if progress:
             from tqdm.auto import tqdm
 

@@ -151,13 +151,13 @@ class PackedBatchStream(IterableDataset):
         step = self.step
         seq_len, rows, weights, names, values, phase = self._schedule(step)
         targets, assigned = self.targets, self.assigned
-        desired = [targets[name] + rows * weight - assigned[name] for name, weight in zip(names, values)]
+        desired = [targets[name] + rows * weight - assigned[name] for name, weight in zip(names, values, strict=True)]
         counts = [int(value) if value > 0 else 0 for value in desired]  # floor, at least 0
         left = rows - sum(counts)
         if left:
             # the largest shortfalls get the remaining rows (ties: recipe order); a surplus, possible only after an
             # earlier step over-served a source, comes off the smallest
-            order = sorted(range(len(names)), key=[c - d for c, d in zip(counts, desired)].__getitem__)
+            order = sorted(range(len(names)), key=[c - d for c, d in zip(counts, desired, strict=True)].__getitem__)
             while left > 0:
                 for i in order[:left]:
                     counts[i] += 1
@@ -178,7 +178,7 @@ class PackedBatchStream(IterableDataset):
         for name, weight in plan.weights.items():
             targets[name] += plan.rows * weight
         realised = self.source_rows[plan.phase]
-        for name, count in zip(plan.names, plan.counts):
+        for name, count in zip(plan.names, plan.counts, strict=True):
             self.assigned[name] += count
             self.offsets[name] += count * plan.seq_len
             realised[name] += count
@@ -210,7 +210,7 @@ class PackedBatchStream(IterableDataset):
         return batch
 
     def _corrupt(self, ids: np.ndarray, where: list) -> None:
-        for row, (name, offset) in zip(ids, where):
+        for row, (name, offset) in zip(ids, where, strict=True):
             bad = np.flatnonzero(row >= self.vocab_size)
             if len(bad):
                 source = self.sources[name]

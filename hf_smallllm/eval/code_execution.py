@@ -107,7 +107,7 @@ def pass_at_k(references: Sequence[str], predictions: Sequence[Sequence[str]], k
     if len(references) != len(predictions):
         raise ValueError(f"{len(references)} references but {len(predictions)} prediction lists")
     scores = {f"pass@{value}": [] for value in ks}
-    for test, candidates in zip(references, predictions):
+    for test, candidates in zip(references, predictions, strict=True):
         passed = sum(run_program(candidate + "\n" + test, timeout) for candidate in candidates)
         for value in ks:
             if value <= len(candidates):
@@ -117,7 +117,7 @@ def pass_at_k(references: Sequence[str], predictions: Sequence[Sequence[str]], k
 
 def build_predictions(resps: Sequence[Sequence[str]], docs: Sequence[dict]) -> list[list[str]]:
     """lm-eval filter: each generated completion appended to its problem's prompt, giving a whole program."""
-    return [[doc["prompt"] + completion for completion in completions] for completions, doc in zip(resps, docs)]
+    return [[doc["prompt"] + completion for completion in completions] for completions, doc in zip(resps, docs, strict=True)]
 
 
 __all__ = [

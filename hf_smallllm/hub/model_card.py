@@ -133,7 +133,7 @@ def mixture_table(recipe: dict | None) -> str:
         weights = [float(s.get("weight", 1.0)) for s in data["sources"]]
         total = sum(weights) or 1.0
         lines = ["| source | weight |", "|---|---|"]
-        lines += [f"| {n} | {w / total:.3g} |" for n, w in zip(sources, weights)]
+        lines += [f"| {n} | {w / total:.3g} |" for n, w in zip(sources, weights, strict=True)]
         return "\n".join(lines)
     return ""
 

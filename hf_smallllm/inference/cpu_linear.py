@@ -231,7 +231,7 @@ def pack_linears_if_faster(model: nn.Module, rounds: int = 6, margin: float = 0.
         versions = {"plain": [linear for _, _, linear in layers], "packed": [PackedLinear(linear) for _, _, linear in layers]}
 
         def use(kind: str) -> None:
-            for (parent, name, _), module in zip(layers, versions[kind]):
+            for (parent, name, _), module in zip(layers, versions[kind], strict=True):
                 setattr(parent, name, module)
 
         times = {"plain": [], "packed": []}
@@ -241,7 +241,7 @@ def pack_linears_if_faster(model: nn.Module, rounds: int = 6, margin: float = 0.
                 seconds = _one_token_forward_seconds(model)
                 if round_index:  # round 0 warms both up
                     times[kind].append(seconds)
-        ratio = statistics.median(p / q for p, q in zip(times["packed"], times["plain"]))
+        ratio = statistics.median(p / q for p, q in zip(times["packed"], times["plain"], strict=True))
         faster = ratio < 1.0 - margin
         use("packed" if faster else "plain")
         return LinearsChoice(faster, statistics.median(times["plain"]), statistics.median(times["packed"]))

@@ -66,7 +66,7 @@ def encode_conversation(tokenizer, messages: list[dict], max_length: int | None 
         raise SampleError("too_long", f"{len(ids)} tokens > max_length {max_length}")
     if not any(mask):
         raise SampleError("no_assistant", "the chat template marks no assistant token in this sample")
-    labels = [token if keep else IGNORE_INDEX for token, keep in zip(ids, mask)]
+    labels = [token if keep else IGNORE_INDEX for token, keep in zip(ids, mask, strict=True)]
     return {"input_ids": ids, "labels": labels}
 
 

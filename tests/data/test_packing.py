@@ -36,7 +36,7 @@ def test_rows_are_the_exact_token_stream(corpus_tokenizer):
 def test_document_mode_resets_positions_after_every_eos_and_masks_boundary_labels(corpus_tokenizer):
     eos = corpus_tokenizer.eos_token_id
     batch = pack_rows(rows_of(OnTheFlyTokens(kjv(), corpus_tokenizer), 5, 96), "document", eos)
-    for ids, labels, positions in zip(batch["input_ids"], batch["labels"], batch["position_ids"]):
+    for ids, labels, positions in zip(batch["input_ids"], batch["labels"], batch["position_ids"], strict=True):
         assert positions[0] == 0 and labels[0] == IGNORE_INDEX
         for i in range(1, 96):
             if ids[i - 1] == eos:  # a new document starts here

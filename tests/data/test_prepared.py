@@ -85,7 +85,7 @@ def test_manifest_records_tokenizer_dtype_boundaries_and_counts(prepared, corpus
 def test_prepared_rows_equal_on_the_fly_rows(prepared, corpus_tokenizer, packing):
     on_the_fly = global_batches(make_stream(corpus_tokenizer, packing=packing, accumulation=2))
     from_shards = global_batches(make_stream(corpus_tokenizer, prepared, packing=packing, accumulation=2))
-    for a, b in zip(on_the_fly, from_shards):
+    for a, b in zip(on_the_fly, from_shards, strict=True):
         assert all(torch.equal(a[key], b[key]) for key in a)
     assert [tuple(b["input_ids"].shape) for b in from_shards] == [(32, 32)] * 12 + [(8, 128)] * 4
 
@@ -125,10 +125,10 @@ def test_exact_resume_at_any_step(prepared, corpus_tokenizer, use_shards):
         resumed = make_stream(corpus_tokenizer, folder, accumulation=2)
         resumed.load_state_dict(state)
         rest = [b["input_ids"] for b in resumed]
-        assert len(rest) == 2 * (STEPS - stop) and all(torch.equal(a, b) for a, b in zip(rest, reference[2 * stop:]))
+        assert len(rest) == 2 * (STEPS - stop) and all(torch.equal(a, b) for a, b in zip(rest, reference[2 * stop:], strict=True))
         sought = make_stream(corpus_tokenizer, folder, accumulation=2)
         sought.seek(stop)
-        assert all(torch.equal(a["input_ids"], b) for a, b in zip(sought, reference[2 * stop:]))
+        assert all(torch.equal(a["input_ids"], b) for a, b in zip(sought, reference[2 * stop:], strict=True))
 
 
 def test_preparation_in_worker_processes_writes_the_same_shards(prepared, corpus_tokenizer, tmp_path):
@@ -230,7 +230,7 @@ def test_cli_prepares_a_recipe_and_training_reads_it(corpus_tokenizer, tmp_path,
     stream = build_stream(loaded, corpus_tokenizer)
     assert all(type(s).__name__ == "PreparedTokens" for s in stream.sources.values())
     reference = global_batches(make_stream(corpus_tokenizer, accumulation=2))
-    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(global_batches(stream), reference))
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(global_batches(stream), reference, strict=True))
     # the same folder, another tokenizer: one line, exit status 2
     other = corpus_tokenizer.__class__(tokenizer_object=corpus_tokenizer.backend_tokenizer, eos_token="</s>")
     other.add_tokens(["<extra>"])

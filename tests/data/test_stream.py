@@ -84,7 +84,7 @@ def test_stream_resumes_exactly_at_a_step_boundary(corpus_tokenizer):
     resumed = make_stream(corpus_tokenizer, steps=10, accumulation=2)
     resumed.load_state_dict(state)
     rest = [b["input_ids"] for b in resumed]
-    assert len(rest) == 12 and all(torch.equal(a, b) for a, b in zip(rest, reference[8:]))
+    assert len(rest) == 12 and all(torch.equal(a, b) for a, b in zip(rest, reference[8:], strict=True))
     next(iterator)  # half-way through step 5
     with pytest.raises(RuntimeError, match="middle of step"):
         stream.state_dict()

@@ -28,7 +28,7 @@ def test_document_loss_matches_the_models_own_loss(trained_model, tokenizer):
 def test_batching_and_padding_do_not_change_losses(trained_model, tokenizer):
     one = document_losses(trained_model, tokenizer, TEXTS, batch_size=1)
     many = document_losses(trained_model, tokenizer, TEXTS, batch_size=4)
-    for a, b in zip(one, many):
+    for a, b in zip(one, many, strict=True):
         assert a.predicted_tokens == b.predicted_tokens
         assert a.nll == pytest.approx(b.nll, rel=1e-4, abs=1e-4)
     # "x" is a single token: nothing to predict

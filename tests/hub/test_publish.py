@@ -20,7 +20,7 @@ from hf_smallllm_cli import main as cli_main
 
 from .conftest import STEPS, TOKENS_PER_STEP, make_checkpoint
 
-BRANCHES = [f"step{s}-tokens{b}B" for s, b in zip(STEPS, ("0.000041", "0.0000819", "0.000123"))]
+BRANCHES = [f"step{s}-tokens{b}B" for s, b in zip(STEPS, ("0.000041", "0.0000819", "0.000123"), strict=True)]
 
 
 def commit_count(api, repo, revision):
@@ -49,7 +49,7 @@ def test_publish_list_load_and_republish(hub, run_dir, tmp_path):
     assert revisions == BRANCHES
 
     listed = list_snapshots(repo, endpoint=endpoint, token=token)
-    assert [(s.branch, s.step) for s in listed] == list(zip(BRANCHES, STEPS))
+    assert [(s.branch, s.step) for s in listed] == list(zip(BRANCHES, STEPS, strict=True))
     exact = list_snapshots(repo, endpoint=endpoint, token=token, exact_tokens=True)
     assert [s.tokens for s in exact] == [s * TOKENS_PER_STEP for s in STEPS]
 

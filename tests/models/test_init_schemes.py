@@ -68,7 +68,7 @@ def test_lit_gpt_scheme_round_trips_in_config_and_leaves_loaded_weights_alone(tm
     model.save_pretrained(tmp_path)
     reloaded = type(model).from_pretrained(tmp_path)
     assert reloaded.config.init_scheme == "lit_gpt"
-    for (name, a), b in zip(model.state_dict().items(), reloaded.state_dict().values()):
+    for (name, a), b in zip(model.state_dict().items(), reloaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 

@@ -29,7 +29,7 @@ END_OF_REPLY = {"generic": "</s>", "zephyr": "</s>", "geb": "</s>", "chatglm3": 
 def assistant_spans(ids, labels):
     """Runs of consecutive labelled tokens."""
     spans, current = [], []
-    for token, label in zip(ids, labels):
+    for token, label in zip(ids, labels, strict=True):
         if label != IGNORE_INDEX:
             assert label == token
             current.append(token)

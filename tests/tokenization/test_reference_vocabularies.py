@@ -15,7 +15,7 @@ def reference_cases(name: str) -> list[tuple[str, list[int]]]:
     texts = (REFERENCE / f"ggml-vocab-{name}.gguf.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
     lines = (REFERENCE / f"ggml-vocab-{name}.gguf.out").read_text(encoding="utf-8").split("\n")
     assert len(lines) >= len(texts) == 47
-    return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, lines)]
+    return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, lines, strict=False)]
 
 
 def mismatches(tokenizer, name):

@@ -86,7 +86,7 @@ def test_missing_sources_and_tokenizer(tiny_recipe, tmp_path):
 def test_lr_schedules():
     cosine = [lr_multiplier(s, "cosine", 100, warmup_steps=10, min_lr_ratio=0.1) for s in range(100)]
     assert cosine[0] == pytest.approx(0.1) and cosine[9] == 1.0 and cosine[10] == 1.0
-    assert cosine[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(cosine[10:], cosine[11:]))
+    assert cosine[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(cosine[10:], cosine[11:], strict=False))
     linear = [lr_multiplier(s, "linear", 11, min_lr_ratio=0.0) for s in range(11)]
     assert linear == pytest.approx([1 - s / 10 for s in range(11)])
     skywork = [lr_multiplier(s, "cosine_then_constant", 100, min_lr_ratio=0.1, decay_until=0.6) for s in range(100)]

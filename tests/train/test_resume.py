@@ -132,5 +132,5 @@ def test_resumed_metrics_read_like_the_straight_run(tiny_recipe, tmp_path, entry
     resumed = read_metrics(run_pretraining(interrupted, entry=entry, resume=True).metrics_path)
     steps = [r["step"] for r in resumed if "loss" in r]
     assert steps == [r["step"] for r in expected if "loss" in r] == [2, 4, 6]
-    for got, want in zip([r for r in resumed if "loss" in r], [r for r in expected if "loss" in r]):
+    for got, want in zip([r for r in resumed if "loss" in r], [r for r in expected if "loss" in r], strict=True):
         assert got["loss"] == pytest.approx(want["loss"], abs=1e-4), got["step"]

@@ -73,7 +73,7 @@ def test_dropped_gradients_leave_adamw_untouched():
     layer(torch.randn(3, 4)).sum().backward()
     drop_gradients(layer)
     optimizer.step()
-    assert all(torch.equal(a, b) for a, b in zip(before[0].values(), layer.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(before[0].values(), layer.state_dict().values(), strict=True))
     for key, state in optimizer.state_dict()["state"].items():
         assert all(torch.equal(state[k], before[1]["state"][key][k]) for k in state)
 
