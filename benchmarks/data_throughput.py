@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 
 FIXTURES = Path(__file__).parents[1] / "tests" / "fixtures" / "tokenizers"
-VOCABULARIES = {"llama-2 (32,000)": "ggml-vocab-llama-spm.gguf", "deepseek-llm (102,403)": "ggml-vocab-deepseek-llm.gguf"}
+VOCABULARIES = {"llama-2 (32,000)": "ggml-vocab-llama-spm.gguf",
+                "deepseek-llm (102,403)": "ggml-vocab-deepseek-llm.gguf"}
 WORLD_SIZES = (1, 8, 64, 512)
 ROWS_PER_MICRO_BATCH = 4
 ON_THE_FLY_ROWS_PER_STEP = 512
@@ -199,7 +200,8 @@ def write_results(output: Path, result: dict) -> None:
                "batch (1 row per micro-batch; its rate is the tokenizer's / N for any batch).")
     lines = ["# Data throughput", "", setting, "",
              "## Delivered tokens per second per process (rank 0 timed)", "",
-             "| world size | accumulation | prepared shards | vs N=1 | on-the-fly | vs N=1 |", "|---|---|---|---|---|---|"]
+             "| world size | accumulation | prepared shards | vs N=1 | on-the-fly | vs N=1 |",
+             "|---|---|---|---|---|---|"]
     by = {(r["kind"], r["world_size"]): r for r in result["delivery"]}
     for n in WORLD_SIZES:
         p, f = by[("prepared", n)], by[("on-the-fly", n)]

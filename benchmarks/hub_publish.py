@@ -87,7 +87,8 @@ def main(argv=None) -> int:
               "callback_on_save_s_median": statistics.median(blocking),
               "ratio_callback_over_inline": statistics.median(blocking) / statistics.median(inline),
               "background_total_s": background_total}
-    table = ("| model MB | snapshots | inline publish s (median) | on_save blocks s (median) | ratio | background total s |\n"
+    table = ("| model MB | snapshots | inline publish s (median) | on_save blocks s (median) | ratio "
+             "| background total s |\n"
              "|---|---|---|---|---|---|\n"
              f"| {result['model_mb']} | {args.snapshots} | {result['inline_publish_s_median']:.3f} | "
              f"{result['callback_on_save_s_median']:.4f} | {result['ratio_callback_over_inline']:.4f} | "

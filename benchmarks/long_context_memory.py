@@ -3,8 +3,9 @@
 Each (setting, length) runs in a fresh subprocess so that the process's peak resident set (`ru_maxrss`) belongs to
 that one step: the reported peak is the growth of the peak RSS from just before the step (model, optimizer-free
 weights and inputs already allocated) to its end. Workers run with `MALLOC_MMAP_THRESHOLD_=1048576` (unless set), so
-buffers of 1 MiB and more come from mmap and freed memory leaves the RSS instead of fragmenting the heap. The model is a small one with a real 32K vocabulary (hidden 128,
-2 layers, 4 heads, so that 64K tokens fit a 2-core CPU in minutes); settings:
+buffers of 1 MiB and more come from mmap and freed memory leaves the RSS instead of fragmenting the heap. The model is
+a small one with a real 32K vocabulary (hidden 128, 2 layers, 4 heads, so that 64K tokens fit a 2-core CPU in
+minutes); settings:
 
 - `rope-sdpa-lean`: RoPE (TinyLlama-shaped), sdpa with its causal fast path (no mask tensor), chunked cross-entropy
   (`loss_chunk_size` 1024), activation checkpointing: this package's long-context training setup;
@@ -100,8 +101,9 @@ def run(lengths: list[int], settings: list[str], max_gib: float, timeout: float)
             except subprocess.CalledProcessError as err:
                 result = {"setting": name, "length": length, "skipped": f"failed: {err.stderr.strip()[-300:]}"}
             results.append(result)
-            print(f"{name:16s} {length:>7d}  " + (f"peak {result['peak_mib']:9.1f} MiB  {result['tokens_per_s']:8.1f} tok/s"
-                                                   if "skipped" not in result else result["skipped"]), flush=True)
+            measured = ("skipped" not in result
+                        and f"peak {result['peak_mib']:9.1f} MiB  {result['tokens_per_s']:8.1f} tok/s")
+            print(f"{name:16s} {length:>7d}  " + (measured or result["skipped"]), flush=True)
     return results
 
 

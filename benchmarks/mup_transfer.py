@@ -67,7 +67,8 @@ def lr_sweep(
 ) -> list[dict]:
     """Validation loss after `steps` steps for each lr in `lrs` (inf for a run that diverged)."""
     train = byte_windows(steps, batch_size, seq_len, seed=seed)
-    validation = byte_windows(eval_batches, batch_size, seq_len, seed=10_000 + seed, text="validation/en_shakespeare.txt")
+    validation = byte_windows(eval_batches, batch_size, seq_len, seed=10_000 + seed,
+                              text="validation/en_shakespeare.txt")
     config = width_config(width, parametrization, base_width=base_width, num_layers=num_layers,
                           max_position_embeddings=max(seq_len, 8))
     rows = []

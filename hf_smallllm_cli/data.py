@@ -4,10 +4,10 @@ from ._options import add_recipe_overrides, recipe_overrides
 
 COMMAND = "data"
 HELP = "prepare token shards for pretraining once (then every process reads only its rows); info; verify"
-DESCRIPTION = """Tokenize the sources a recipe names once, into token shards with a manifest (hf_smallllm/data/shards.py),
-in parallel worker processes, resumably: re-run the same command after a kill and it continues. Point the recipe at
-the folder with `data.prepared: FOLDER` (or `--set data.prepared=FOLDER`) and training reads the shards: no process
-tokenizes, and each reads only the rows of its own micro-batches."""
+DESCRIPTION = """Tokenize the sources a recipe names once, into token shards with a manifest
+(hf_smallllm/data/shards.py), in parallel worker processes, resumably: re-run the same command after a kill and it
+continues. Point the recipe at the folder with `data.prepared: FOLDER` (or `--set data.prepared=FOLDER`) and training
+reads the shards: no process tokenizes, and each reads only the rows of its own micro-batches."""
 
 
 def register(parser):

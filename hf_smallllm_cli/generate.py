@@ -31,7 +31,8 @@ def register(parser):
     parser.add_argument("--temperature", type=NON_NEGATIVE_FLOAT, default=0.0, help="sampling temperature; 0 = greedy")
     parser.add_argument("--top-p", type=PROBABILITY, default=1.0,
                         help="nucleus sampling threshold in (0, 1] (with --temperature)")
-    parser.add_argument("--top-k", type=NON_NEGATIVE_INT, default=0, help="top-k sampling (0 = off; with --temperature)")
+    parser.add_argument("--top-k", type=NON_NEGATIVE_INT, default=0,
+                        help="top-k sampling (0 = off; with --temperature)")
     parser.add_argument("--repetition-penalty", type=POSITIVE_FLOAT, default=1.0, help="penalty for repeated tokens")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt with the tokenizer's chat template")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32", help="weights and compute dtype")

@@ -32,7 +32,8 @@ def register(parser):
     parser.add_argument("--tag", action="append", type=_tag, default=[], metavar="STEP=NAME",
                         help="tag the snapshot of STEP as a milestone (repeatable)")
     parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--no-create", action="store_true", help="fail if the repo does not exist instead of creating it")
+    parser.add_argument("--no-create", action="store_true",
+                        help="fail if the repo does not exist instead of creating it")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a snapshot branch that exists with different content instead of failing")
     parser.add_argument("--no-remote-code", action="store_true",

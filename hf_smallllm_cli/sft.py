@@ -15,10 +15,10 @@ TRL's DPOTrainer on prompt/chosen/rejected records (dpo_lora, dpo_geb: GEB's SFT
 DIR --output DIR` merges a LoRA adapter into its full-precision base and saves the package format. `sft template
 --tokenizer DIR --family geb --output DIR` installs a chat template into a tokenizer."""
 DPO_DESCRIPTION = """Preference tuning (DPO) on TRL's DPOTrainer. `sft dpo --recipe dpo_lora --model
-runs/sft-lora/merged` trains on prompt/chosen/rejected records (the bundled set: bundled:preferences.jsonl) with
-the recipe's dpo section (beta, loss_type, ref_model). The reference policy is dpo.ref_model when given, else the starting model itself: with
-LoRA the policy with its adapters disabled, without LoRA a frozen copy of --model. Shipped recipes: dpo_lora,
-dpo_geb (stage 2 of GEB's alignment after sft_geb)."""
+runs/sft-lora/merged` trains on prompt/chosen/rejected records (the bundled set: bundled:preferences.jsonl) with the
+recipe's dpo section (beta, loss_type, ref_model). The reference policy is dpo.ref_model when given, else the starting
+model itself: with LoRA the policy with its adapters disabled, without LoRA a frozen copy of --model. Shipped recipes:
+dpo_lora, dpo_geb (stage 2 of GEB's alignment after sft_geb)."""
 
 
 def register(parser):

@@ -34,7 +34,8 @@ def register(parser):
     train.add_argument("--dataset", default=None, help="a `datasets` name or builder (json, parquet, text, ...) read "
                        "with streaming=True")
     train.add_argument("--dataset-kwargs", default="{}", type=json.loads,
-                       help='JSON passed to datasets.load_dataset, e.g. \'{"split": "train", "data_files": "x.jsonl"}\'')
+                       help="JSON passed to datasets.load_dataset, e.g. "
+                            '\'{"split": "train", "data_files": "x.jsonl"}\'')
     train.add_argument("--text-field", default="text", help="record field that holds the text")
     train.add_argument("--max-chars", type=int, default=None, help="train on at most this many characters")
     train.add_argument("--min-frequency", type=int, default=None, help="minimum pair count to merge (default: 2)")

@@ -1,8 +1,8 @@
 """The package's import graph: no cycles between its packages and no edge from a lower layer to a higher one.
 
-Every module under `hf_smallllm/` is parsed (not imported): `import` and `from ... import` statements anywhere in
-the file (function-level imports included), `importlib.import_module(...)` / `__import__(...)` calls, and strings
-naming a module's attribute the way registries do (`"hf_smallllm.hub.recipe:build"`), so a dependency cannot hide in a string.
+Every module under `hf_smallllm/` is parsed (not imported): `import` and `from ... import` statements anywhere in the
+file (function-level imports included), `importlib.import_module(...)` / `__import__(...)` calls, and strings naming a
+module's attribute the way registries do (`"hf_smallllm.hub.recipe:build"`), so a dependency cannot hide in a string.
 A module's package is its first component below `hf_smallllm` (`hf_smallllm.train.api` -> `train`); top-level
 modules (`demo.py`, `smoke.py`, `runfiles.py`) are packages of their own, and `hf_smallllm/__init__.py` belongs
 with `families` (it re-exports the models and registers the families).

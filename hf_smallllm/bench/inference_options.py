@@ -98,8 +98,8 @@ def inference_option_rows(steps: int = 300, decode_steps: int = 16, repeats: int
     settings = SuiteSettings(decode_steps=decode_steps, repeats=repeats)
     base_ppl = perplexity(model, heldout)
     # all variants decode in the same rounds, so that machine noise hits them alike
-    seconds = paired_rounds({label: _decode_run(variant, 1, settings, BYTE_VOCAB) for label, variant in variants.items()},
-                            repeats, self_timed=True)
+    runs = {label: _decode_run(variant, 1, settings, BYTE_VOCAB) for label, variant in variants.items()}
+    seconds = paired_rounds(runs, repeats, self_timed=True)
     rows = []
     for label, variant in variants.items():
         ppl = perplexity(variant, heldout)

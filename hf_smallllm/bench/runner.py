@@ -1,5 +1,5 @@
-"""`hf-smallllm bench` / `python -m benchmarks.run`: the model benchmark suite, written as JSON and Markdown. The options
-are declared in hf_smallllm_cli/bench.py (parsing them needs no torch); `run(args)` does the work."""
+"""`hf-smallllm bench` / `python -m benchmarks.run`: the model benchmark suite, written as JSON and Markdown. The
+options are declared in hf_smallllm_cli/bench.py (parsing them needs no torch); `run(args)` does the work."""
 
 import json
 import time

@@ -208,7 +208,8 @@ def measure_pair(family: str, size: str, settings: SuiteSettings, bandwidth=None
     del probe
     # ours + twin share weights; decoding and GLM's fused copy need headroom
     if need * 1.6 > settings.memory_budget_bytes:
-        reason = f"not measured: needs ~{need * 1.6 / 2**30:.0f} GiB, {settings.memory_budget_bytes / 2**30:.0f} GiB free"
+        reason = (f"not measured: needs ~{need * 1.6 / 2**30:.0f} GiB, "
+                  f"{settings.memory_budget_bytes / 2**30:.0f} GiB free")
         return [Row(family, size, "all", "", None, None, note=reason)]
 
     torch.manual_seed(0)
@@ -236,7 +237,8 @@ def measure_pair(family: str, size: str, settings: SuiteSettings, bandwidth=None
             {k: settings.prompt_length / v for k, v in seconds.items()}, ratios)
         rates = {}
         for batch in (1, 8):
-            runs = {name: _decode_run(model, batch, settings, vocab) for name, model in (("ours", ours), ("reference", twin))}
+            runs = {name: _decode_run(model, batch, settings, vocab)
+                    for name, model in (("ours", ours), ("reference", twin))}
             seconds, ratios = _compare(runs, settings, self_timed=True)
             values = {k: batch * settings.decode_steps / v for k, v in seconds.items()}
             add(f"{label}decode tokens/s (batch {batch})", "tok/s", values, ratios)

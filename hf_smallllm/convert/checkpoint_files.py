@@ -138,7 +138,8 @@ class CheckpointReader:
             with _opened_safetensors(file) as handle:
                 for key in handle.keys():
                     tensor_slice = handle.get_slice(key)
-                    yield key, TensorInfo(tuple(tensor_slice.get_shape()), _SAFETENSORS_DTYPES[tensor_slice.get_dtype()])
+                    yield key, TensorInfo(tuple(tensor_slice.get_shape()),
+                                          _SAFETENSORS_DTYPES[tensor_slice.get_dtype()])
         else:
             for key, tensor in self._load_pickle(file).items():
                 yield key, TensorInfo(tuple(tensor.shape), tensor.dtype)

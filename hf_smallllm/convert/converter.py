@@ -313,7 +313,8 @@ def _from_package(source: Path, reader, output, layout: Layout, config, config_j
 
 
 def litgpt_to_package(
-    checkpoint: str | os.PathLike, output: str | os.PathLike, *, config: SmallLLMConfig | str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike, output: str | os.PathLike, *,
+    config: SmallLLMConfig | str | os.PathLike | None = None,
     family: str = "tinyllama", preset: str = "published", tokenizer: str | os.PathLike | None = None,
     dtype: str | torch.dtype | None = None, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE, verify: bool = True,
     tolerance: float = DEFAULT_TOLERANCE, verify_length: int = DEFAULT_LENGTH, overwrite: bool = False,

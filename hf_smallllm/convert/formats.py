@@ -5,15 +5,15 @@ its config.json is written (`configs.py`, from the same table) and a `runner`: t
 checkpoint in that layout, as the layout's own code would. `native_model` builds the stock transformers twin of a
 package model in memory (parity tests, benchmarks).
 
-| layout            | weights / config                                   | runner (what "the model" is in the logit check)   |
-|-------------------|----------------------------------------------------|---------------------------------------------------|
-| package           | hf_smallllm names, `smallllm_<family>` config      | the package's `<Family>ForCausalLM`               |
-| llama             | transformers Llama (TinyLlama, ChuXin; native)     | transformers `LlamaForCausalLM`                   |
-| skywork-official  | Llama weights, Skywork remote-code config          | transformers `LlamaForCausalLM` (same math)       |
-| glm               | transformers GLM (native export of GEB)            | transformers `GlmForCausalLM`                     |
-| geb-official      | ChatGLM3 tree, GEB remote-code config              | `GlmForCausalLM` on the official tensors          |
-| btlm-official     | GPT-2 Conv1D tree, BTLM remote-code config         | `references.btlm_official_logits`                 |
-| litgpt            | lit-gpt training checkpoint (TinyLlama)            | `references.litgpt_logits`                        |
+| layout           | weights / config                               | runner (what "the model" is in the logit check) |
+|------------------|------------------------------------------------|-------------------------------------------------|
+| package          | hf_smallllm names, `smallllm_<family>` config  | the package's `<Family>ForCausalLM`             |
+| llama            | transformers Llama (TinyLlama, ChuXin; native) | transformers `LlamaForCausalLM`                 |
+| skywork-official | Llama weights, Skywork remote-code config      | transformers `LlamaForCausalLM` (same math)     |
+| glm              | transformers GLM (native export of GEB)        | transformers `GlmForCausalLM`                   |
+| geb-official     | ChatGLM3 tree, GEB remote-code config          | `GlmForCausalLM` on the official tensors        |
+| btlm-official    | GPT-2 Conv1D tree, BTLM remote-code config     | `references.btlm_official_logits`               |
+| litgpt           | lit-gpt training checkpoint (TinyLlama)        | `references.litgpt_logits`                      |
 
 `OFFICIAL_FORMATS` resolves each family record's `official` facts (which layout it publishes, whether its config.json's
 special-token ids can be trusted) to the layouts here; a layout says which `model_type` strings its config.json

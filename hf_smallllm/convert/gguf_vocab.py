@@ -276,7 +276,8 @@ def gguf_vocab(tokenizer, vocab_size: int, folder: Path | None = None, probe: st
         raise TokenizerExportError("the tokenizer is neither SentencePiece-style BPE (▁ for spaces, byte fallback) "
                                    "nor byte-level BPE; llama.cpp has no equivalent for it")
     if got != expected:
-        first = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), min(len(got), len(expected)))
+        first = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
+                     min(len(got), len(expected)))
         raise TokenizerExportError(
             f"llama.cpp would tokenize differently ({vocab.model} vocabulary): the probe text gives {len(got)} "
             f"tokens instead of {len(expected)}, first difference at token {first} ({got[first:first + 3]} vs "

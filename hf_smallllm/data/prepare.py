@@ -5,12 +5,12 @@ The main process reads each source's documents in order (`DocumentSource`: files
 document boundaries; worker processes tokenize the units (`encode_documents`, one thread each) and write one shard
 per unit. At most two units per worker are in flight, so memory stays bounded whatever the corpus size.
 
-Resuming: a shard is written as temporary files, renamed, and only then recorded by its `shard-N.json`, written
-last and atomically; a shard without its record is not complete and is written again. The units are a
-deterministic function of the documents and `shard_chars` (kept per source in the manifest), so a re-run after a
-kill reads the documents again, skips every unit whose record is present, and tokenizes only the rest. A source is marked
-`complete` in the manifest when all its shards are. A folder that holds another tokenizer's tokens, or a source of
-the same name made from a different spec, is refused unless `overwrite` is given.
+Resuming: a shard is written as temporary files, renamed, and only then recorded by its `shard-N.json`, written last and
+atomically; a shard without its record is not complete and is written again. The units are a deterministic function of
+the documents and `shard_chars` (kept per source in the manifest), so a re-run after a kill reads the documents again,
+skips every unit whose record is present, and tokenizes only the rest. A source is marked `complete` in the manifest
+when all its shards are. A folder that holds another tokenizer's tokens, or a source of the same name made from a
+different spec, is refused unless `overwrite` is given.
 """
 
 import hashlib

@@ -4,10 +4,10 @@
 post-processor, EOS after every document, BOS before it when asked. `hf-smallllm data prepare` and the on-the-fly
 stream both call it, so prepared shards hold exactly the tokens the on-the-fly stream would have made.
 
-`OnTheFlyTokens` reads one `DocumentSource` and serves windows `[start, start + n)` of its endless (epoch after
-epoch) token stream; the stream releases what lies before the current step. It suits small corpora (the demo, tests): every process tokenizes the
-source up to the rows it needs. Its position is a document cursor (epoch, document, token offset of that
-document), so a checkpointed run re-tokenizes from that document only. `tokenizer_identity` is what a manifest
+`OnTheFlyTokens` reads one `DocumentSource` and serves windows `[start, start + n)` of its endless (epoch after epoch)
+token stream; the stream releases what lies before the current step. It suits small corpora (the demo, tests): every
+process tokenizes the source up to the rows it needs. Its position is a document cursor (epoch, document, token offset
+of that document), so a checkpointed run re-tokenizes from that document only. `tokenizer_identity` is what a manifest
 records to tell tokenizers apart.
 """
 

@@ -117,7 +117,8 @@ def pass_at_k(references: Sequence[str], predictions: Sequence[Sequence[str]], k
 
 def build_predictions(resps: Sequence[Sequence[str]], docs: Sequence[dict]) -> list[list[str]]:
     """lm-eval filter: each generated completion appended to its problem's prompt, giving a whole program."""
-    return [[doc["prompt"] + completion for completion in completions] for completions, doc in zip(resps, docs, strict=True)]
+    return [[doc["prompt"] + completion for completion in completions]
+            for completions, doc in zip(resps, docs, strict=True)]
 
 
 __all__ = [

@@ -114,7 +114,8 @@ def _human(count: float, units=(("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3))
 def mixture_table(recipe: dict | None) -> str:
     """Markdown table of the data mixture: one column per phase of `data.mixture`, or the sources' `weight`."""
     data = (recipe or {}).get("data") or {}
-    sources = [s.get("name") or ", ".join(s.get("paths") or []) or str(s.get("dataset")) for s in data.get("sources") or []]
+    sources = [s.get("name") or ", ".join(s.get("paths") or []) or str(s.get("dataset"))
+               for s in data.get("sources") or []]
     phases = data.get("mixture") or []
     if phases:
         names = list(dict.fromkeys(sources + [n for p in phases for n in p.get("weights", {})]))
@@ -210,7 +211,8 @@ def render_model_card(folder: str | Path, repo_id: str, *, family: str | None = 
     has_tokenizer = any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"))
     body = _environment().get_template(name).render(
         model_name=card_data.model_name, repo_id=repo_id,
-        architecture_name=record.title if record else defaults["architecture"], base_model=base_model, architecture=architecture, parameters_text=_human(parameters),
+        architecture_name=record.title if record else defaults["architecture"], base_model=base_model,
+        architecture=architecture, parameters_text=_human(parameters),
         tokens_seen=tokens_seen, tokens_seen_text=_human(tokens_seen), global_step=global_step,
         sequence_length=data.get("seq_len"), packing=data.get("packing"), mixture_table=mixture_table(recipe),
         evaluation=evaluation, evaluation_step=evaluation_step, has_tokenizer=has_tokenizer,

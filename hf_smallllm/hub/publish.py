@@ -67,7 +67,8 @@ class PublishResult:
 
     def describe(self) -> str:
         tag = f", tag {self.tag}" if self.tag else ""
-        return f"{self.revision}: {self.status} (step {self.step:,}, {self.tokens:,} tokens{tag}, commit {str(self.commit)[:10]})"
+        return (f"{self.revision}: {self.status} (step {self.step:,}, {self.tokens:,} tokens{tag}, "
+                f"commit {str(self.commit)[:10]})")
 
 
 def _is_interruption(err: BaseException) -> bool:
@@ -361,7 +362,8 @@ class HubPublisher:
                 exact = {s.step: s.tokens for s in run_snapshots(folder.parent)} if folder.name.startswith(
                     "checkpoint-") else {}
                 rows = [SnapshotRow(name, s.step, exact.get(s.step, s.tokens)) for name, s in snapshots]
-                render_model_card(folder, self.repo_id, snapshots=rows, **(card_options or {})).save(stage / "README.md")
+                card = render_model_card(folder, self.repo_id, snapshots=rows, **(card_options or {}))
+                card.save(stage / "README.md")
             (stage / REVISIONS_FILE).write_text("".join(f"{name}\n" for name, _ in snapshots))
             staged = {p.name: p for p in stage.iterdir() if p.is_file()}
             remote = self._remote_files("main")

@@ -228,7 +228,8 @@ def pack_linears_if_faster(model: nn.Module, rounds: int = 6, margin: float = 0.
                 unpack_linears(model)
             return LinearsChoice(ratio < 1.0 - margin, statistics.median(plain), statistics.median(packed))
 
-        versions = {"plain": [linear for _, _, linear in layers], "packed": [PackedLinear(linear) for _, _, linear in layers]}
+        versions = {"plain": [linear for _, _, linear in layers],
+                    "packed": [PackedLinear(linear) for _, _, linear in layers]}
 
         def use(kind: str) -> None:
             for (parent, name, _), module in zip(layers, versions[kind], strict=True):

@@ -186,5 +186,5 @@ def plot_passkey_grid(report: PasskeyReport, output_path, title: str | None = No
     return output_path
 
 
-__all__ = ["FILLERS", "PasskeyReport", "PasskeyResult", "PasskeySample", "first_number", "make_passkey_samples", "plot_passkey_grid",
-           "score_passkey"]
+__all__ = ["FILLERS", "PasskeyReport", "PasskeyResult", "PasskeySample", "first_number", "make_passkey_samples",
+           "plot_passkey_grid", "score_passkey"]

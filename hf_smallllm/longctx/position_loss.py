@@ -36,7 +36,8 @@ class PositionLoss:
 
     def mean_between(self, start: int, end: int) -> float:
         """Mean loss of the buckets whose positions lie in [start, end)."""
-        values = [v for i, v in enumerate(self.loss) if start <= i * self.bucket_size and (i + 1) * self.bucket_size <= end]
+        values = [v for i, v in enumerate(self.loss)
+                  if start <= i * self.bucket_size and (i + 1) * self.bucket_size <= end]
         if not values:
             raise ValueError(f"no whole bucket of {self.bucket_size} positions in [{start}, {end})")
         return sum(values) / len(values)

@@ -195,7 +195,8 @@ class SmallLLMConfig(PreTrainedConfig):
         _check_number("initializer_range", self.initializer_range, "a number >= 0", lambda v: v >= 0)
         _check_number("attention_dropout", self.attention_dropout, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
         if self.loss_chunk_size is not None and (
-            not isinstance(self.loss_chunk_size, int) or isinstance(self.loss_chunk_size, bool) or self.loss_chunk_size < 1
+            not isinstance(self.loss_chunk_size, int) or isinstance(self.loss_chunk_size, bool)
+            or self.loss_chunk_size < 1
         ):
             raise ValueError(f"loss_chunk_size={self.loss_chunk_size!r} must be a positive number of tokens or None.")
 
@@ -216,7 +217,9 @@ class SmallLLMConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
-        if head_dim_given and (not isinstance(self.head_dim, int) or isinstance(self.head_dim, bool) or self.head_dim <= 0):
+        if head_dim_given and (
+            not isinstance(self.head_dim, int) or isinstance(self.head_dim, bool) or self.head_dim <= 0
+        ):
             raise ValueError(f"head_dim={self.head_dim!r} must be a positive integer.")
         if not head_dim_given and self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
@@ -335,8 +338,8 @@ def validate_rope_parameters(parameters: Any) -> None:
     rope_type = parameters.get("rope_type", "default")
     known = ("default", *sorted(ROPE_INIT_FUNCTIONS))
     if rope_type not in known:
-        raise ValueError(f"rope_parameters['rope_type']={rope_type!r} is not a RoPE type transformers knows; choose one "
-                         f"of {known}.")
+        raise ValueError(f"rope_parameters['rope_type']={rope_type!r} is not a RoPE type transformers knows; "
+                         f"choose one of {known}.")
     for key, value in parameters.items():
         if key in ("rope_type", "type"):
             continue

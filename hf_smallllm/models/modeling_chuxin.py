@@ -1,4 +1,5 @@
-"""ChuXin-1.6B (Llama 2 backbone, DeepSeek tokenizer, EOS-reset packed training): thin subclasses of the shared core in `modeling_smallllm.py`.
+"""ChuXin-1.6B (Llama 2 backbone, DeepSeek tokenizer, EOS-reset packed training): thin subclasses of the shared core in
+`modeling_smallllm.py`.
 
 Everything that makes this family different lives in `ChuXinConfig`; the classes below only bind that config.
 """

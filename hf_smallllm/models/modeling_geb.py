@@ -1,4 +1,5 @@
-"""GEB-1.3B (ChatGLM3-style GQA with half-rotary interleaved RoPE): thin subclasses of the shared core in `modeling_smallllm.py`.
+"""GEB-1.3B (ChatGLM3-style GQA with half-rotary interleaved RoPE): thin subclasses of the shared core in
+`modeling_smallllm.py`.
 
 Everything that makes this family different lives in `GEBConfig`; the classes below only bind that config.
 """

@@ -111,7 +111,8 @@ class SmallLLMRotaryEmbedding(nn.Module):
         """Unscaled RoPE frequencies over the rotary dimensions (head_dim x partial_rotary_factor)."""
         base = config.rope_parameters["rope_theta"]
         dim = config.rotary_dim
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim))
+        exponents = torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim
+        inv_freq = 1.0 / (base**exponents)
         return inv_freq, 1.0
 
     @torch.no_grad()

@@ -1,4 +1,5 @@
-"""TinyLlama-1.1B (Llama 2 architecture with grouped-query attention): thin subclasses of the shared core in `modeling_smallllm.py`.
+"""TinyLlama-1.1B (Llama 2 architecture with grouped-query attention): thin subclasses of the shared core in
+`modeling_smallllm.py`.
 
 Everything that makes this family different lives in `TinyLlamaConfig`; the classes below only bind that config.
 """

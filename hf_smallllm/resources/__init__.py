@@ -14,7 +14,8 @@ def corpus_path(name: str) -> Path:
     what exists when the name is wrong."""
     path = CORPUS / name
     if not path.exists():
-        available = sorted(str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file() and p.name != "README.md")
+        available = sorted(str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*")
+                           if p.is_file() and p.name != "README.md")
         raise UsageFileNotFoundError(f"no bundled corpus file {name!r}; available: {', '.join(available)}")
     return path
 

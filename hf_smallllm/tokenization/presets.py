@@ -8,13 +8,23 @@ them, exactly as in Llama-2 (`<unk>` 0, `<s>` 1, `</s>` 2, `<0x00>` 3 ... `<0xFF
 `trailing_special_tokens` follow the base vocabulary, so `len(tokenizer) == vocab_size + len(trailing)`, as in the
 real families:
 
-| family    | kind / pre-tokenizer        | vocab_size | leading             | trailing (ids)                                        | adds  |
-|-----------|-----------------------------|-----------:|---------------------|-------------------------------------------------------|-------|
-| chuxin    | byte_level / deepseek       | 100,000    | -                   | BOS `<｜begin▁of▁sentence｜>` 100000, EOS = PAD 100001  | none  |
-| btlm      | byte_level / gpt2           | 50,256     | -                   | `<|endoftext|>` 50256 (BOS = EOS = UNK)                | none  |
-| tinyllama | sentencepiece_bpe, digits   | 32,000     | `<unk>` `<s>` `</s>` | -                                                     | BOS   |
-| skywork   | sentencepiece_bpe, digits   | 65,519     | `<unk>` `<s>` `</s>` | `[USER]` `[BOT]` `[SEP]` 65519-65521 (PAD = `<unk>` 0)  | BOS   |
-| geb       | sentencepiece_bpe, digits   | 64,789     | `<unk>` `<s>` `</s>` | `[MASK]` ... `<eod>`, role markers 64789-64798         | none  |
+| family    | kind / pre-tokenizer      | vocab_size | leading              | adds |
+|-----------|---------------------------|-----------:|----------------------|------|
+| chuxin    | byte_level / deepseek     | 100,000    | -                    | none |
+| btlm      | byte_level / gpt2         | 50,256     | -                    | none |
+| tinyllama | sentencepiece_bpe, digits | 32,000     | `<unk>` `<s>` `</s>` | BOS  |
+| skywork   | sentencepiece_bpe, digits | 65,519     | `<unk>` `<s>` `</s>` | BOS  |
+| geb       | sentencepiece_bpe, digits | 64,789     | `<unk>` `<s>` `</s>` | none |
+
+and the trailing special tokens after the base vocabulary:
+
+| family    | trailing (ids)                                         |
+|-----------|--------------------------------------------------------|
+| chuxin    | BOS `<｜begin▁of▁sentence｜>` 100000, EOS = PAD 100001 |
+| btlm      | `<|endoftext|>` 50256 (BOS = EOS = UNK)                |
+| tinyllama | -                                                      |
+| skywork   | `[USER]` `[BOT]` `[SEP]` 65519-65521 (PAD = `<unk>` 0) |
+| geb       | `[MASK]` ... `<eod>`, role markers 64789-64798         |
 
 The model's embedding has at least `len(tokenizer)` rows (ChuXin 102,400, GEB 64,896 padded).
 
@@ -55,7 +65,8 @@ class TokenizerPreset:
         if self.kind not in KINDS:
             raise ValueError(f"tokenizer kind={self.kind!r}; choose one of {KINDS}")
         if self.kind == "byte_level" and self.pre_tokenizer not in BYTE_LEVEL_PRE_TOKENIZERS:
-            raise ValueError(f"byte_level pre_tokenizer={self.pre_tokenizer!r}; choose one of {BYTE_LEVEL_PRE_TOKENIZERS}")
+            raise ValueError(f"byte_level pre_tokenizer={self.pre_tokenizer!r}; "
+                             f"choose one of {BYTE_LEVEL_PRE_TOKENIZERS}")
         if self.kind == "sentencepiece_bpe" and self.unk_token is None:
             raise ValueError("sentencepiece_bpe needs an unk_token (byte fallback replaces it, BPE still names one)")
         specials = self.leading_special_tokens + self.trailing_special_tokens

@@ -25,7 +25,8 @@ _API = {
 
 def __getattr__(name: str):
     if name in _API:
-        return getattr(importlib.import_module(_API[name] if _API[name].startswith("..") else f".{_API[name]}", __name__), name)
+        module = _API[name] if _API[name].startswith("..") else f".{_API[name]}"
+        return getattr(importlib.import_module(module, __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -107,7 +107,8 @@ class AccelerateTrainer:
         self.lr_scheduler = build_lr_scheduler(self.optimizer, recipe.schedule, training.max_steps)
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         self.state = TrainerState(max_steps=training.max_steps, logging_steps=training.logging_steps,
-                                  save_steps=training.save_steps, is_local_process_zero=self.accelerator.is_local_main_process,
+                                  save_steps=training.save_steps,
+                                  is_local_process_zero=self.accelerator.is_local_main_process,
                                   is_world_process_zero=self.accelerator.is_main_process)
         self.control = TrainerControl()
         extra = [self.spike_skipper] if self.spike_skipper is not None else []  # it restores its window on resume
@@ -139,7 +140,8 @@ class AccelerateTrainer:
                 loss_sum, logged_steps = self._loss_window
                 write_json_atomic(os.path.join(staging, LOSS_WINDOW_NAME),
                                   {"loss_sum": loss_sum, "last_logged_step": step - logged_steps})
-            rng_name = f"rng_state_{accelerator.process_index}.pth" if accelerator.num_processes > 1 else "rng_state.pth"
+            rng_name = (f"rng_state_{accelerator.process_index}.pth" if accelerator.num_processes > 1
+                        else "rng_state.pth")
             torch.save(_rng_state(), os.path.join(staging, rng_name))
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
@@ -167,9 +169,11 @@ class AccelerateTrainer:
             for shard in sorted(set(index["weight_map"].values())):
                 state_dict.update(load_file(os.path.join(folder, shard)))
         missing, unexpected = self.unwrapped_model.load_state_dict(state_dict, strict=False)
-        missing = [k for k in missing if not (self.unwrapped_model.config.tie_word_embeddings and k == "lm_head.weight")]
+        tied = self.unwrapped_model.config.tie_word_embeddings
+        missing = [k for k in missing if not (tied and k == "lm_head.weight")]
         if missing or unexpected:
-            raise RecipeError(f"{folder}: checkpoint does not match the model (missing {missing}, unexpected {unexpected})")
+            raise RecipeError(f"{folder}: checkpoint does not match the model (missing {missing}, "
+                              f"unexpected {unexpected})")
         self.optimizer.load_state_dict(load_state(os.path.join(folder, OPTIMIZER_NAME)))
         self.lr_scheduler.load_state_dict(load_state(os.path.join(folder, SCHEDULER_NAME)))
         rng_name = (f"rng_state_{self.accelerator.process_index}.pth" if self.accelerator.num_processes > 1

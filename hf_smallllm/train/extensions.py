@@ -41,7 +41,8 @@ RECIPE_SECTIONS: dict[str, Callable[[], Callable]] = {
 class RunContext:
     """What a section builder may need to know about the run it joins."""
 
-    output_dir: Path  # checkpoints are `runfiles.checkpoint_dir(output_dir, global_step)`, each a save_pretrained folder
+    # checkpoints are `runfiles.checkpoint_dir(output_dir, global_step)`, each a save_pretrained folder
+    output_dir: Path
     recipe: dict[str, Any]  # the whole parsed recipe
     family: str  # "tinyllama", "geb", "chuxin", "btlm", "skywork" (or "smallllm" for a custom config)
     tokenizer: Any = None  # a transformers tokenizer, when the run has one

@@ -19,7 +19,8 @@ def test_official_spelling_is_the_published_default():
     assert OFFICIAL.hex() == (2.22).hex() == "0x1.1c28f5c28f5c3p+1"
     config = FAMILIES["btlm"].config_class()
     assert config.mup_output_alpha.hex() == OFFICIAL.hex()
-    read = FAMILIES["btlm"].config_class(**json.loads(f'{{"mup_output_alpha": {OFFICIAL_TEXT}, "mup_width_scale": 0.1}}'))
+    fields = json.loads(f'{{"mup_output_alpha": {OFFICIAL_TEXT}, "mup_width_scale": 0.1}}')
+    read = FAMILIES["btlm"].config_class(**fields)
     assert read.mup_output_alpha.hex() == OFFICIAL.hex()
     assert read.output_logits_multiplier == config.output_logits_multiplier
 
@@ -28,7 +29,8 @@ def test_alpha_survives_official_to_package_to_official(fixtures_dir, tmp_path):
     official = tmp_path / "official"
     shutil.copytree(fixtures_dir / "btlm-tiny", official)
     text = (official / "config.json").read_text()
-    (official / "config.json").write_text(text.replace('"mup_output_alpha": 2.22', f'"mup_output_alpha": {OFFICIAL_TEXT}'))
+    (official / "config.json").write_text(
+        text.replace('"mup_output_alpha": 2.22', f'"mup_output_alpha": {OFFICIAL_TEXT}'))
     assert OFFICIAL_TEXT in (official / "config.json").read_text()
 
     package = official_to_package(official, tmp_path / "package", progress=False)

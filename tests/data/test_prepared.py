@@ -125,7 +125,8 @@ def test_exact_resume_at_any_step(prepared, corpus_tokenizer, use_shards):
         resumed = make_stream(corpus_tokenizer, folder, accumulation=2)
         resumed.load_state_dict(state)
         rest = [b["input_ids"] for b in resumed]
-        assert len(rest) == 2 * (STEPS - stop) and all(torch.equal(a, b) for a, b in zip(rest, reference[2 * stop:], strict=True))
+        assert len(rest) == 2 * (STEPS - stop)
+        assert all(torch.equal(a, b) for a, b in zip(rest, reference[2 * stop:], strict=True))
         sought = make_stream(corpus_tokenizer, folder, accumulation=2)
         sought.seek(stop)
         assert all(torch.equal(a["input_ids"], b) for a, b in zip(sought, reference[2 * stop:], strict=True))
@@ -230,7 +231,8 @@ def test_cli_prepares_a_recipe_and_training_reads_it(corpus_tokenizer, tmp_path,
     stream = build_stream(loaded, corpus_tokenizer)
     assert all(type(s).__name__ == "PreparedTokens" for s in stream.sources.values())
     reference = global_batches(make_stream(corpus_tokenizer, accumulation=2))
-    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(global_batches(stream), reference, strict=True))
+    assert all(torch.equal(a["input_ids"], b["input_ids"])
+               for a, b in zip(global_batches(stream), reference, strict=True))
     # the same folder, another tokenizer: one line, exit status 2
     other = corpus_tokenizer.__class__(tokenizer_object=corpus_tokenizer.backend_tokenizer, eos_token="</s>")
     other.add_tokens(["<extra>"])

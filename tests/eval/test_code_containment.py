@@ -53,7 +53,8 @@ def test_a_program_that_forks_and_exits_fails_and_its_child_is_killed():
 def test_the_timeout_kills_every_descendant():
     marker = "hf-smallllm-e1-timeout"
     program = (f"import os\nfor _ in range(3):\n    if os.fork() == 0:\n        os.setsid()\n"
-               f"        if os.fork() == 0:\n            {sleeper(marker)}\n        os._exit(0)\nwhile True:\n    pass\n")
+               f"        if os.fork() == 0:\n            {sleeper(marker)}\n        os._exit(0)\n"
+               "while True:\n    pass\n")
     result = execute(program, timeout=1.5)
     assert result.timed_out and not result.passed
     time.sleep(0.1)
@@ -75,7 +76,8 @@ def test_the_number_of_processes_is_limited():
 
 def test_subprocesses_that_finish_are_fine():
     program = ("import subprocess, sys\n"
-               "assert subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True).stdout == b'42\\n'\n")
+               "completed = subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True)\n"
+               "assert completed.stdout == b'42\\n'\n")
     assert run_program(program)
 
 

@@ -79,7 +79,8 @@ def run_dir(tmp_path_factory, corpus_tokenizer):
     for step in STEPS:
         make_checkpoint(root / f"checkpoint-{step}", step, corpus_tokenizer)
     for step in STEPS:
-        append_metrics(root / "metrics.jsonl", {"step": step, "tokens": step * TOKENS_PER_STEP, "loss": 5.0 - step / 10})
+        append_metrics(root / "metrics.jsonl",
+                       {"step": step, "tokens": step * TOKENS_PER_STEP, "loss": 5.0 - step / 10})
         append_metrics(root / "metrics.jsonl", {"step": step, "tokens": step * TOKENS_PER_STEP,
                                                 "eval/kjv/loss": 4.0 - step / 20, "eval/kjv/ppl": 55.0 - step,
                                                 "eval/zh_poetry/loss": 5.5 - step / 30})

@@ -27,7 +27,8 @@ def test_protocol_round_trip(hub, tmp_path):
     # resolve: commit header, etag, ranges
     url = f"{endpoint}/{repo}/resolve/feature/a/b.txt"
     head = httpx2.head(url)
-    assert head.headers["X-Repo-Commit"] == refs.branches[[b.name for b in refs.branches].index("feature")].target_commit
+    feature = refs.branches[[b.name for b in refs.branches].index("feature")]
+    assert head.headers["X-Repo-Commit"] == feature.target_commit
     assert head.headers["ETag"].strip('"') == api.get_paths_info(repo, ["a/b.txt"], revision="feature")[0].blob_id
     assert httpx2.get(url, headers={"Range": "bytes=2-4"}).content == b"ang"
     with pytest.raises(RevisionNotFoundError):

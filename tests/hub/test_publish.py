@@ -202,7 +202,8 @@ def test_links_out_of_the_run_are_never_uploaded(hub, tmp_path):
     callback.on_save(SimpleNamespace(output_dir=str(run)), SimpleNamespace(global_step=10, is_world_process_zero=True),
                      None)
     assert callback.failures and "outside the run folder" in callback.failures[0][1] and "NOT published" in logged[0]
-    files = {path for branch in api.list_repo_refs(repo).branches for path in api.list_repo_files(repo, revision=branch.name)}
+    files = {path for branch in api.list_repo_refs(repo).branches
+             for path in api.list_repo_files(repo, revision=branch.name)}
     assert "leak.txt" not in files
 
 

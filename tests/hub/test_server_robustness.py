@@ -63,7 +63,8 @@ MALFORMED = {
                             ndjson(HEADER, {"key": "file", "value": {"path": "../../etc/evil", "content": "eA=="}}),
                             {}, 400),
     "commit absolute path": ("POST", f"/api/models/{REPO}/commit/main",
-                             ndjson(HEADER, {"key": "file", "value": {"path": "/etc/evil", "content": "eA=="}}), {}, 400),
+                             ndjson(HEADER, {"key": "file", "value": {"path": "/etc/evil", "content": "eA=="}}),
+                             {}, 400),
     "commit .git path": ("POST", f"/api/models/{REPO}/commit/main",
                          ndjson(HEADER, {"key": "file", "value": {"path": ".git/config", "content": "eA=="}}), {}, 400),
     "commit header summary not a string": ("POST", f"/api/models/{REPO}/commit/main",
@@ -138,7 +139,8 @@ def lfs_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setattr(constants, "ENDPOINT", server.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        server.url + "/{repo_id}/resolve/{revision}/{filename}")
     yield server
     server.shutdown()
     server.server_close()

@@ -21,7 +21,8 @@ def saved_alibi_model(corpus_tokenizer, tmp_path_factory):
 def test_position_loss_compares_overrides(saved_alibi_model, tmp_path, capsys):
     out = tmp_path / "curves"
     code = main(["longctx", "position-loss", "--model", f"plain={saved_alibi_model}",
-                 "--model", f"dynamic={saved_alibi_model}", "--set", "dynamic:alibi_scaling={type: linear, train_seq_len: 128}",
+                 "--model", f"dynamic={saved_alibi_model}",
+                 "--set", "dynamic:alibi_scaling={type: linear, train_seq_len: 128}",
                  "--length", "256", "--rows", "2", "--bucket", "32", "--output-dir", str(out)])
     assert code == 0
     report = json.loads((out / "position_loss.json").read_text())
@@ -45,8 +46,8 @@ def test_passkey(saved_alibi_model, tmp_path, capsys):
 
 
 def test_bad_override_is_one_line_error(saved_alibi_model, tmp_path, capsys):
-    code = main(["longctx", "position-loss", "--model", f"a={saved_alibi_model}", "--set", "b:alibi_scaling=1", "--length", "64",
-                 "--output-dir", str(tmp_path)])
+    code = main(["longctx", "position-loss", "--model", f"a={saved_alibi_model}", "--set", "b:alibi_scaling=1",
+                 "--length", "64", "--output-dir", str(tmp_path)])
     assert code == 2
     assert "names model 'b'" in capsys.readouterr().err
     code = main(["longctx", "position-loss", "--model", str(saved_alibi_model), "--set",

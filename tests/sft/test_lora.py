@@ -103,7 +103,8 @@ def _lora_grads(model_dir, fix: bool, eval_pass: bool):
 
 
 def _same(grads, reference) -> bool:
-    return all(g is not None and torch.allclose(g, r, rtol=1e-4, atol=1e-7) for g, r in zip(grads, reference, strict=True))
+    return all(g is not None and torch.allclose(g, r, rtol=1e-4, atol=1e-7)
+               for g, r in zip(grads, reference, strict=True))
 
 
 @pytest.mark.slow

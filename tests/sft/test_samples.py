@@ -81,7 +81,8 @@ def test_multi_turn_labels_cover_exactly_the_replies(chat_tokenizer):
     messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b c"},
                 {"role": "user", "content": "d"}, {"role": "assistant", "content": "e"}]
     example = encode_conversation(chat_tokenizer, messages)
-    targets = [token for token, label in zip(example["input_ids"], example["labels"], strict=True) if label != IGNORE_INDEX]
+    targets = [token for token, label in zip(example["input_ids"], example["labels"], strict=True)
+               if label != IGNORE_INDEX]
     assert chat_tokenizer.decode(targets) == "b c</s>e</s>"
     assert example["labels"][0] == IGNORE_INDEX
 

@@ -15,7 +15,8 @@ from .conftest import FAMILY_NAMES, TEST_VOCAB
 ROUND_TRIP = {
     "english": "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer",
     "chinese": "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。子曰：「學而時習之，不亦說乎？」",
-    "code": "def mean(xs: list[float]) -> float:\n\tif not xs:\n        raise ValueError(\"empty\")  # 0x1F\n    return sum(xs) / len(xs)\n",
+    "code": ("def mean(xs: list[float]) -> float:\n\tif not xs:\n        raise ValueError(\"empty\")  # 0x1F\n"
+             "    return sum(xs) / len(xs)\n"),
     "emoji": "🤗 transformers ❤️ 👩‍👩‍👧 🇨🇳 ✨",
     "mixed": "In 2023年, GPT-2 cost $12,345.67 (≈ 8.9万元)…  double  spaces,\ttabs\r\nand «quotes» — 🚀!",
     "whitespace": "   leading and trailing   \n\n\n",
@@ -91,7 +92,8 @@ def test_id_layout_follows_the_real_families(trained_tokenizers):
     assert btlm.bos_token_id == btlm.eos_token_id == TEST_VOCAB and btlm.pad_token is None
     assert [llama.convert_tokens_to_ids(t) for t in ("<unk>", "<s>", "</s>", "<0x00>", "<0xFF>")] == [0, 1, 2, 3, 258]
     assert len(llama) == TEST_VOCAB
-    assert [skywork.convert_tokens_to_ids(t) for t in ("[USER]", "[BOT]", "[SEP]")] == [TEST_VOCAB + i for i in range(3)]
+    ids = [skywork.convert_tokens_to_ids(t) for t in ("[USER]", "[BOT]", "[SEP]")]
+    assert ids == [TEST_VOCAB + i for i in range(3)]
     assert skywork.pad_token_id == 0
     # GEB's order (tokenization_geb.py): [MASK] [gMASK] [sMASK] <sop> <eop> <eod>, then the role markers
     geb_order = ["[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<eod>", "<|system|>", "<|user|>", "<|assistant|>",

@@ -45,7 +45,8 @@ def test_published_recipes_carry_the_published_numbers():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_recipes_train(family, tokenizer_dir, tmp_path):
     result = run_pretraining(f"tiny-{family}", [f"tokenizer={tokenizer_dir}", f"training.output_dir={tmp_path}",
-                                                "training.max_steps=4", "training.save_steps=4", "training.logging_steps=2",
+                                                "training.max_steps=4", "training.save_steps=4",
+                                                "training.logging_steps=2",
                                                 "data.tokens_per_step=1024",
                                                 "schedule.warmup_steps=1", "training.tensorboard=false",
                                                 "training.progress_bar=false", "training.precision=fp32"])

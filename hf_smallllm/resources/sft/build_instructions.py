@@ -22,7 +22,8 @@ def arithmetic(rng):
     if rng.random() < 0.5:
         return [{"role": "user", "content": f"What is {a} plus {b}?"},
                 {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]
-    return [{"role": "user", "content": f"{a}加{b}等于多少？"}, {"role": "assistant", "content": f"{a}加{b}等于{a + b}。"}]
+    return [{"role": "user", "content": f"{a}加{b}等于多少？"},
+            {"role": "assistant", "content": f"{a}加{b}等于{a + b}。"}]
 
 
 def arithmetic_multi_turn(rng):
