@@ -97,9 +97,18 @@ def run_train(args) -> int:
 
 
 def run_inspect(args) -> int:
+    from pathlib import Path
+
+    from hf_smallllm.errors import UsageFileNotFoundError
     from hf_smallllm.tokenization import load_tokenizer, special_token_behaviour
 
-    tokenizer = load_tokenizer(args.path, args.gguf_file)
+    if not Path(args.path).exists() and (args.path.startswith((".", "/", "~")) or args.path.count("/") > 1):
+        raise UsageFileNotFoundError(f"{args.path}: no such folder")
+    try:
+        tokenizer = load_tokenizer(args.path, args.gguf_file)
+    except OSError as err:  # a missing folder or file, or a Hub id that cannot be reached
+        raise UsageFileNotFoundError(f"cannot load a tokenizer from {args.path!r}: {' '.join(str(err).split())[:300]}"
+                                     ) from None
     adds_bos, adds_eos = special_token_behaviour(tokenizer)
     print(f"{args.path}: {type(tokenizer).__name__}, {len(tokenizer):,} tokens, model_max_length "
           f"{tokenizer.model_max_length:,}")

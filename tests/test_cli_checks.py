@@ -123,3 +123,38 @@ def test_convert_names_unreadable_files(tiny_folder, tmp_path, capsys):
     truncated = broken_copy(tiny_folder, tmp_path, "truncated")
     assert cli_main(["convert", "to-native", str(truncated), str(tmp_path / "out2")]) == 2
     assert "model.safetensors: not a readable safetensors file" in capsys.readouterr().err
+
+
+def _tiny_config_folder(folder, **changes):
+    import json
+
+    from hf_smallllm import preset_config
+
+    preset_config("tinyllama", "tiny").save_pretrained(folder)
+    values = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**values, **changes}))
+    return folder
+
+
+@pytest.mark.parametrize("command", ["generate", "eval-ppl"])
+@pytest.mark.parametrize(("config_text", "message"), [
+    ("{not json", "is not a valid JSON file"),
+    (None, "norm_eps=-1 must be a positive number"),
+])
+def test_a_broken_or_invalid_config_is_named_not_taken_for_a_missing_tokenizer(tmp_path, capsys, command,
+                                                                             config_text, message):
+    folder = _tiny_config_folder(tmp_path / "model", norm_eps=-1)
+    if config_text is not None:
+        (folder / "config.json").write_text(config_text)
+    argv = (["generate", str(folder), "--prompt", "hi"] if command == "generate"
+            else ["eval", "ppl", "--model", str(folder), "--domain", f"d={tmp_path / 'd.txt'}"])
+    (tmp_path / "d.txt").write_text("hello world")
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(folder) in err and "no tokenizer" not in err and "Traceback" not in err
+
+
+def test_tokenizer_inspect_of_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert cli_main(["tokenizer", "inspect", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'}: no such folder" in err and len(err.strip().splitlines()) == 1

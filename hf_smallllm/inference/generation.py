@@ -44,7 +44,7 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
     from transformers import AutoTokenizer
 
     from .cpu_linear import LinearsChoice, can_pack_linears, pack_linears, pack_linears_if_faster
-    from .loading import load_model
+    from .loading import load_config, load_model
     from .quantization import load_bnb_quantized, quantize_int8_dynamic
 
     options = options or InferenceOptions()
@@ -54,6 +54,9 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
     if options.pack_linears and not (packable and can_pack_linears()):
         raise UsageValueError("packed linears need float32 weights on a CPU with oneDNN and no quantization; got "
                          f"dtype={options.dtype}, device={options.device}, quantization={options.quantization}")
+    # the config first: a broken or invalid config.json would otherwise surface as "no tokenizer found" (the
+    # tokenizer loader reads config.json to pick a class)
+    load_config(model_path, revision=options.revision)
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or model_path, **hub_kwargs)
     except (OSError, ValueError) as err:

@@ -88,9 +88,9 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str | No
     if dtype not in MODEL_DTYPES:
         raise UsageValueError(f"dtype={dtype!r}; choose one of {', '.join(MODEL_DTYPES)}")
     check_device(device)  # before minutes of loading, not after
-    kwargs = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
-    if config_overrides:
-        kwargs["config"] = load_config(path, config_overrides, revision=revision)
+    # the config through load_config, so that an unreadable or invalid config.json is one error naming the folder
+    kwargs = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype),
+              "config": load_config(path, config_overrides, revision=revision)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if revision:
