@@ -49,7 +49,15 @@ from .formats import (
     run_package,
 )
 from .plan import FROM_PACKAGE, TO_PACKAGE, model_tensors, plan_conversion, run_plan
-from .verify import DEFAULT_LENGTH, DEFAULT_TOLERANCE, LogitCheck, check_logits, verification_ids
+from .verify import (
+    DEFAULT_LENGTH,
+    DEFAULT_TOLERANCE,
+    LogitCheck,
+    check_logits,
+    logit_check_fields,
+    logit_check_line,
+    verification_ids,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_SHARD_SIZE = "2GB"
@@ -85,18 +93,13 @@ class ConversionReport:
         if self.dropped:
             lines.append(f"  dropped (recomputed from the config): {', '.join(self.dropped)}")
         lines.extend(f"  note: {note}" for note in self.notes)
-        if self.check is None:
-            lines.append("  logit check: skipped")
-        else:
-            lines.append(f"  logit check ({self.check.compared}, tokens {list(self.check.shape[:2])}): max |logit "
-                         f"difference| {self.check.max_abs_diff:.2e} <= tolerance {self.check.tolerance:.1e}")
+        lines.append(logit_check_line(self.check))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "check"}
         data["files"] = list(self.files)
-        data["max_abs_logit_diff"] = None if self.check is None else self.check.max_abs_diff
-        data["tolerance"] = None if self.check is None else self.check.tolerance
+        data.update(logit_check_fields(self.check))
         data["compared"] = None if self.check is None else self.check.compared
         return data
 

@@ -56,7 +56,7 @@ from ..families import FAMILIES, family_of
 from ..models.configuration_smallllm import SmallLLMConfig
 from .configs import InexpressibleConfigError
 from .gguf_vocab import GGUFVocab, gguf_vocab
-from .verify import DEFAULT_LENGTH, LogitCheck, check_logits, verification_ids
+from .verify import DEFAULT_LENGTH, LogitCheck, check_logits, logit_check_fields, logit_check_line, verification_ids
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 # llama.cpp's LlamaFileType of each output type (general.file_type)
@@ -331,17 +331,12 @@ class GGUFReport:
                  f"  {self.tensors} tensors ({types}), {self.bytes_written / 2**20:,.1f} MiB, {self.seconds:.1f} s",
                  f"  tokenizer: {self.vocab}"]
         lines.extend(f"  note: {note}" for note in self.notes)
-        if self.check is None:
-            lines.append("  logit check: skipped")
-        else:
-            lines.append(f"  logit check ({self.check.compared}, tokens {list(self.check.shape[:2])}): max |logit "
-                         f"difference| {self.check.max_abs_diff:.2e} <= tolerance {self.check.tolerance:.1e}")
+        lines.append(logit_check_line(self.check))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "check"}
-        data["max_abs_logit_diff"] = None if self.check is None else self.check.max_abs_diff
-        data["tolerance"] = None if self.check is None else self.check.tolerance
+        data.update(logit_check_fields(self.check))
         return data
 
 

@@ -34,6 +34,20 @@ class LogitCheck:
         return self.max_abs_diff <= self.tolerance
 
 
+def logit_check_line(check: LogitCheck | None) -> str:
+    """The line a conversion report gives its logit check (or its absence)."""
+    if check is None:
+        return "  logit check: skipped"
+    return (f"  logit check ({check.compared}, tokens {list(check.shape[:2])}): max |logit difference| "
+            f"{check.max_abs_diff:.2e} <= tolerance {check.tolerance:.1e}")
+
+
+def logit_check_fields(check: LogitCheck | None) -> dict:
+    """The logit check's numbers as a report's JSON fields."""
+    return {"max_abs_logit_diff": None if check is None else check.max_abs_diff,
+            "tolerance": None if check is None else check.tolerance}
+
+
 def verification_ids(vocab_size: int, max_positions: int, length: int = DEFAULT_LENGTH, batch: int = 2
                      ) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
