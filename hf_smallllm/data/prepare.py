@@ -225,29 +225,45 @@ def prepare_sources(specs: list[dict], tokenizer, output, *, add_bos: bool = Fal
                     os.environ["TOKENIZERS_PARALLELISM"] = previous
         else:
             _init_worker(*init)
+        # Units of every source go through one pipeline, so workers never wait at a source's end; a source's
+        # manifest entry is completed once all its units are read and written.
+        records = {source.name: [] for _plain, source in todo}
+        outstanding = dict.fromkeys(records, 0)
+        read = set()
+
+        def finish(name: str) -> None:
+            shards = sorted(records[name], key=lambda record: record["first_document"])
+            manifest["sources"][name].update(shards=shards, tokens=sum(r["tokens"] for r in shards),
+                                             documents=sum(r["documents"] for r in shards), complete=True)
+            write_json_atomic(folder / MANIFEST_NAME, manifest)
+
+        def collect(name: str, record: dict, written: bool) -> None:
+            records[name].append(record)
+            bar.update(record["tokens"])
+            outstanding[name] -= written
+            if name in read and not outstanding[name]:
+                finish(name)
+
+        pending: deque = deque()
         for _plain, source in todo:
-            records = []
-            pending: deque = deque()
             for unit in _units(source, folder, shard_chars):
                 if unit.texts is None:
-                    record = _read_record(folder / source.name / f"{shard_stem(unit.index)}{RECORD_SUFFIX}")
+                    collect(source.name, _read_record(folder / source.name / f"{shard_stem(unit.index)}"
+                                                                           f"{RECORD_SUFFIX}"), False)
                 elif pool is None:
-                    record = _write_unit(unit)
+                    collect(source.name, _write_unit(unit), False)
                 else:
-                    pending.append(pool.apply_async(_write_unit, (unit,)))
-                    record = pending.popleft().get() if len(pending) >= 2 * workers else None  # bounded memory
-                if record is not None:
-                    records.append(record)
-                    bar.update(record["tokens"])
-            while pending:
-                record = pending.popleft().get()
-                records.append(record)
-                bar.update(record["tokens"])
-            records.sort(key=lambda record: record["first_document"])
-            entry = manifest["sources"][source.name]
-            entry.update(shards=records, tokens=sum(r["tokens"] for r in records),
-                         documents=sum(r["documents"] for r in records), complete=True)
-            write_json_atomic(folder / MANIFEST_NAME, manifest)
+                    pending.append((source.name, pool.apply_async(_write_unit, (unit,))))
+                    outstanding[source.name] += 1
+                    if len(pending) >= 2 * workers:  # bounded memory: at most two units per worker in flight
+                        name, result = pending.popleft()
+                        collect(name, result.get(), True)
+            read.add(source.name)
+            if not outstanding[source.name]:
+                finish(source.name)
+        while pending:
+            name, result = pending.popleft()
+            collect(name, result.get(), True)
     finally:
         if pool is not None:
             pool.terminate()

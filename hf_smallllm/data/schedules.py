@@ -12,6 +12,7 @@ stays constant (BTLM-3B-8K: 2,048 tokens x 1,920 rows, then 8,192 x 480 for the 
 schedule, which counts steps, simply continues.
 """
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -52,26 +53,48 @@ class MixtureSchedule:
             raise ValueError(f"the last mixture phase must end at until=1.0, not {self.phases[-1].until}")
 
     def phase_index(self, step: int) -> int:
-        for index, phase in enumerate(self.phases):
-            if step < _phase_end_step(phase.until, self.total_steps):
+        for index, end in enumerate(self._phase_ends()):
+            if step < end:
                 return index
         return len(self.phases) - 1
 
+    def _phase_ends(self) -> list[int]:
+        ends = self.__dict__.get("_ends")
+        if ends is None or ends[0] != self.total_steps:
+            ends = self.__dict__["_ends"] = (self.total_steps, [_phase_end_step(p.until, self.total_steps)
+                                                                for p in self.phases])
+        return ends[1]
+
+    def _ramp(self, index: int) -> tuple:
+        """(first step, last step, source names, start weights, end weights) of phase `index`, computed once."""
+        ramps = self.__dict__.setdefault("_ramps", {})
+        key = (index, self.total_steps)
+        if key not in ramps:
+            phase, ends = self.phases[index], self._phase_ends()
+            names = sorted(set(phase.weights) | set(phase.end_weights or phase.weights))
+            end_weights = phase.end_weights if phase.end_weights is not None else phase.weights
+            ramps[key] = (ends[index - 1] if index else 0, ends[index], names,
+                          [phase.weights.get(n, 0.0) for n in names], [end_weights.get(n, 0.0) for n in names])
+        return ramps[key]
+
+    def phase_weights(self, index: int, step: int) -> tuple[list[str], list[float]]:
+        """The source names of phase `index` (sorted) and their normalized weights at `step`, zeros included.
+
+        The sum is `math.fsum`, exact whatever the order: every process, whatever its hash seed, gets the same bits
+        (the stream's rows depend on them)."""
+        start, end, names, first, last = self._ramp(index)
+        if self.phases[index].end_weights is None:
+            weights = first
+        else:
+            fraction = min(max((step - start) / max(end - start - 1, 1), 0.0), 1.0)
+            weights = [(1 - fraction) * a + fraction * b for a, b in zip(first, last, strict=True)]
+        total = math.fsum(weights)
+        return names, [weight / total for weight in weights]
+
     def weights_at(self, step: int) -> dict[str, float]:
-        """Normalized source weights for optimizer step `step` (0-based)."""
-        index = self.phase_index(step)
-        phase = self.phases[index]
-        start = _phase_end_step(self.phases[index - 1].until, self.total_steps) if index else 0
-        end = _phase_end_step(phase.until, self.total_steps)
-        weights = dict(phase.weights)
-        if phase.end_weights is not None:
-            fraction = (step - start) / max(end - start - 1, 1)
-            fraction = min(max(fraction, 0.0), 1.0)
-            names = set(phase.weights) | set(phase.end_weights)
-            weights = {n: (1 - fraction) * phase.weights.get(n, 0.0) + fraction * phase.end_weights.get(n, 0.0)
-                       for n in names}
-        total = sum(weights.values())
-        return {name: weight / total for name, weight in sorted(weights.items()) if weight > 0}
+        """Normalized source weights for optimizer step `step` (0-based); sources without weight are left out."""
+        names, weights = self.phase_weights(self.phase_index(step), step)
+        return {name: weight for name, weight in zip(names, weights, strict=True) if weight > 0}
 
 
 @dataclass

@@ -132,6 +132,19 @@ def test_exact_resume_at_any_step(prepared, corpus_tokenizer, use_shards):
         assert all(torch.equal(a["input_ids"], b) for a, b in zip(sought, reference[2 * stop:], strict=True))
 
 
+def test_state_inside_a_planned_ahead_run_is_that_steps_state(prepared, corpus_tokenizer):
+    # the stream plans several steps before building their rows; what it saves after step k must still be step k's
+    for stop in (3, 10):
+        stream = make_stream(corpus_tokenizer, prepared, accumulation=2)
+        iterator = iter(stream)
+        for _ in range(2 * stop):
+            next(iterator)
+        sought = make_stream(corpus_tokenizer, prepared, accumulation=2)
+        sought.seek(stop)
+        assert stream.state_dict() == sought.state_dict()
+        assert stream.step == stop and len(stream) == 2 * (STEPS - stop)
+
+
 def test_preparation_in_worker_processes_writes_the_same_shards(prepared, corpus_tokenizer, tmp_path):
     prepare_sources(SPECS, corpus_tokenizer, tmp_path, workers=2, shard_chars=10_000, progress=False)
     ours, reference = read_manifest(tmp_path), read_manifest(prepared)

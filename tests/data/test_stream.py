@@ -2,6 +2,8 @@
 slicing equal to one process, and exact resume at step boundaries (on-the-fly sources; prepared shards are tested
 in test_prepared.py)."""
 
+import math
+
 import pytest
 import torch
 
@@ -41,6 +43,18 @@ def test_mixture_weights_ramp_linearly():
     assert schedule.weights_at(50) == pytest.approx({"general": 0.9, "stem": 0.1})
     assert schedule.weights_at(99) == pytest.approx({"general": 0.6, "stem": 0.4})
     assert schedule.weights_at(75)["stem"] == pytest.approx(0.1 + 0.3 * 25 / 49)
+
+
+def test_mixture_weights_do_not_depend_on_the_order_sources_are_listed():
+    # every process must get the same bits (its rows depend on them), and a set's order changes with the hash seed
+    weights = {"a": 0.1, "b": 0.2, "c": 0.7, "d": 0.3}
+    ends = {"a": 0.7, "b": 0.05, "c": 0.15, "d": 0.1}
+    listed = MixtureSchedule([{"until": 1.0, "weights": weights, "end_weights": ends}], 50)
+    reversed_ = MixtureSchedule([{"until": 1.0, "weights": dict(reversed(weights.items())),
+                                  "end_weights": dict(reversed(ends.items()))}], 50)
+    for step in range(50):
+        assert listed.weights_at(step) == reversed_.weights_at(step)
+        assert math.fsum(listed.weights_at(step).values()) == pytest.approx(1.0, abs=1e-15)
 
 
 def test_realised_proportions_match_the_recipe(corpus_tokenizer):
