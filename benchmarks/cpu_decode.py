@@ -7,9 +7,9 @@ odd rounds llama.cpp first; the ratio is the median per-round ratio with its dis
 
 | ours (`load_for_inference`)                          | llama.cpp (llama-cpp-python) |
 |------------------------------------------------------|------------------------------|
-| fp32 (linears packed for oneDNN where faster)        | f32                          |
+| fp32 (q/k/v, gate/up fused; oneDNN-packed if faster) | f32                          |
 | fp32, compiled decode step on a static cache         | f32                          |
-| int8 (`--quantize int8`, torch.ao dynamic)           | q8_0                         |
+| int8 (`--quantize int8`: fused, torch.ao dynamic)    | q8_0                         |
 | 4-bit (`--quantize bnb-4bit`, NF4)                    | q4_0                         |
 
 Both sides decode `--new-tokens` tokens after the same `--prompt-tokens` prompt; decode tokens/s counts the tokens
@@ -65,6 +65,7 @@ def _byte_tokenizer(folder: Path):
 def _checkpoint(family: str, size: str, folder: Path, dtype=torch.float32):
     from hf_smallllm.convert.formats import causal_lm_class
     from hf_smallllm.families import preset_config
+    from hf_smallllm.models.attention_smallllm import alibi_slopes
 
     # the byte tokenizer's <|endoftext|> is id 257: the tiny presets' 256-entry vocabulary gets more rows
     vocab = max(preset_config(family, size).vocab_size, 258)
@@ -75,11 +76,15 @@ def _checkpoint(family: str, size: str, folder: Path, dtype=torch.float32):
     model = model.to_empty(device="cpu")
     model.tie_weights()  # to_empty gives every module fresh tensors; a tied head must share the embedding again
     with torch.no_grad():  # std 0.02 normals for weights, ones for norm weights, zeros for biases: a quick stand-in
+        # for _init_weights, which would first fill every tensor at full size
         for name, parameter in model.named_parameters():
             if parameter.dim() > 1:
                 parameter.normal_(0.0, 0.02)
             else:
                 parameter.fill_(1.0 if "norm" in name and name.endswith("weight") else 0.0)
+        for name, buffer in model.named_buffers():  # to_empty left them uninitialised too
+            if name.endswith("slopes"):  # ALiBi (BTLM, saved with the checkpoint): the standard slopes
+                buffer.copy_(alibi_slopes(config.num_attention_heads).view_as(buffer))
     model.to(dtype).save_pretrained(folder)
     _byte_tokenizer(folder)
     del model
@@ -119,12 +124,10 @@ def _llama_decode(llm, prompt: list[int], new_tokens: int) -> float:
 
 
 def _ours_bytes_per_token(model) -> int:
-    from hf_smallllm.bench.suite import weight_bytes_per_decoded_token
+    """Weight bytes one decoded token reads: the state dict as stored (oneDNN-packed and fused layers save their
+    dense weights, quantized ones their packed bytes), less an untied input embedding (one row is read)."""
     from hf_smallllm.inference.quantization import state_dict_bytes
 
-    if all(p.dtype == torch.float32 for p in model.parameters()) and not any(
-            "quantized" in type(m).__module__ or "bitsandbytes" in type(m).__module__ for m in model.modules()):
-        return weight_bytes_per_decoded_token(model)
     embedding = model.get_input_embeddings().weight
     untied = 0 if model.config.tie_word_embeddings else embedding.numel() * embedding.element_size()
     return state_dict_bytes(model) - untied
@@ -281,11 +284,15 @@ def main(argv=None) -> int:
             family_rows, _ = measure_family(family, size, args, bandwidth, Path(work))
             rows += family_rows
         if args.btlm_4bit:
-            extra["btlm_3b_q4_0"] = btlm_4bit(Path(work), args)
+            try:
+                extra["btlm_3b_q4_0"] = btlm_4bit(Path(work), args)
+            except Exception as err:  # keep the rows measured so far
+                extra["btlm_3b_q4_0"] = {"error": f"{type(err).__name__}: {err}"[:300]}
             print(f"  BTLM-3B q4_0: {extra['btlm_3b_q4_0']}", flush=True)
     machine["load_average_end"] = os.getloadavg()
     machine["max_rss_bytes_benchmark"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    name = "cpu-decode-quick" if args.quick else "cpu-decode"
+    # --families "" --btlm-4bit measures only the BTLM file, into a file of its own
+    name = "cpu-decode-quick" if args.quick else "cpu-decode" if rows else "cpu-decode-btlm-4bit"
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     markdown = format_markdown(rows, machine, args.rounds)
@@ -294,7 +301,8 @@ def main(argv=None) -> int:
                  f"{args.prompt_tokens} tokens, {args.new_tokens} new tokens; decode tokens/s excludes the first.\n")
     if "btlm_3b_q4_0" in extra:
         b = extra["btlm_3b_q4_0"]
-        markdown += (f"\nBTLM-3B q4_0 GGUF: {b['gguf_bytes'] / 1e9:.2f} GB"
+        markdown += f"\nBTLM-3B q4_0 GGUF: not measured ({b['error']})\n" if "error" in b else (
+                    f"\nBTLM-3B q4_0 GGUF: {b['gguf_bytes'] / 1e9:.2f} GB"
                      + (f"; llama.cpp peak RSS while generating {b['peak_rss_bytes'] / 1e9:.2f} GB, "
                         f"{b['decode_tokens_per_second']:.1f} tok/s" if "peak_rss_bytes" in b else "") + "\n")
     for suffix, text in (("md", markdown), ("json", json.dumps({"machine": machine, "rows": [r.to_dict() for r in rows],

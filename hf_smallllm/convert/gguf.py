@@ -70,13 +70,22 @@ _BLOCK = 32  # Q8_0 / Q4_0 block length along a row
 
 # ------------------------------------------------------------------------------------------------ architectures
 def _alibi_max_bias(slopes: torch.Tensor, num_heads: int) -> float | None:
-    """The llama.cpp `max_alibi_bias` that reproduces `slopes`, or None when none does."""
+    """The llama.cpp `max_alibi_bias` that reproduces `slopes`, or None when none does. Slopes stored in bf16 or
+    fp16 match to their own precision (a whole-number max bias, BTLM's 8, is preferred when it fits)."""
     n_log2 = 2 ** math.floor(math.log2(num_heads))
+    if not 0.0 < float(slopes[0]) < 1.0:  # llama.cpp's slopes are powers of 2^(-max_bias / n), max_bias > 0
+        return None
     max_bias = -math.log2(float(slopes[0])) * n_log2
-    m0, m1 = 2.0 ** (-max_bias / n_log2), 2.0 ** (-max_bias / 2.0 / n_log2)
-    expected = torch.tensor([m0 ** (h + 1) if h < n_log2 else m1 ** (2 * (h - n_log2) + 1) for h in range(num_heads)],
-                            dtype=torch.float64)
-    return max_bias if torch.allclose(slopes.double().flatten(), expected, rtol=1e-5, atol=0) else None
+    rtol = max(1e-5, torch.finfo(slopes.dtype).eps if slopes.is_floating_point() else 0.0)
+    for candidate in (float(round(max_bias)), max_bias):
+        if candidate <= 0:
+            continue
+        m0, m1 = 2.0 ** (-candidate / n_log2), 2.0 ** (-candidate / 2.0 / n_log2)
+        expected = torch.tensor([m0 ** (h + 1) if h < n_log2 else m1 ** (2 * (h - n_log2) + 1)
+                                 for h in range(num_heads)], dtype=torch.float64)
+        if torch.allclose(slopes.double().flatten(), expected, rtol=rtol, atol=0):
+            return candidate
+    return None
 
 
 def _common_reasons(config: SmallLLMConfig, architecture: str) -> list[str]:

@@ -8,6 +8,7 @@ from .cpu_linear import (
     pack_linears_if_faster,
     unpack_linears,
 )
+from .fused_projections import FusedProjection, ProjectionSlice, fuse_projections, unfuse_projections
 from .generation import InferenceOptions, enable_compiled_decoding, load_for_inference, stream_generate
 from .quantization import (
     bnb_config,
@@ -18,11 +19,14 @@ from .quantization import (
 )
 
 __all__ = [
+    "FusedProjection",
     "InferenceOptions",
     "LinearsChoice",
     "PackedLinear",
+    "ProjectionSlice",
     "bnb_config",
     "enable_compiled_decoding",
+    "fuse_projections",
     "can_pack_linears",
     "load_bnb_quantized",
     "load_for_inference",
@@ -32,5 +36,6 @@ __all__ = [
     "quantize_int8_dynamic",
     "state_dict_bytes",
     "stream_generate",
+    "unfuse_projections",
     "unpack_linears",
 ]

@@ -1,8 +1,8 @@
 """Loading a checkpoint for inference and generating with streamed output.
 
-`load_for_inference` applies the CPU options users expect (bf16, oneDNN-packed fp32 linears for decode
-bandwidth, torch.ao dynamic int8, bitsandbytes 8/4-bit) and `stream_generate` prints text as it is produced and
-returns timing statistics (prefill and decode tokens/s).
+`load_for_inference` applies the CPU options users expect (bf16, q/k/v and gate/up fused into one matrix each,
+oneDNN-packed fp32 linears for decode bandwidth, torch.ao dynamic int8, bitsandbytes 8/4-bit) and `stream_generate`
+prints text as it is produced and returns timing statistics (prefill and decode tokens/s).
 """
 
 import time
@@ -28,6 +28,8 @@ class InferenceOptions:
     # compilation) only where a timed one-token forward says packing is faster on this machine
     pack_linears: bool | None = None
     compile: bool = False  # compile the decode step (static cache) with torch.compile
+    # q/k/v and gate/up as one matrix each (fused_projections.py): None fuses on CPU unless compiled
+    fuse_projections: bool | None = None
     attn_implementation: str = "sdpa"
     device: str = "cpu"
     revision: str | None = None
@@ -44,6 +46,7 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
     from transformers import AutoTokenizer
 
     from .cpu_linear import LinearsChoice, can_pack_linears, pack_linears, pack_linears_if_faster
+    from .fused_projections import fuse_projections
     from .loading import load_config, load_model
     from .quantization import load_bnb_quantized, quantize_int8_dynamic
 
@@ -72,6 +75,13 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
         model = load_model(model_path, dtype=options.dtype, device=options.device,
                            attn_implementation=options.attn_implementation, revision=options.revision)
     model.eval()
+    fuse = options.fuse_projections
+    if fuse is None:
+        fuse = options.device == "cpu" and not options.compile and not options.quantization.startswith("bnb-")
+    if fuse and options.compile:
+        raise UsageValueError("fused projections keep Python state between calls and cannot be compiled; drop one")
+    if fuse:
+        fuse_projections(model)
     if options.quantization == "int8":
         if options.device != "cpu" or dtype != torch.float32:
             raise ValueError("int8 dynamic quantization runs on CPU with float32 activations (--dtype float32)")

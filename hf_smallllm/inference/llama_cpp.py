@@ -38,7 +38,7 @@ def llama_cpp_version() -> str | None:
 
 
 def load_llama_cpp(path: str | os.PathLike, *, n_ctx: int = 512, n_threads: int | None = None,
-                   logits_all: bool = False, n_batch: int = 512):
+                   logits_all: bool = False, n_batch: int = 512, seed: int = 0):
     """A `llama_cpp.Llama` on the GGUF file `path` (CPU, quiet). `logits_all` keeps the logits of every position."""
     try:
         from llama_cpp import Llama
@@ -46,7 +46,7 @@ def load_llama_cpp(path: str | os.PathLike, *, n_ctx: int = 512, n_threads: int 
         raise ImportError(f"llama.cpp is not installed: {INSTALL_HINT}") from err
     threads = n_threads or torch.get_num_threads()
     return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                 logits_all=logits_all, n_batch=n_batch, n_gpu_layers=0, verbose=False)
+                 logits_all=logits_all, n_batch=n_batch, n_gpu_layers=0, seed=seed, verbose=False)
 
 
 def llama_cpp_logits(llm, ids: list[int] | torch.Tensor) -> torch.Tensor:
@@ -101,10 +101,97 @@ def llama_cpp_decode(llm, ids: list[int], max_new_tokens: int) -> tuple[list[int
     return out, LlamaCppDecode(len(ids), len(out), first - start, end - first)
 
 
+# what `hf-smallllm generate --backend llama.cpp` exports a checkpoint to, by --quantize (then by --dtype)
+GGUF_OUTTYPE_BY_QUANTIZATION = {"int8": "q8_0", "bnb-8bit": "q8_0", "bnb-4bit": "q4_0"}
+GGUF_OUTTYPE_BY_DTYPE = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+
+
+def llama_cpp_stream_generate(model_path, prompt: str, *, tokenizer_path=None, quantization: str = "none",
+                              dtype: str = "float32", max_new_tokens: int = 64, temperature: float = 0.0,
+                              top_p: float = 1.0, top_k: int = 0, repetition_penalty: float = 1.0,
+                              chat: bool = False, seed: int = 0, n_threads: int | None = None,
+                              on_text=lambda s: print(s, end="", flush=True)):
+    """`stream_generate` through llama.cpp: `model_path` is a GGUF file, or a package checkpoint folder that is
+    exported first (`convert to-gguf`, into a temporary folder removed afterwards) as the type the options name
+    (GGUF_OUTTYPE_BY_QUANTIZATION, else GGUF_OUTTYPE_BY_DTYPE). The prompt is tokenized by the checkpoint's own
+    tokenizer (its chat template with `chat`) when there is one, else by llama.cpp's. Returns GenerationStats."""
+    import codecs
+    import tempfile
+    from pathlib import Path
+
+    from ..errors import UsageFileNotFoundError, UsageValueError
+    from .generation import GenerationStats
+
+    if not llama_cpp_available():
+        raise UsageValueError(f"--backend llama.cpp needs llama-cpp-python: {INSTALL_HINT}")
+    if max_new_tokens < 1:
+        raise UsageValueError(f"max_new_tokens={max_new_tokens} must be at least 1")
+    path = Path(model_path)
+    if not path.exists():
+        raise UsageFileNotFoundError(f"--backend llama.cpp reads a local GGUF file or checkpoint folder; no {path}")
+    outtype = GGUF_OUTTYPE_BY_QUANTIZATION.get(quantization) or GGUF_OUTTYPE_BY_DTYPE[dtype]
+    tokenizer = None
+    if tokenizer_path or path.is_dir():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or path)
+    if chat and (tokenizer is None or not getattr(tokenizer, "chat_template", None)):
+        raise UsageValueError("--chat needs a tokenizer with a chat template (pass --tokenizer FOLDER with a GGUF)")
+    with tempfile.TemporaryDirectory(prefix="hf-smallllm-gguf-") as work:
+        if path.is_dir():
+            from ..convert.gguf import package_to_gguf
+
+            gguf = Path(work) / f"model-{outtype}.gguf"
+            package_to_gguf(path, gguf, outtype=outtype, tokenizer=tokenizer_path, verify=False, progress=False)
+        elif path.suffix == ".gguf":
+            gguf = path
+        else:
+            raise UsageValueError(f"{path} is neither a checkpoint folder nor a .gguf file")
+        if tokenizer is None:
+            llm = load_llama_cpp(gguf, n_ctx=8, n_threads=n_threads, seed=seed)
+            ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        elif chat:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                return_dict=True)["input_ids"]
+        else:
+            ids = tokenizer(prompt)["input_ids"]
+        if not ids:
+            raise UsageValueError("the prompt encodes to no tokens")
+        llm = load_llama_cpp(gguf, n_ctx=len(ids) + max_new_tokens + 1, n_threads=n_threads, seed=seed)
+        # transformers' defaults: no min-p cut; temperature 0 is greedy
+        sampling = dict(temp=temperature, top_p=top_p, top_k=top_k if temperature > 0 else 1, min_p=0.0,
+                        repeat_penalty=repetition_penalty)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
+        eos, pieces, out = llm.token_eos(), [], []
+        start = time.perf_counter()
+        first = None
+        for token in llm.generate([int(i) for i in ids], reset=True, **sampling):
+            first = first or time.perf_counter()
+            out.append(int(token))
+            if token == eos:
+                break
+            text = decoder.decode(llm.detokenize([token], prev_tokens=[int(i) for i in ids] + out[:-1]))
+            if text:
+                pieces.append(text)
+                on_text(text)
+            if len(out) >= max_new_tokens:
+                break
+        end = time.perf_counter()
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            pieces.append(tail)
+            on_text(tail)
+    first = first or end
+    return GenerationStats(text="".join(pieces), prompt_tokens=len(ids), new_tokens=len(out),
+                           prefill_seconds=first - start, decode_seconds=end - first,
+                           extra={"backend": "llama.cpp", "gguf_type": outtype, "token_ids": out})
+
+
 def llama_cpp_tokenize(llm, text: str, add_special: bool = False) -> list[int]:
     """llama.cpp's tokenization of `text` (with BOS/EOS as the GGUF's add_bos/add_eos say when `add_special`)."""
     return llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=False)
 
 
-__all__ = ["INSTALL_HINT", "LlamaCppDecode", "llama_cpp_available", "llama_cpp_decode", "llama_cpp_greedy",
-           "llama_cpp_logits", "llama_cpp_tokenize", "llama_cpp_version", "load_llama_cpp"]
+__all__ = ["GGUF_OUTTYPE_BY_DTYPE", "GGUF_OUTTYPE_BY_QUANTIZATION", "INSTALL_HINT", "LlamaCppDecode",
+           "llama_cpp_available", "llama_cpp_decode", "llama_cpp_greedy", "llama_cpp_logits",
+           "llama_cpp_stream_generate", "llama_cpp_tokenize", "llama_cpp_version", "load_llama_cpp"]

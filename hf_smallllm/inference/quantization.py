@@ -1,7 +1,7 @@
 """Quantized inference: torch's dynamic int8 linear layers, and bitsandbytes 8-bit / 4-bit loading.
 
-- `quantize_int8_dynamic`: weights of every `nn.Linear` stored as int8 with a per-tensor scale, activations quantized
-  on the fly (torch.ao's `quantize_dynamic`, CPU). Roughly 4x less weight memory than fp32; the speed and
+- `quantize_int8_dynamic`: weights of every `nn.Linear` stored as int8 with a scale per output row, activations
+  quantized on the fly (torch.ao's `quantize_dynamic`, CPU). Roughly 4x less weight memory than fp32; the speed and
   perplexity cost on real text is measured by `benchmarks.run` (see docs/performance.md).
 - `bnb_config` / `load_bnb_quantized`: transformers' `BitsAndBytesConfig` loading of any hf_smallllm checkpoint in
   8-bit (LLM.int8) or 4-bit (NF4/FP4, optional double quantization); bitsandbytes runs on CPU and CUDA.
@@ -26,7 +26,10 @@ def quantize_int8_dynamic(model: nn.Module) -> nn.Module:
         # torch 2.1x deprecates the quantized tensor constructors this uses, not the feature; keep output readable
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\..*")
         warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*")
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False)
+        # per-channel weight scales: a row's range sets its own scale, which matters more once q/k/v or gate/up are
+        # stacked into one matrix (fused_projections.py) and costs nothing in speed
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=False)
 
 
 def bnb_config(bits: int, compute_dtype: torch.dtype = torch.float32, quant_type: str = "nf4",

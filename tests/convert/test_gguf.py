@@ -167,6 +167,16 @@ def test_refuses_what_llama_cpp_cannot_express(tmp_path):
     assert not (tmp_path / "btlm.gguf").exists()
 
 
+def test_alibi_slopes_llama_cpp_cannot_derive_are_refused():
+    from hf_smallllm.convert.gguf import _alibi_max_bias
+    from hf_smallllm.models.attention_smallllm import alibi_slopes
+
+    assert _alibi_max_bias(alibi_slopes(12), 12) == pytest.approx(8.0)  # BTLM's standard slopes
+    assert _alibi_max_bias(alibi_slopes(32).bfloat16(), 32) == 8.0  # a bf16 checkpoint's rounded slopes
+    for bad in (torch.zeros(12), -alibi_slopes(12), alibi_slopes(12) * 1.5):  # untrained zeros: no math error
+        assert _alibi_max_bias(bad, 12) is None
+
+
 def test_generic_config_picks_the_architecture_that_fits(tmp_path):
     from hf_smallllm.convert.gguf import architecture_for
     from hf_smallllm.models.configuration_smallllm import SmallLLMConfig
