@@ -215,12 +215,15 @@ def measure_family(family: str, size: str, args, bandwidth: float, work: Path) -
     return rows, config
 
 
+# The peak is VmHWM, the high-water mark of this process's own memory map. ru_maxrss is not: Linux carries it
+# across fork and exec, so a child of a process that had just built a 3B checkpoint reported that process's 11 GB.
 _RSS_CHILD = """
-import resource, sys, time
+import sys
 from hf_smallllm.inference.llama_cpp import llama_cpp_decode, load_llama_cpp
 llm = load_llama_cpp(sys.argv[1], n_ctx=512)
 tokens, stats = llama_cpp_decode(llm, list(range(3, 67)), 32)
-print(stats.decode_tokens_per_second, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+print(stats.decode_tokens_per_second, int(status["VmHWM"].split()[0]) * 1024)
 """
 
 
