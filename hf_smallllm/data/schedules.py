@@ -52,37 +52,27 @@ class MixtureSchedule:
         if self.phases[-1].until != 1.0:
             raise ValueError(f"the last mixture phase must end at until=1.0, not {self.phases[-1].until}")
 
+        # per phase, computed once: (first step, end step, source names sorted, start weights, end weights)
+        ends = [_phase_end_step(p.until, self.total_steps) for p in self.phases]
+        self._ramps = []
+        for index, phase in enumerate(self.phases):
+            end_weights = phase.end_weights if phase.end_weights is not None else phase.weights
+            names = sorted(set(phase.weights) | set(end_weights))
+            self._ramps.append((ends[index - 1] if index else 0, ends[index], names,
+                                [phase.weights.get(n, 0.0) for n in names], [end_weights.get(n, 0.0) for n in names]))
+
     def phase_index(self, step: int) -> int:
-        for index, end in enumerate(self._phase_ends()):
-            if step < end:
+        for index, ramp in enumerate(self._ramps):
+            if step < ramp[1]:
                 return index
         return len(self.phases) - 1
-
-    def _phase_ends(self) -> list[int]:
-        ends = self.__dict__.get("_ends")
-        if ends is None or ends[0] != self.total_steps:
-            ends = self.__dict__["_ends"] = (self.total_steps, [_phase_end_step(p.until, self.total_steps)
-                                                                for p in self.phases])
-        return ends[1]
-
-    def _ramp(self, index: int) -> tuple:
-        """(first step, last step, source names, start weights, end weights) of phase `index`, computed once."""
-        ramps = self.__dict__.setdefault("_ramps", {})
-        key = (index, self.total_steps)
-        if key not in ramps:
-            phase, ends = self.phases[index], self._phase_ends()
-            names = sorted(set(phase.weights) | set(phase.end_weights or phase.weights))
-            end_weights = phase.end_weights if phase.end_weights is not None else phase.weights
-            ramps[key] = (ends[index - 1] if index else 0, ends[index], names,
-                          [phase.weights.get(n, 0.0) for n in names], [end_weights.get(n, 0.0) for n in names])
-        return ramps[key]
 
     def phase_weights(self, index: int, step: int) -> tuple[list[str], list[float]]:
         """The source names of phase `index` (sorted) and their normalized weights at `step`, zeros included.
 
         The sum is `math.fsum`, exact whatever the order: every process, whatever its hash seed, gets the same bits
         (the stream's rows depend on them)."""
-        start, end, names, first, last = self._ramp(index)
+        start, end, names, first, last = self._ramps[index]
         if self.phases[index].end_weights is None:
             weights = first
         else:

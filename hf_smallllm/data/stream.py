@@ -41,7 +41,7 @@ from .schedules import MixtureSchedule, SequenceLengthSchedule, _phase_end_step
 from .shards import PreparedDataError
 
 STATE_VERSION = 2
-_PLAN_AHEAD = 16  # steps planned in one go when a step is a few micro-batches
+_PLAN_AHEAD = 16  # steps planned in one go before their rows are built (see _plans_ahead)
 _MASK64 = (1 << 64) - 1
 
 

@@ -56,19 +56,21 @@ class FusedProjection(nn.Module):
             self._input = self._parts = None
         return part
 
+    def is_dense(self) -> bool:
+        """Whether the stacked weight can be read back densely (plain or oneDNN-packed, not quantized)."""
+        return isinstance(self.linear, nn.Linear) or hasattr(self.linear, "packed_weight")
+
     def dense_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-        """The stacked weight and bias as dense tensors (plain or oneDNN-packed inner linear); None once the inner
-        linear is quantized."""
+        """The stacked weight and bias as dense tensors; None once the inner linear is quantized."""
         linear = self.linear
         if isinstance(linear, nn.Linear):
             return linear.weight, linear.bias
-        if hasattr(linear, "to_linear"):  # PackedLinear
-            dense = linear.to_linear()
-            return dense.weight, dense.bias
+        if hasattr(linear, "packed_weight"):  # PackedLinear
+            return linear.packed_weight.to_dense(), linear.bias
         return None
 
     def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
-        if self.dense_weight_and_bias() is None:  # quantized: save the stacked layer as it is
+        if not self.is_dense():  # quantized: save the stacked layer as it is
             return super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
         # the slices save their rows under the original names; the stacked copy is not saved twice
         return destination if destination is not None else {}

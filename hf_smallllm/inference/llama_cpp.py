@@ -42,8 +42,10 @@ _KV_CACHE_TYPES = {"f32": 0, "f16": 1}
 
 
 def load_llama_cpp(path: str | os.PathLike, *, n_ctx: int = 512, n_threads: int | None = None,
-                   logits_all: bool = False, n_batch: int = 512, seed: int = 0, kv_cache_type: str = "f16"):
-    """A `llama_cpp.Llama` on the GGUF file `path` (CPU, quiet). `logits_all` keeps the logits of every position.
+                   logits_all: bool = False, n_batch: int = 512, seed: int = 0, kv_cache_type: str = "f16",
+                   vocab_only: bool = False):
+    """A `llama_cpp.Llama` on the GGUF file `path` (CPU, quiet). `logits_all` keeps the logits of every position;
+    `vocab_only` loads only the tokenizer (no weights).
 
     `kv_cache_type`: llama.cpp keeps keys and values in f16 by default, which alone moves TinyLlama-1.1B's logits by
     4e-3 against an fp32 forward; "f32" compares an f32 GGUF with fp32 PyTorch like for like (1.3e-5)."""
@@ -57,7 +59,7 @@ def load_llama_cpp(path: str | os.PathLike, *, n_ctx: int = 512, n_threads: int 
     kv = _KV_CACHE_TYPES[kv_cache_type]
     return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                  logits_all=logits_all, n_batch=n_batch, n_gpu_layers=0, seed=seed, type_k=kv, type_v=kv,
-                 verbose=False)
+                 vocab_only=vocab_only, verbose=False)
 
 
 def llama_cpp_logits(llm, ids: list[int] | torch.Tensor) -> torch.Tensor:
@@ -159,8 +161,7 @@ def llama_cpp_stream_generate(model_path, prompt: str, *, tokenizer_path=None, q
         else:
             raise UsageValueError(f"{path} is neither a checkpoint folder nor a .gguf file")
         if tokenizer is None:
-            llm = load_llama_cpp(gguf, n_ctx=8, n_threads=n_threads, seed=seed)
-            ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+            ids = load_llama_cpp(gguf, vocab_only=True).tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
         elif chat:
             ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                 return_dict=True)["input_ids"]
@@ -168,30 +169,33 @@ def llama_cpp_stream_generate(model_path, prompt: str, *, tokenizer_path=None, q
             ids = tokenizer(prompt)["input_ids"]
         if not ids:
             raise UsageValueError("the prompt encodes to no tokens")
+        ids = [int(i) for i in ids]
         llm = load_llama_cpp(gguf, n_ctx=len(ids) + max_new_tokens + 1, n_threads=n_threads, seed=seed)
         # transformers' defaults: no min-p cut; temperature 0 is greedy
         sampling = dict(temp=temperature, top_p=top_p, top_k=top_k if temperature > 0 else 1, min_p=0.0,
                         repeat_penalty=repetition_penalty)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
         eos, pieces, out = llm.token_eos(), [], []
+        history = list(ids)  # what a token's text depends on (SentencePiece drops a leading space at the start)
+
+        def emit(text: str) -> None:
+            if text:
+                pieces.append(text)
+                on_text(text)
+
         start = time.perf_counter()
         first = None
-        for token in llm.generate([int(i) for i in ids], reset=True, **sampling):
+        for token in llm.generate(ids, reset=True, **sampling):
             first = first or time.perf_counter()
             out.append(int(token))
             if token == eos:
                 break
-            text = decoder.decode(llm.detokenize([token], prev_tokens=[int(i) for i in ids] + out[:-1]))
-            if text:
-                pieces.append(text)
-                on_text(text)
+            emit(decoder.decode(llm.detokenize([token], prev_tokens=history)))
+            history.append(int(token))
             if len(out) >= max_new_tokens:
                 break
         end = time.perf_counter()
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            pieces.append(tail)
-            on_text(tail)
+        emit(decoder.decode(b"", final=True))
     first = first or end
     return GenerationStats(text="".join(pieces), prompt_tokens=len(ids), new_tokens=len(out),
                            prefill_seconds=first - start, decode_seconds=end - first,
