@@ -34,7 +34,6 @@ CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TEMPORARY_PREFIX = ".tmp-"
 TRAINER_STATE_NAME = "trainer_state.json"  # transformers' TrainerState; written last, so it marks a complete one
-DATA_STATE_NAME = "data_state.json"  # where the data stream stands (resuming with the same data order)
 METRICS_NAME = "metrics.jsonl"
 RECIPE_NAME = "recipe.yaml"
 
@@ -84,11 +83,6 @@ def run_dir_of(folder: str | os.PathLike) -> Path:
     return folder.parent if is_checkpoint_name(folder.name) else folder
 
 
-def read_data_state(checkpoint: str | os.PathLike) -> dict | None:
-    path = Path(checkpoint) / DATA_STATE_NAME
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
 # --- atomic writes -----------------------------------------------------------------------------------------------
 
 
@@ -100,13 +94,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        # mkstemp creates 0600 whatever the umask; the file gets the mode an open() would have given it, so a
+        # shared cluster's group can read prepared data and checkpoints as the user's umask intends
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -209,20 +215,6 @@ def _line_count(path: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-# The loss-averaging window open at a checkpoint: the sum of the step losses logged since the last log, and that
-# log's step. Both entry points write it and restore it, so a resumed run logs the same averages.
-LOSS_WINDOW_NAME = "loss_window.json"
-
-
-def read_loss_window(checkpoint: str | os.PathLike) -> tuple[float, int] | None:
-    """(loss sum, last logged step) saved in a checkpoint, or None (written before the window was saved)."""
-    path = Path(checkpoint) / LOSS_WINDOW_NAME
-    if not path.exists():
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return float(data["loss_sum"]), int(data["last_logged_step"])
-
-
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All records in file order; a truncated last line (a run killed mid-write) is skipped."""
     path = Path(path)
@@ -244,8 +236,6 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 __all__ = [
     "CHECKPOINT_PATTERN",
     "CHECKPOINT_PREFIX",
-    "DATA_STATE_NAME",
-    "LOSS_WINDOW_NAME",
     "METRICS_NAME",
     "RECIPE_NAME",
     "TEMPORARY_PREFIX",
@@ -255,12 +245,11 @@ __all__ = [
     "atomic_path",
     "checkpoint_dir",
     "checkpoint_step",
+    "current_umask",
     "fsync_dir",
     "is_checkpoint_name",
     "latest_checkpoint",
     "list_checkpoints",
-    "read_data_state",
-    "read_loss_window",
     "read_metrics",
     "replace_folder",
     "run_dir_of",

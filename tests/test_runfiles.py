@@ -73,3 +73,21 @@ def test_metrics_skip_a_line_cut_off_by_a_crash(tmp_path):
     assert runfiles.read_metrics(tmp_path / "none.jsonl") == []
     with pytest.raises(ValueError, match="'step'"):
         runfiles.append_metrics(path, {"loss": 1.0})
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
+    """Prepared shards, manifests and checkpoint files are readable by whom the umask says (mkstemp alone gives
+    0600, which hid a shared cluster's data from the rest of its group)."""
+    import os
+    import stat
+
+    from hf_smallllm.runfiles import write_json_atomic, write_text_atomic
+
+    previous = os.umask(umask)
+    try:
+        paths = [write_json_atomic(tmp_path / "manifest.json", {"a": 1}), write_text_atomic(tmp_path / "x.txt", "x")]
+    finally:
+        os.umask(previous)
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path

@@ -588,7 +588,12 @@ def part_decode(rec: Recorder, args) -> None:
 
 
 def part_fsdp(rec: Recorder, args) -> None:
-    """`accelerate launch` with the shipped FSDP2 config, one process, a tiny recipe for a few steps."""
+    """`accelerate launch` with the shipped FSDP2 config (accelerate shards on a GPU), one process, a tiny recipe:
+    6 steps with a checkpoint at 3, then a second run resumed from a copy of checkpoint 3 must give the same losses
+    for steps 4-6 and the same final weights; the final folder must load with from_pretrained."""
+    import json
+    import shutil
+
     root = Path(__file__).resolve().parents[2]
     config = root / "training" / "accelerate" / "fsdp.yaml"
     with tempfile.TemporaryDirectory() as folder:
@@ -597,18 +602,40 @@ def part_fsdp(rec: Recorder, args) -> None:
         corpus = root / "hf_smallllm" / "resources" / "corpus" / "en_shakespeare.txt"
         _run([sys.executable, "-m", "hf_smallllm_cli", "tokenizer", "train", str(corpus), "--family", "tinyllama",
               "--vocab-size", "512", "--output-dir", str(tokenizer), "--no-progress"], env, 120)
-        out = Path(folder) / "run"
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                   "--num_processes", "1", str(root / "training" / "pretrain.py"), "--recipe", "tiny-tinyllama",
-                   "--tokenizer", str(tokenizer), "--output-dir", str(out), "--entry", "accelerate",
-                   "--set", "training.max_steps=6", "--set", "training.save_steps=6",
-                   "--set", "training.precision=bf16"]
+
+        def launch(out: Path, *extra: str) -> str:
+            return _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                         "--num_processes", "1", str(root / "training" / "pretrain.py"), "--recipe", "tiny-tinyllama",
+                         "--tokenizer", str(tokenizer), "--output-dir", str(out), "--set", "training.max_steps=6",
+                         "--set", "training.save_steps=3", "--set", "training.logging_steps=1",
+                         "--set", "training.precision=fp32", *extra], env, 240)
+
+        def losses(out: Path) -> dict:
+            lines = (out / "metrics.jsonl").read_text().splitlines()
+            return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+        straight, resumed = Path(folder) / "straight", Path(folder) / "resumed"
         start = time.perf_counter()
-        log = _run(command, env, 240)
+        log = launch(straight)
         rec.measure("fsdp-seconds", round(time.perf_counter() - start, 1))
         rec.measure("fsdp-log-tail", log[-1500:])
-        rec.check_true("fsdp-one-process-checkpoint-written", any(out.glob("checkpoint-*")),
-                       f"{sorted(p.name for p in out.glob('*'))}" if out.exists() else "no output folder")
+        plan = json.loads((straight / "run.json").read_text())["parallel"]
+        rec.check_true("fsdp-sharded-by-accelerate",
+                       plan["parallelism"] == "fsdp2" and plan["sharded_by"] == "accelerate", json.dumps(plan))
+        shutil.copytree(straight / "checkpoint-3", resumed / "checkpoint-3")
+        launch(resumed, "--resume")
+        want, got = losses(straight), losses(resumed)
+        diff = max(abs(want[s] - got[s]) for s in (4, 5, 6)) if all(s in got for s in (4, 5, 6)) else float("inf")
+        rec.check("fsdp-resume-loss-diff", diff, 1e-4)
+        from safetensors.torch import load_file
+
+        a, b = load_file(str(straight / "checkpoint-6" / "model.safetensors")), load_file(
+            str(resumed / "checkpoint-6" / "model.safetensors"))
+        rec.check("fsdp-resume-weight-diff", max(float((a[k] - b[k]).abs().max()) for k in a), 1e-4)
+        from transformers import AutoModelForCausalLM
+
+        rec.check_true("fsdp-final-folder-loads", AutoModelForCausalLM.from_pretrained(resumed / "checkpoint-6")
+                       is not None, "")
 
 
 def _run(command: list[str], env: dict, timeout: int) -> str:

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from transformers.utils.hub import convert_file_size_to_int
 
 from ..errors import UsageFileNotFoundError, UsageValueError
-from ..runfiles import atomic_folder
+from ..runfiles import atomic_folder, current_umask
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -235,9 +235,7 @@ class ShardedSafetensorsWriter:
 
 
 def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~current_umask()
 
 
 def parse_size(size: int | str) -> int:

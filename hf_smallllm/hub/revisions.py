@@ -4,7 +4,7 @@ Fully open models publish each intermediate checkpoint as its own branch: OLMo n
 (the default here), TinyLlama `step-{N/1000}k-token-{T}B`. A `BranchTemplate` formats a snapshot's step and tokens
 into such a name and parses a name back, so listing a repo recovers (step, tokens) from its branches. Step and
 tokens of a checkpoint come from its `trainer_state.json` (`global_step`, `num_input_tokens_seen`), the
-checkpoint convention of `hf_smallllm.train.checkpoint`.
+checkpoint convention of `hf_smallllm.train.checkpointer`.
 
 Template fields: `{step}` (optimizer steps), `{step_k}` (steps / 1000), `{tokens}` (billions of tokens seen),
 `{tokens_m}` (millions), `{tokens_raw}` (exact count). Billions and millions are whole numbers from 1 up (as OLMo

@@ -23,7 +23,7 @@ from ..errors import UsageFileNotFoundError
 from ..families import FAMILIES, family_of, preset_config
 from ..runfiles import METRICS_NAME, latest_checkpoint, write_json_atomic
 from ..train.callbacks import RunLogger
-from ..train.checkpoint import resolve_resume
+from ..train.checkpointer import resolve_resume
 from ..train.recipe import RecipeError
 from .adapters import apply_lora, export_merged, load_base_model, lora_config, merge_adapter, save_model_atomic
 from .recipe import DPORecipe, SFTRecipe, load_dpo_recipe, load_sft_recipe

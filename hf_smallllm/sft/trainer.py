@@ -4,7 +4,7 @@
 TRL does the training: batching, BFD packing with per-sample position ids (padding-free rows that the model
 attends within sample by sample), the loss on assistant tokens, DPO's reference log-probabilities (from an explicit
 reference model, or from the policy with its LoRA adapters disabled) and its metrics. What it lacks comes from the
-package's recipe trainer (`train.trainer_entry.RecipeTrainer`, mixed in first): the recipe's optimizer and lr
+package's recipe trainer (`sft.recipe_trainer.RecipeTrainer`, mixed in first): the recipe's optimizer and lr
 schedule (the same as pretraining), atomic checkpoints (written into `.tmp-checkpoint-<step>`, renamed when
 complete; one also at the last step), `metrics.jsonl` via the `RunLogger` callback, and resuming.
 
@@ -19,7 +19,8 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-from ..train.trainer_entry import RecipeTrainer, shared_training_kwargs
+from ..train.arguments import shared_training_kwargs
+from .recipe_trainer import RecipeTrainer
 
 # transformers 5.25 renamed `gradient_checkpointing` to `activation_checkpointing` (the old name, which TRL sets to
 # True by default, is read only while the new one is unset)

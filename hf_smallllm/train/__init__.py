@@ -1,4 +1,5 @@
-"""Training: recipes, data loading, optimizers (incl. muP groups), Trainer and Accelerate entry points.
+"""Training: recipes, data loading, optimizers (incl. muP groups), the run builder (`run.build_run`), the engine
+(`engine.py`: one process, DDP, FSDP2, DeepSpeed ZeRO) and its checkpointer (`checkpointer.py`).
 
 The public API is imported on first use (`from hf_smallllm.train import run_pretraining`), so importing a light
 submodule such as `checkpoint` does not pull in transformers' Trainer. The run's metrics file and checkpoint names
@@ -10,6 +11,10 @@ import importlib
 
 _API = {
     "run_pretraining": "api",
+    "build_run": "run",
+    "TrainingEngine": "engine",
+    "Checkpointer": "checkpointer",
+    "ParallelPlan": "parallel",
     "PretrainResult": "api",
     "load_recipe": "recipe",
     "Recipe": "recipe",

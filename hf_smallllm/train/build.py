@@ -1,5 +1,5 @@
-"""Turning a recipe into the objects a run needs: tokenizer, model, data stream, callbacks. Both entry points
-(transformers.Trainer and the Accelerate loop) build through here, so they train the same thing."""
+"""Turning a recipe into the objects a run needs: tokenizer, model, data stream, callbacks. `run.build_run`
+assembles them (with the accelerator, the parallel plan and the checkpointer) for the engine."""
 
 import torch
 

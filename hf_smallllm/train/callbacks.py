@@ -1,4 +1,4 @@
-"""Callbacks shared by both entry points: the progress bar and the metrics file.
+"""Callbacks of every pretraining run (and the SFT trainers): the progress bar and the metrics file.
 
 `RunLogger` shows a tqdm bar with tokens seen, tokens/s, loss and lr, and appends every log record to the run's
 `metrics.jsonl` (see `hf_smallllm.runfiles`) with `step`, `tokens`, `loss`, `lr`, `grad_norm`, `tokens_per_second`.

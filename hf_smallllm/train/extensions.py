@@ -2,8 +2,8 @@
 
 A training recipe (YAML) may carry sections beyond model/data/optimizer, e.g. `publish:` (push snapshots to the
 Hub) or `domain_eval:` (per-domain validation). Each known section maps to a builder, imported only when the
-section is present, that returns `transformers.TrainerCallback` objects. Both training entry points (the
-`transformers.Trainer` one and the Accelerate-native loop) drive the same callbacks, so a section works in both.
+section is present, that returns `transformers.TrainerCallback` objects, which the pretraining engine drives as
+a Trainer would (the SFT trainers too), so a section works wherever callbacks do.
 
 Builders have the signature `builder(section: dict, context: RunContext) -> list[TrainerCallback]`.
 """

@@ -1,4 +1,4 @@
-"""Training recipes: one YAML file that drives both entry points (Trainer and Accelerate).
+"""Training recipes: one YAML file that drives a pretraining run (the engine in `engine.py`).
 
 A recipe has the sections `model`, `tokenizer`, `data`, `optimizer`, `schedule`, `training`, `stability` (optional
 training-stability measures, see `stability.py`), plus optional
@@ -26,7 +26,7 @@ from .extensions import RECIPE_SECTIONS
 RECIPES_DIR = Path(__file__).parents[1] / "resources" / "recipes"
 LR_SCHEDULES = ("cosine", "linear", "constant", "cosine_then_constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
-ENTRIES = ("trainer", "accelerate")
+PARALLELISMS = ("auto", "ddp", "fsdp2", "zero1", "zero2", "zero3")
 
 
 class RecipeError(UsageValueError):
@@ -98,7 +98,10 @@ class TrainingSection:
     logging_steps: int = 10
     save_steps: int = 50  # checkpoint every N steps (and at the end)
     save_total_limit: int | None = None  # keep at most N checkpoints (the newest); None keeps all
-    entry: str = "trainer"  # trainer (transformers.Trainer) | accelerate (the Accelerate-native loop)
+    # auto (what the launcher set up: DDP for several processes, FSDP2/ZeRO from an accelerate config) | ddp | fsdp2 |
+    # zero1 | zero2 | zero3; a request that cannot be honoured stops the run (train/parallel.py)
+    parallelism: str = "auto"
+    allow_fallback: bool = False  # run anyway (with a warning) when the requested parallelism is not in effect
     tensorboard: bool = True
     progress_bar: bool = True
 
@@ -140,10 +143,20 @@ SECTIONS = {"model": ModelSection, "data": DataSection, "optimizer": OptimizerSe
             "training": TrainingSection, "stability": StabilitySection}
 
 
+# keys of earlier versions that are gone, with what to do instead
+REMOVED_KEYS = {
+    "training.entry": "every pretraining run goes through one engine now (the Trainer entry point was removed, see "
+                      "docs/pretraining.md); delete the key, and use training.parallelism to ask for FSDP2 or ZeRO",
+}
+
+
 def _build(cls, values: dict, path: str):
     if not isinstance(values, dict):
         raise RecipeError(f"{path}: expected a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in values:
+        if f"{path}.{name}" in REMOVED_KEYS:
+            raise RecipeError(f"{path}.{name}: {REMOVED_KEYS[f'{path}.{name}']}")
     unknown = set(values) - set(fields)
     if unknown:
         raise RecipeError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(fields)}")
@@ -233,8 +246,8 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("training.gradient_accumulation_steps must be at least 1")
     if training.precision not in PRECISIONS:
         raise RecipeError(f"training.precision={training.precision!r}; choose one of {PRECISIONS}")
-    if training.entry not in ENTRIES:
-        raise RecipeError(f"training.entry={training.entry!r}; choose one of {ENTRIES}")
+    if training.parallelism not in PARALLELISMS:
+        raise RecipeError(f"training.parallelism={training.parallelism!r}; choose one of {PARALLELISMS}")
     if training.save_steps < 1 or training.logging_steps < 1:
         raise RecipeError("training.save_steps and training.logging_steps must be at least 1")
     _validate_stability(recipe.stability, opt, training)

@@ -1,4 +1,4 @@
-"""Training-stability options of a recipe's `stability` section, for every family and both entry points.
+"""Training-stability options of a recipe's `stability` section, for every family and every parallelism.
 
 - **Embedding-gradient shrink** (`embedding_grad_shrink: alpha`): the output of the input token embedding becomes
   `e * alpha + e.detach() * (1 - alpha)`, the same values in the forward pass but only `alpha` of the gradient
@@ -24,7 +24,6 @@ import math
 from collections import deque
 from pathlib import Path
 
-import torch
 from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
@@ -52,9 +51,8 @@ def shrink_embedding_gradient(model: nn.Module, alpha: float):
 class LossSpikeSkipper(TrainerCallback, ExportableState):
     """Decides per optimizer step whether the update is applied (see the module docstring).
 
-    The Accelerate loop calls `check(step_loss)` with the step's global loss and drops the gradients itself; under
-    `transformers.Trainer` the trainer feeds every micro-batch loss to `add()` and this callback's
-    `on_pre_optimizer_step` reduces them over processes, decides and drops the gradients."""
+    The engine calls `check(step_loss)` with the step's global loss (reduced over processes) before the optimizer
+    step and drops the gradients itself when it says so; as a callback it restores its window on resume."""
 
     def __init__(self, window: int = 100, factor: float = 1.5, max_consecutive_skips: int = 10,
                  metrics_path: str | Path | None = None, is_main_process: bool = True):
@@ -70,7 +68,6 @@ class LossSpikeSkipper(TrainerCallback, ExportableState):
         self.history: deque[float] = deque(maxlen=window)
         self.consecutive = 0
         self.skipped_steps: list[int] = []
-        self._pending = None  # summed micro-batch losses of the step being accumulated (Trainer entry)
 
     # ------------------------------------------------------------------ decision
     def threshold(self) -> float | None:
@@ -102,24 +99,7 @@ class LossSpikeSkipper(TrainerCallback, ExportableState):
             self.history.append(loss)
         return False
 
-    # ------------------------------------------------------------------ Trainer entry
-    def add(self, micro_batch_loss: torch.Tensor) -> None:
-        loss = micro_batch_loss.detach().float()
-        self._pending = loss if self._pending is None else self._pending + loss
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if self._pending is None:
-            return
-        loss = self._pending
-        self._pending = None
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # each process's step loss is its share of the global mean (times the process count): average them
-            loss = loss.clone()
-            torch.distributed.all_reduce(loss)
-            loss /= torch.distributed.get_world_size()
-        if self.check(float(loss), step=state.global_step + 1) and model is not None:
-            drop_gradients(model)
-
+    # ------------------------------------------------------------------ resume
     def on_train_begin(self, args, state, control, **kwargs):
         saved = state.stateful_callbacks.get(type(self).__name__)
         if saved:  # resuming: the window of the checkpoint

@@ -110,8 +110,8 @@ def test_recipe_section_builds_the_callback(tmp_path):
         build_publish_callbacks({"every_steps": 5}, context)
 
 
-def test_recipe_publish_section_in_the_accelerate_loop(hub, tmp_path, corpus_tokenizer, monkeypatch):
-    """`publish:` in a recipe, run by the Accelerate-native loop: snapshots every 3 steps, final model on main."""
+def test_recipe_publish_section_in_a_pretraining_run(hub, tmp_path, corpus_tokenizer, monkeypatch):
+    """`publish:` in a recipe, run by the pretraining engine: snapshots every 3 steps, final model on main."""
     from hf_smallllm.train.api import run_pretraining
 
     endpoint, token = hub
@@ -127,7 +127,7 @@ def test_recipe_publish_section_in_the_accelerate_loop(hub, tmp_path, corpus_tok
                      "tensorboard": False, "progress_bar": False},
         "publish": {"repo_id": "tests/accelerate-run", "endpoint": endpoint, "every_steps": 3, "retries": 1},
     }
-    result = run_pretraining(recipe, entry="accelerate")
+    result = run_pretraining(recipe)
     assert result.global_step == 6
     snapshots = list_snapshots("tests/accelerate-run", endpoint=endpoint, token=token, exact_tokens=True)
     assert [(s.step, s.tokens) for s in snapshots] == [(3, 3 * 256), (6, 6 * 256)]

@@ -1,6 +1,8 @@
 """Run under torchrun by the distributed tests (not collected by pytest)."""
 
 import json
+import os
+import signal
 import sys
 
 import torch
@@ -41,5 +43,27 @@ def fsdp2(tokens_path: str, out_path: str) -> None:
     dist.destroy_process_group()
 
 
+def pretrain(recipe_path: str, *options: str) -> None:
+    """`run_pretraining` on this rank, with `--resume`, and `--kill-rank R --kill-at S`: rank R kills itself with
+    SIGKILL when step S begins (a node lost mid-run, after the checkpoints before S were written)."""
+    from transformers import TrainerCallback
+
+    from hf_smallllm.train import run_pretraining
+
+    options = list(options)
+    callbacks = []
+    if "--kill-rank" in options:
+        kill_rank = int(options[options.index("--kill-rank") + 1])
+        kill_at = int(options[options.index("--kill-at") + 1])
+
+        class KillAt(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                if state.global_step == kill_at and int(os.environ.get("RANK", "0")) == kill_rank:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        callbacks.append(KillAt())
+    run_pretraining(recipe_path, resume="--resume" in options, extra_callbacks=callbacks)
+
+
 if __name__ == "__main__":
-    {"fsdp2": fsdp2}[sys.argv[1]](*sys.argv[2:])
+    {"fsdp2": fsdp2, "pretrain": pretrain}[sys.argv[1]](*sys.argv[2:])

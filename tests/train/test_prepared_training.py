@@ -1,4 +1,4 @@
-"""Training from prepared token shards: both entry points read them through the same stream and train exactly what
+"""Training from prepared token shards: the engine reads them through the same stream and train exactly what
 the on-the-fly stream trains; a run resumed from shards continues on the same rows; a wrong tokenizer stops the
 run before anything trains."""
 
@@ -24,14 +24,13 @@ def prepared_recipe(tiny_recipe, corpus_tokenizer, tmp_path):
     return recipe
 
 
-@pytest.mark.parametrize("entry", ["trainer", "accelerate"])
-def test_both_entries_train_on_shards_exactly_as_on_the_fly(tiny_recipe, prepared_recipe, tmp_path, entry):
+def test_training_on_shards_is_exactly_training_on_the_fly(tiny_recipe, prepared_recipe, tmp_path):
     on_the_fly = copy.deepcopy(tiny_recipe)
     on_the_fly["training"].update(output_dir=str(tmp_path / "fly"), max_steps=3, save_steps=3)
     from_shards = copy.deepcopy(prepared_recipe)
     from_shards["training"].update(output_dir=str(tmp_path / "shards"), max_steps=3, save_steps=3)
-    expected = losses(run_pretraining(on_the_fly, entry=entry))
-    assert losses(run_pretraining(from_shards, entry=entry)) == expected  # the same rows: the same float losses
+    expected = losses(run_pretraining(on_the_fly))
+    assert losses(run_pretraining(from_shards)) == expected  # the same rows: the same float losses
 
 
 def test_a_mismatched_tokenizer_stops_before_training(prepared_recipe, tmp_path, corpus_tokenizer):

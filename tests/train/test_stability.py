@@ -1,5 +1,5 @@
 """Training-stability options (recipe section `stability`): GLM-130B's embedding-gradient shrink and loss-spike
-skipping, for any family and both entry points, and GEB's published recipe that turns both on."""
+skipping, for any family, and GEB's published recipe that turns both on."""
 
 import copy
 import math
@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 
 from hf_smallllm import FAMILIES, preset_config
 from hf_smallllm.train import read_metrics, run_pretraining
+from hf_smallllm.train.checkpointer import read_optimizer_state
 from hf_smallllm.train.recipe import RecipeError, load_recipe
 from hf_smallllm.train.stability import LossSpikeSkipper, drop_gradients, shrink_embedding_gradient
 
@@ -78,7 +79,7 @@ def test_dropped_gradients_leave_adamw_untouched():
         assert all(torch.equal(state[k], before[1]["state"][key][k]) for k in state)
 
 
-# ---------------------------------------------------------------------------------------------- both entry points
+# ---------------------------------------------------------------------------------------------- training runs
 class SpikeAt(TrainerCallback):
     """Makes every micro-batch loss of optimizer step `step` 20x larger (and so its gradients): a loss spike."""
 
@@ -106,7 +107,7 @@ def spiky_recipe(tiny_recipe, output_dir):
 
 def checkpoint(run_dir, step):
     weights = load_file(str(run_dir / f"checkpoint-{step}" / "model.safetensors"))
-    moments = torch.load(run_dir / f"checkpoint-{step}" / "optimizer.pt", weights_only=False)["state"]
+    moments = read_optimizer_state(run_dir / f"checkpoint-{step}")["state"]
     return weights, moments
 
 
@@ -114,9 +115,8 @@ def same(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("entry", ["trainer", "accelerate"])
-def test_a_spiking_step_is_skipped_and_resume_decides_the_same(tiny_recipe, tmp_path, entry):
-    straight = run_pretraining(spiky_recipe(tiny_recipe, tmp_path / "straight"), entry=entry,
+def test_a_spiking_step_is_skipped_and_resume_decides_the_same(tiny_recipe, tmp_path):
+    straight = run_pretraining(spiky_recipe(tiny_recipe, tmp_path / "straight"),
                                extra_callbacks=[SpikeAt(SPIKE_STEP)])
     assert straight.global_step == 6
     run_dir = straight.output_dir
@@ -131,8 +131,8 @@ def test_a_spiking_step_is_skipped_and_resume_decides_the_same(tiny_recipe, tmp_
     # killed after step 4 and resumed: the window comes back from the checkpoint, so step 5 is skipped again
     recipe = spiky_recipe(tiny_recipe, tmp_path / "resumed")
     with pytest.raises(Crash):
-        run_pretraining(recipe, entry=entry, extra_callbacks=[SpikeAt(SPIKE_STEP), CrashAtStep(4)])
-    resumed = run_pretraining(recipe, entry=entry, resume=True, extra_callbacks=[SpikeAt(SPIKE_STEP)])
+        run_pretraining(recipe, extra_callbacks=[SpikeAt(SPIKE_STEP), CrashAtStep(4)])
+    resumed = run_pretraining(recipe, resume=True, extra_callbacks=[SpikeAt(SPIKE_STEP)])
     assert [r["step"] for r in read_metrics(resumed.metrics_path) if "skipped_loss_spike" in r] == [SPIKE_STEP]
     assert same(checkpoint(resumed.output_dir, 6)[0], w6)
 
