@@ -3,8 +3,9 @@
 Each decoder layer becomes one communication unit (its parameters are all-gathered just before the layer runs and
 freed after), and the root call shards what is left (embeddings, final norm, LM head; tied embeddings stay one
 parameter). This is the wrapping accelerate's FSDP2 plugin applies with
-`fsdp_transformer_layer_cls_to_wrap: <Family>DecoderLayer` (see `training/accelerate/fsdp.yaml`); this function is
-for raw-torch loops and for checking the wrapping on CPU, where accelerate silently falls back to DDP.
+`fsdp_transformer_layer_cls_to_wrap: <Family>DecoderLayer` (see `training/accelerate/fsdp.yaml`). `run.build_run`
+calls it where FSDP2 is asked for but accelerate cannot shard (CPU processes, where accelerate alone would run DDP),
+and it serves raw-torch loops.
 """
 
 import torch

@@ -119,7 +119,7 @@ def plan_parallelism(accelerator, recipe, lengths) -> ParallelPlan:
                 False, notes)
     # accelerate's simple launcher (`--cpu --num_processes N` without --multi_gpu) starts one process, yet exports
     # the rendezvous address it would have needed for N; a real multi-process launch also sets WORLD_SIZE
-    if (world == 1 and launcher_name() == "accelerate" and "MASTER_ADDR" in os.environ
+    if (world == 1 and _env_flag("ACCELERATE_USE_CPU") and "MASTER_ADDR" in os.environ
             and "WORLD_SIZE" not in os.environ):
         _refuse("accelerate launch was asked for several processes but started one (its simple launcher); on CPU add "
                 "--multi_gpu to `accelerate launch` (it starts gloo processes; --cpu alone runs one)", allow, notes)
