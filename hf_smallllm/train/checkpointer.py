@@ -211,11 +211,16 @@ class Checkpointer:
         self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ weights
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The consolidated weights on rank 0 (CPU tensors; other ranks get {}). A collective: every rank calls it."""
+    def full_state_dict(self, state_dir: Path | None = None) -> dict[str, torch.Tensor]:
+        """The consolidated fp32 weights on rank 0 (CPU tensors; other ranks get {}). A collective: every rank calls
+        it. Under DeepSpeed they are read back from the ZeRO checkpoint just written in `state_dir` (the fp32 master
+        weights, whatever the stage and the module's dtype)."""
         if self.deepspeed:
-            state = self.accelerator.get_state_dict(self.model)  # ZeRO-3 gathers the partitions on every rank
-            return {k: v.detach().cpu() for k, v in state.items()} if self.is_main else {}
+            if not self.is_main:
+                return {}
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            return get_fp32_state_dict_from_zero_checkpoint(str(state_dir / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
         if self.plan.parallelism == "fsdp2":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -285,16 +290,17 @@ class Checkpointer:
         self._barrier()
         try:
             state_dir = staging / STATE_DIR
-            weights = self.full_state_dict()
+            if self.deepspeed:  # every rank writes its ZeRO partition; the weights are consolidated from them
+                self.model.save_checkpoint(str(state_dir / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, save_latest=False)
+                self._barrier()
+            else:
+                self._save_optimizer(state_dir)
+            weights = self.full_state_dict(state_dir)
             if self.is_main:
                 self.unwrapped.save_pretrained(staging, state_dict=weights)
                 if self.tokenizer is not None:
                     self.tokenizer.save_pretrained(staging)
             del weights
-            if self.deepspeed:
-                self.model.save_checkpoint(str(state_dir / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, save_latest=False)
-            else:
-                self._save_optimizer(state_dir)
             torch.save(_rng_state(), state_dir / rng_state_name(self.accelerator.process_index))
             if self.is_main:
                 torch.save(self.lr_scheduler.state_dict(), state_dir / SCHEDULER_NAME)
@@ -346,20 +352,62 @@ class Checkpointer:
         return ResumeState(trainer_state, data_state, loss_window)
 
     def _load_deepspeed(self, state_dir: Path, saved_plan: dict) -> None:
-        saved_world = saved_plan.get("world_size")
-        if saved_world is not None and saved_world != self.plan.world_size:
-            raise RecipeError(f"this DeepSpeed checkpoint was written by {saved_world} processes and "
-                              f"{self.plan.world_size} run now; DeepSpeed cannot reshard its ZeRO partitions directly: "
-                              "convert it with DeepSpeed's ds_to_universal.py and set checkpoint.load_universal: true, "
-                              f"or resume on {saved_world} processes")
         path = state_dir / DEEPSPEED_DIR
         if not path.is_dir():
             raise RecipeError(f"{state_dir.parent} was written without DeepSpeed ({saved_plan.get('parallelism')}); "
                               "resume it without DeepSpeed, or start a new run from its weights (model.init_from)")
-        loaded, _ = self.model.load_checkpoint(str(path), tag=DEEPSPEED_TAG, load_optimizer_states=True,
-                                               load_lr_scheduler_states=False)
-        if loaded is None:
-            raise RecipeError(f"{path}: DeepSpeed could not load the checkpoint")
+        saved_world = saved_plan.get("world_size")
+        if saved_world is None or saved_world == self.plan.world_size:
+            loaded, _ = self.model.load_checkpoint(str(path), tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                                   load_lr_scheduler_states=False)
+            if loaded is None:
+                raise RecipeError(f"{path}: DeepSpeed could not load the checkpoint")
+            return
+        if not self.model.load_universal_checkpoint():
+            raise RecipeError(f"this DeepSpeed checkpoint was written by {saved_world} processes and "
+                              f"{self.plan.world_size} run now: build the run with build_run (it converts the ZeRO "
+                              "partitions to DeepSpeed's universal format), or resume on "
+                              f"{saved_world} processes")
+        # ZeRO partitions are laid out for the world size that wrote them: rank 0 converts them to DeepSpeed's
+        # universal checkpoint (one file per parameter), which every rank then reads its new partition from
+        universal = self.output_dir / f"{TEMPORARY_PREFIX}universal-{state_dir.parent.name}"
+        if self.is_main:
+            shutil.rmtree(universal, ignore_errors=True)
+            convert_to_universal(path / DEEPSPEED_TAG, universal / DEEPSPEED_TAG)
+        self._barrier()
+        try:
+            loaded, _ = self.model.load_checkpoint(str(universal), tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                                   load_lr_scheduler_states=False)
+            if loaded is None:
+                raise RecipeError(f"{universal}: DeepSpeed could not load the converted checkpoint")
+        finally:
+            self._barrier()
+            if self.is_main:
+                shutil.rmtree(universal, ignore_errors=True)
+
+
+def deepspeed_world_size_changes(checkpoint, plan) -> bool:
+    """Whether resuming `checkpoint` under `plan` (DeepSpeed) needs the universal conversion: DeepSpeed must be
+    told before its engine is built (`checkpoint.load_universal` in its config)."""
+    saved = _read_json(Path(checkpoint) / STATE_DIR / PLAN_NAME) or {}
+    return (plan.zero_stage is not None and (Path(checkpoint) / STATE_DIR / DEEPSPEED_DIR).is_dir()
+            and saved.get("world_size") not in (None, plan.world_size))
+
+
+def convert_to_universal(source: Path, target: Path) -> None:
+    """DeepSpeed's own converter (`deepspeed.checkpoint.ds_to_universal`), run as its command line documents it."""
+    import subprocess
+    import sys
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
+                           str(source), "--output_folder", str(target), "--inject_missing_state",
+                           "--num_extract_workers", "1", "--num_merge_workers", "1"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RecipeError(f"{source}: DeepSpeed's ds_to_universal could not convert it for another world size "
+                          f"({tail[0]})")
 
 
 # --- DCP without unpickling code -----------------------------------------------------------------------------------
@@ -452,6 +500,7 @@ def read_data_state(checkpoint) -> dict | None:
     return _read_json(Path(checkpoint) / STATE_DIR / DATA_STATE_NAME)
 
 
-__all__ = ["Checkpointer", "ResumeState", "atomic_checkpoint", "checkpoint_global_step", "load_resume_file",
+__all__ = ["Checkpointer", "ResumeState", "atomic_checkpoint", "checkpoint_global_step", "convert_to_universal",
+           "deepspeed_world_size_changes", "load_resume_file",
            "read_data_state", "read_optimizer_state", "remove_stale_temporaries", "resolve_resume",
            "rotate_checkpoints"]

@@ -25,7 +25,7 @@ import torch
 from ..runfiles import METRICS_NAME, RECIPE_NAME, truncate_metrics, write_text_atomic
 from .build import build_callbacks, build_model, build_stream, load_tokenizer
 from .callbacks import RunLogger
-from .checkpointer import Checkpointer, checkpoint_global_step, resolve_resume
+from .checkpointer import Checkpointer, checkpoint_global_step, deepspeed_world_size_changes, resolve_resume
 from .parallel import ParallelPlan, check_shared_storage, plan_parallelism, write_run_info
 from .recipe import Recipe, RecipeError
 
@@ -67,9 +67,16 @@ def make_accelerator(recipe: Recipe):
     # Accumulation is done by hand (each micro-batch loss is already normalised by the step's target count, so
     # accelerate must not divide by the number of micro-batches) except under DeepSpeed, whose engine decides when
     # to step from its own accumulation count.
-    return Accelerator(mixed_precision={"fp32": "no"}.get(training.precision, training.precision),
-                       cpu=not torch.cuda.is_available(),
-                       gradient_accumulation_steps=training.gradient_accumulation_steps if _wants_deepspeed() else 1)
+    precision = {"fp32": "no"}.get(training.precision, training.precision)
+    if not _wants_deepspeed():
+        return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    from accelerate.utils import InitProcessGroupKwargs
+
+    # DeepSpeed runs on CPU processes too (it picks gloo), but accelerate finds no device backend there and would
+    # count one process per rank; `cpu=True` would turn DeepSpeed off. Name gloo explicitly on CPU.
+    handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=training.gradient_accumulation_steps,
+                       kwargs_handlers=handlers)
 
 
 def _shared_paths(recipe: Recipe) -> list[str]:
@@ -119,6 +126,12 @@ def build_run(recipe: Recipe, resume: bool | str = False, extra_callbacks: list 
             config = accelerator.state.deepspeed_plugin.deepspeed_config
             config["train_micro_batch_size_per_gpu"] = plan.micro_batch_rows[0]
             config["gradient_accumulation_steps"] = training.gradient_accumulation_steps
+            config["train_batch_size"] = (plan.micro_batch_rows[0] * training.gradient_accumulation_steps
+                                          * plan.world_size)
+            # the recipe's clipping, done inside DeepSpeed's step (0 = off)
+            config["gradient_clipping"] = float(recipe.optimizer.max_grad_norm or 0.0)
+            if resume_from is not None and deepspeed_world_size_changes(resume_from, plan):
+                config.setdefault("checkpoint", {})["load_universal"] = True
         wrapped, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(wrapped) if plan.sharded_by != "hf_smallllm" else model
 

@@ -10,8 +10,7 @@ def tokenizer_dir(corpus_tokenizer, tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def tiny_recipe(tokenizer_dir, tmp_path):
+def tiny_recipe_for(tokenizer_dir, folder):
     """A recipe mapping: 2-layer TinyLlama, 64-token rows, 4 rows per step in 2 micro-batches, checkpoints every 3."""
     return {
         "model": {"family": "tinyllama", "preset": "tiny"},
@@ -27,6 +26,11 @@ def tiny_recipe(tokenizer_dir, tmp_path):
         },
         "optimizer": {"lr": 3e-3},
         "schedule": {"type": "cosine", "warmup_steps": 2},
-        "training": {"output_dir": str(tmp_path / "run"), "max_steps": 6, "gradient_accumulation_steps": 2,
+        "training": {"output_dir": str(folder / "run"), "max_steps": 6, "gradient_accumulation_steps": 2,
                      "save_steps": 3, "logging_steps": 1, "tensorboard": False, "progress_bar": False},
     }
+
+
+@pytest.fixture
+def tiny_recipe(tokenizer_dir, tmp_path):
+    return tiny_recipe_for(tokenizer_dir, tmp_path)
