@@ -182,6 +182,48 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+# --- one writer per folder ---------------------------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's lock (a second `pretrain --resume` or `data prepare` on the same folder)."""
+
+
+class FolderLock:
+    """An exclusive advisory lock on `folder/.lock` (flock: released by the kernel when the process dies, so a killed
+    run never leaves a stale lock). The file records who holds it, for the message a second writer gets."""
+
+    def __init__(self, folder: str | os.PathLike, purpose: str):
+        import fcntl
+        import socket
+
+        self.path = Path(folder) / LOCK_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
+            os.close(self._fd)
+            raise FolderBusyError(f"{self.path.parent} is in use by {holder}; wait for it to finish (or stop it) "
+                                  f"before {purpose} there") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{purpose} (pid {os.getpid()} on {socket.gethostname()})\n".encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 # --- the metrics file ----------------------------------------------------------------------------------------------
 
 
@@ -235,6 +277,9 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 __all__ = [
     "CHECKPOINT_PATTERN",
+    "LOCK_NAME",
+    "FolderBusyError",
+    "FolderLock",
     "CHECKPOINT_PREFIX",
     "METRICS_NAME",
     "RECIPE_NAME",

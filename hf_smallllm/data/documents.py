@@ -26,6 +26,16 @@ from ..errors import UsageFileNotFoundError
 from ..resources import corpus_path
 
 TEXT_SPLITS = ("file", "line", "blank_line", "heading")
+# A source's name is also the name of its folder in prepared data: one plain path component, never "..", "/" or "~"
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_source_name(name) -> str:
+    """`name` when it can name a source (and its folder of prepared shards); ValueError naming the rule otherwise."""
+    if not isinstance(name, str) or not SOURCE_NAME.match(name) or ".." in name:
+        raise ValueError(f"source name {name!r}: use letters, digits, '_', '-' and '.' (not '..'), starting with a "
+                         "letter or digit: it names a folder inside the prepared-data folder")
+    return name
 FILE_FORMATS = ("text", "jsonl", "parquet")
 
 
@@ -50,6 +60,7 @@ class DocumentSource:
     streaming: bool = True
 
     def __post_init__(self):
+        check_source_name(self.name)
         if isinstance(self.paths, str):
             self.paths = [self.paths]
         if bool(self.paths) == (self.dataset is not None):
@@ -189,4 +200,4 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8")
 
 
-__all__ = ["DocumentSource", "FILE_FORMATS", "TEXT_SPLITS"]
+__all__ = ["DocumentSource", "FILE_FORMATS", "SOURCE_NAME", "TEXT_SPLITS", "check_source_name"]

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageValueError
-from ..runfiles import atomic_path, write_bytes_atomic, write_json_atomic
-from .documents import DocumentSource
+from ..runfiles import FolderBusyError, FolderLock, atomic_path, write_bytes_atomic, write_json_atomic
+from .documents import DocumentSource, check_source_name
 from .shards import (
     DOC_INDEX_DTYPE,
     DOCS_SUFFIX,
@@ -130,6 +130,15 @@ def _read_record(path: Path) -> dict | None:
         return None  # a record is written atomically, so this is a foreign file: redo the shard
 
 
+def _remove_source_folder(folder: Path, name: str) -> None:
+    """Delete the shards of source `name`: only ever a direct sub-folder of `folder` (names are checked when the
+    manifest is read and when sources are built; this is the last guard before a recursive delete)."""
+    target = folder / check_source_name(name)
+    if target.is_symlink() or target.resolve().parent != folder.resolve():
+        raise PreparedDataError(f"{folder}: refusing to delete {target}, which is not a folder directly inside it")
+    shutil.rmtree(target, ignore_errors=True)
+
+
 def _prepare_folder(folder: Path, identity: dict, dtype: np.dtype, add_bos: bool, specs: list[dict],
                     shard_chars: int, overwrite: bool) -> dict:
     """The manifest to continue from: an existing compatible one, or a fresh one (refusing foreign content)."""
@@ -156,20 +165,20 @@ def _prepare_folder(folder: Path, identity: dict, dtype: np.dtype, add_bos: bool
             raise PreparedDataError(f"{folder} holds tokens prepared differently ({'; '.join(conflicts)}); pass "
                                     "--overwrite to replace them or choose another folder")
         for name in manifest["sources"]:
-            shutil.rmtree(folder / name, ignore_errors=True)
+            _remove_source_folder(folder, name)
         (folder / MANIFEST_NAME).unlink()
         return fresh
     for spec in specs:
         entry = manifest["sources"].get(spec["name"])
         if entry is not None and not entry.get("complete") and entry.get("shard_chars") != shard_chars:
-            shutil.rmtree(folder / spec["name"], ignore_errors=True)  # its units differ: start the source again
+            _remove_source_folder(folder, spec["name"])  # its units differ: start the source again
             del manifest["sources"][spec["name"]]
             continue
         if entry is not None and entry.get("spec_sha256") != spec_fingerprint(spec):
             if not overwrite:
                 raise PreparedDataError(f"{folder}: source {spec['name']!r} was prepared from {entry.get('spec')}, "
                                         f"not from this recipe's spec; pass --overwrite to replace it")
-            shutil.rmtree(folder / spec["name"], ignore_errors=True)
+            _remove_source_folder(folder, spec["name"])
             del manifest["sources"][spec["name"]]
     return manifest
 
@@ -179,11 +188,23 @@ def prepare_sources(specs: list[dict], tokenizer, output, *, add_bos: bool = Fal
                     tokenize_batch: int = 256) -> dict:
     """Tokenize every source spec (DocumentSource fields) into `output`; returns the manifest.
 
-    `workers`: tokenizing processes (default: the CPU count; 0 tokenizes in this process)."""
+    `workers`: tokenizing processes (default: the CPU count; 0 tokenizes in this process). One preparation at a
+    time per folder: a second one is refused in one line while the first runs (`runfiles.FolderLock`)."""
     check_special_tokens(tokenizer, add_bos)
     if shard_chars < 1:
         raise UsageValueError(f"shard_chars={shard_chars} must be positive")
-    folder = Path(output)
+    try:
+        lock = FolderLock(output, "preparing data")
+    except FolderBusyError as err:
+        raise PreparedDataError(str(err)) from None
+    with lock:
+        return _prepare_sources(specs, tokenizer, Path(output), add_bos=add_bos, workers=workers,
+                                shard_chars=shard_chars, overwrite=overwrite, progress=progress,
+                                tokenize_batch=tokenize_batch)
+
+
+def _prepare_sources(specs, tokenizer, folder: Path, *, add_bos, workers, shard_chars, overwrite, progress,
+                     tokenize_batch) -> dict:
     identity = tokenizer_identity(tokenizer)
     dtype = token_dtype(identity["vocab_size"])
     sources = []

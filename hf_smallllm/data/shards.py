@@ -77,7 +77,39 @@ def read_manifest(folder) -> dict | None:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise PreparedDataError(f"{path}: format_version {manifest.get('format_version')!r}; this version reads "
                                 f"{FORMAT_VERSION} (prepare the data again)")
+    _check_manifest_paths(manifest, path)
     return manifest
+
+
+def _inside(folder: Path, relative, what: str, manifest_path: Path) -> None:
+    """A file named by a manifest must be a relative path below its folder: a manifest is data, and data from
+    elsewhere must not make training read (or `prepare --overwrite` delete) files outside the folder."""
+    if not isinstance(relative, str) or not relative or Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise PreparedDataError(f"{manifest_path}: {what} {relative!r} is not a relative path inside {folder}")
+    if not (folder / relative).resolve().is_relative_to(folder.resolve()):
+        raise PreparedDataError(f"{manifest_path}: {what} {relative!r} leads outside {folder} (a symbolic link?)")
+
+
+def _check_manifest_paths(manifest: dict, manifest_path: Path) -> None:
+    from .documents import check_source_name
+
+    folder = manifest_path.parent
+    sources = manifest.get("sources")
+    if not isinstance(sources, dict):
+        raise PreparedDataError(f"{manifest_path}: 'sources' must be a mapping of source name to entry")
+    for name, entry in sources.items():
+        try:
+            check_source_name(name)
+        except ValueError as err:
+            raise PreparedDataError(f"{manifest_path}: {err}") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("shards", []), list):
+            raise PreparedDataError(f"{manifest_path}: source {name!r} must map to an entry with a list of 'shards'")
+        for number, shard in enumerate(entry.get("shards", [])):
+            if not isinstance(shard, dict) or "file" not in shard or "tokens" not in shard:
+                raise PreparedDataError(f"{manifest_path}: source {name!r} shard {number} needs 'file' and 'tokens'")
+            _inside(folder, shard["file"], f"source {name!r} shard file", manifest_path)
+            if "index" in shard:
+                _inside(folder, shard["index"], f"source {name!r} shard index", manifest_path)
 
 
 # ---------------------------------------------------------------------- checks against a recipe

@@ -363,7 +363,11 @@ class HubPublisher:
                     "checkpoint-") else {}
                 rows = [SnapshotRow(name, s.step, exact.get(s.step, s.tokens)) for name, s in snapshots]
                 card = render_model_card(folder, self.repo_id, snapshots=rows, **(card_options or {}))
+                (stage / "README.md").unlink(missing_ok=True)
                 card.save(stage / "README.md")
+            # the stage holds hard links to the run's files (a user's own revisions.txt among them): replace the
+            # link, never write through it, so publishing leaves the run folder as it was
+            (stage / REVISIONS_FILE).unlink(missing_ok=True)
             (stage / REVISIONS_FILE).write_text("".join(f"{name}\n" for name, _ in snapshots))
             staged = {p.name: p for p in stage.iterdir() if p.is_file()}
             remote = self._remote_files("main")

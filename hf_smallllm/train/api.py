@@ -32,7 +32,11 @@ def run_pretraining(recipe, overrides=None, resume: bool | str = False,
     and under `torchrun` / `accelerate launch` on many (DDP, FSDP2, DeepSpeed ZeRO: see docs/pretraining.md)."""
     recipe = load_recipe(recipe, overrides)
     run = build_run(recipe, resume=resume, extra_callbacks=extra_callbacks)
-    engine = train(run)
+    try:
+        engine = train(run)
+    finally:
+        if run.lock is not None:
+            run.lock.release()  # the folder is free for the next run (or a --resume) in this process too
     return PretrainResult(output_dir=run.output_dir, final_checkpoint=latest_checkpoint(run.output_dir),
                           metrics_path=run.output_dir / METRICS_NAME, global_step=engine.state.global_step,
                           tokens_seen=engine.state.num_input_tokens_seen, family=family_of(run.unwrapped.config),

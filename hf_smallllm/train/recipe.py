@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ..data.documents import check_source_name
 from ..errors import UsageFileNotFoundError, UsageValueError
 from ..families import PRESETS
 from .extensions import RECIPE_SECTIONS
@@ -211,6 +212,10 @@ def validate(recipe: Recipe) -> None:
     for index, source in enumerate(data.sources):
         if not isinstance(source, dict) or "name" not in source:
             raise RecipeError(f"data.sources[{index}]: a mapping with a 'name' is needed")
+        try:
+            check_source_name(source["name"])
+        except ValueError as err:
+            raise RecipeError(f"data.sources[{index}].name: {err}") from None
         if not source.get("paths") and not source.get("dataset") and not (source.get("prepared") or data.prepared):
             raise RecipeError(f"data.sources[{index}] ({source['name']}): give 'paths' or 'dataset' (or 'prepared' "
                               "token shards)")

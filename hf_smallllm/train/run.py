@@ -44,6 +44,7 @@ class Run:
     optimizer: object
     lr_scheduler: object
     checkpointer: Checkpointer
+    lock: object  # runfiles.FolderLock on output_dir, held by rank 0 for the run's lifetime (None on other ranks)
     args: object  # transformers.TrainingArguments: what TrainerCallbacks read (output_dir, save_steps, ...)
     callbacks: list = field(default_factory=list)
     spike_skipper: object = None
@@ -85,11 +86,49 @@ def _shared_paths(recipe: Recipe) -> list[str]:
     return [p for p in paths if p and not str(p).startswith(("bundled:", "hf://"))]
 
 
+def _lock_run_folder(output_dir: Path, is_main: bool):
+    """Rank 0 locks the run folder (two runs in one folder would interleave checkpoints and metrics); every rank
+    learns the outcome, so all stop with the same line instead of the others waiting for rank 0 forever."""
+    import torch.distributed as dist
+
+    from ..runfiles import FolderBusyError, FolderLock
+
+    lock, message = None, None
+    if is_main:
+        try:
+            lock = FolderLock(output_dir, "training")
+        except FolderBusyError as err:
+            message = str(err)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        shared = [message]
+        dist.broadcast_object_list(shared, src=0)
+        message = shared[0]
+    if message:
+        raise RecipeError(message + " (another `pretrain` runs in this training.output_dir)")
+    return lock
+
+
 def build_run(recipe: Recipe, resume: bool | str = False, extra_callbacks: list | None = None) -> Run:
-    """Build a run from a loaded recipe (see the module docstring); every process calls it."""
+    """Build a run from a loaded recipe (see the module docstring); every process calls it. Rank 0 holds the run
+    folder's lock (`Run.lock`) until the caller releases it."""
+    from .arguments import training_arguments
+
+    output_dir = Path(recipe.training.output_dir)
+    args = training_arguments(recipe)  # before the Accelerator: building TrainingArguments resets accelerate's state
+    accelerator = make_accelerator(recipe)
+    check_shared_storage(output_dir, _shared_paths(recipe))
+    lock = _lock_run_folder(output_dir, accelerator.is_main_process)
+    try:
+        return _build_locked_run(recipe, resume, extra_callbacks, accelerator, args, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _build_locked_run(recipe: Recipe, resume, extra_callbacks, accelerator, args, lock) -> Run:
     from transformers import set_seed
 
-    from .arguments import training_arguments
     from .fsdp import apply_fsdp2
     from .lr_schedules import build_lr_scheduler
     from .optim import build_optimizer
@@ -97,9 +136,6 @@ def build_run(recipe: Recipe, resume: bool | str = False, extra_callbacks: list 
 
     training = recipe.training
     output_dir = Path(training.output_dir)
-    args = training_arguments(recipe)  # before the Accelerator: building TrainingArguments resets accelerate's state
-    accelerator = make_accelerator(recipe)
-    check_shared_storage(output_dir, _shared_paths(recipe))
     resume_from = resolve_resume(output_dir, resume)
 
     set_seed(training.seed)  # the initial weights depend on it: the same on every rank
@@ -156,7 +192,7 @@ def build_run(recipe: Recipe, resume: bool | str = False, extra_callbacks: list 
                                 tokenizer, save_total_limit=training.save_total_limit)
     return Run(recipe=recipe, accelerator=accelerator, plan=plan, model=wrapped, unwrapped=unwrapped,
                tokenizer=tokenizer, stream=stream, optimizer=optimizer, lr_scheduler=lr_scheduler,
-               checkpointer=checkpointer, args=args, callbacks=callbacks,
+               checkpointer=checkpointer, lock=lock, args=args, callbacks=callbacks,
                spike_skipper=spike_skipper, resume_from=resume_from)
 
 

@@ -232,3 +232,20 @@ def test_an_interrupted_publish_is_one_line_and_exit_2_then_a_rerun_completes(hu
     monkeypatch.setattr(HfApi, "create_commit", original)
     assert cli_main(["publish", str(run_dir), "tests/interrupted-cli", *common]) == 0
     assert "tests/interrupted-cli@main: published" in capsys.readouterr().out
+
+
+def test_publishing_never_modifies_the_run_folder(hub, tmp_path):
+    """Issue 31: a user's revisions.txt inside a checkpoint was overwritten through the stage's hard link. Every
+    file of the run (contents and modification times) is the same after publishing as before."""
+    endpoint, token = hub
+    run = tmp_path / "run"
+    checkpoint = make_checkpoint(run / "checkpoint-10", 10)
+    (checkpoint / REVISIONS_FILE).write_text("my own notes\n")
+    (checkpoint / "README.md").write_text("my own readme\n")
+
+    def snapshot():
+        return {p.relative_to(run): (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    publish_run(run, "tests/untouched", endpoint=endpoint, token=token, progress=False)
+    assert snapshot() == before
