@@ -4,19 +4,28 @@ Executing code a model wrote is unsafe. The package follows lm-eval's own opt-in
 `unsafe_code: true`, so lm-eval refuses to run it unless the caller passes `confirm_run_unsafe_code=True`
 (`--confirm-run-unsafe-code` on the command line), and, like Hugging Face's `code_eval` metric that lm-eval's
 stock HumanEval task uses, nothing executes unless the environment variable `HF_ALLOW_CODE_EVAL=1` is set (the
-command sets it when confirmed). Each program runs in its own Python subprocess in isolated mode (`-I`), in an
-empty temporary directory, under the supervisor in `code_sandbox.py`: its own session, a wall-clock timeout after
-which it and every process it started are killed (also when it exits leaving processes behind, which fails it), a
-process-count limit (as `nobody` when running as root, where the kernel ignores that limit), and POSIX resource
-limits (CPU seconds, address space, file size, no core dumps). That contains accidents (infinite loops, memory
-blow-ups, forks), not attacks: run untrusted models' code inside a container or VM.
+command sets it when confirmed). Each program runs in a sandbox made by bubblewrap (`bwrap`, Debian/Ubuntu package
+`bubblewrap`): new mount, PID, network, IPC and UTS namespaces, so the program sees only the Python runtime, the
+system libraries and its own folder, all read-only, has no network, and can neither see nor signal a process
+outside; as root it runs as `nobody` with no capability at all, so the kernel's process limit applies. Inside, the
+supervisor in `code_sandbox.py` gives it a wall-clock timeout after which it and every process it started are
+killed (also when it exits leaving processes behind, which fails it), a process-count limit and POSIX resource
+limits (CPU seconds, address space, file size, no core dumps); its output goes to /dev/null. Without bubblewrap
+nothing runs: the error says what to install.
+
+Why bubblewrap: it is the unprivileged sandbox Flatpak uses, a small audited setuid-free binary packaged by every
+distribution, and it builds exactly the namespaces and read-only bind mounts needed here from one command line.
+nsjail does more (seccomp policies, cgroups) but is not packaged for Debian 12; Landlock alone does not isolate the
+network or processes; hand-written rules (the previous supervisor) left the whole file system readable.
 
 pass@k is the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language Models Trained on Code"):
 1 - C(n - c, k) / C(n, k) for n samples of which c pass.
 """
 
+import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,20 +61,114 @@ class ExecutionResult:
         return self.returncode == 0 and not self.timed_out and not self.leftovers
 
 
+SANDBOX_USER = 65534  # nobody: who the program runs as when we are root
+INSIDE_FOLDER = "/sandbox"  # the program's folder, as the program sees it
+INSIDE_SUPERVISOR = "/supervisor.py"
+
+
+def _python() -> str:
+    """The base interpreter (a virtual environment adds nothing the program may import)."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _system_binds() -> list[str]:
+    """Read-only views of the system folders the interpreter needs (merged-/usr symlinks kept as links)."""
+    arguments = []
+    for name in ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin"):
+        if os.path.islink(name):
+            arguments += ["--symlink", os.readlink(name), name]
+        elif os.path.isdir(name):
+            arguments += ["--ro-bind", name, name]
+    return arguments
+
+
+def _open_parents(path: str) -> list[str]:
+    """bwrap makes a bind target's missing parents with the host folders' modes; a runtime under a 0700 home (pyenv
+    under /root) would then stay closed to the sandbox's user. Its parents are made searchable instead: nothing else
+    of the home is in the sandbox."""
+    parents = []
+    parent = os.path.dirname(path)
+    while parent not in ("/", "") and not parent.startswith("/usr"):
+        parents.append(parent)
+        parent = os.path.dirname(parent)
+    return [argument for folder in reversed(parents) for argument in ("--perms", "0755", "--dir", folder)]
+
+
+def sandbox_command(workdir: str, inner: list[str]) -> list[str]:
+    """The bwrap command line that runs `inner` with `workdir` mounted read-only at /sandbox."""
+    bwrap = shutil.which("bwrap")
+    runtime = sys.base_prefix
+    command = [bwrap, "--die-with-parent", "--new-session", "--as-pid-1", "--unshare-ipc", "--unshare-pid",
+               "--unshare-net", "--unshare-uts", "--unshare-cgroup-try", *_system_binds(),
+               *_open_parents(runtime), "--ro-bind", runtime, runtime, "--ro-bind", SANDBOX, INSIDE_SUPERVISOR,
+               "--ro-bind", workdir, INSIDE_FOLDER, "--chdir", INSIDE_FOLDER, "--proc", "/proc", "--dev", "/dev",
+               "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
+    if os.geteuid() == 0:
+        # root: no user namespace (its root would be the real root to the kernel, exempt from the process limit);
+        # setpriv becomes nobody and drops every capability, for good, before the interpreter starts
+        setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+        command += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                    "--cap-add", "CAP_SETPCAP", "--",  # SETPCAP: for setpriv to empty the bounding set
+                    setpriv, f"--reuid={SANDBOX_USER}", f"--regid={SANDBOX_USER}", "--clear-groups",
+                    "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *inner]
+    else:
+        command += ["--unshare-user", "--cap-drop", "ALL", "--", *inner]
+    return command
+
+
+def _user_processes(uid: int) -> int:
+    count = 0
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if name.isdigit():
+            try:
+                count += os.stat(f"/proc/{name}").st_uid == uid
+            except OSError:
+                continue
+    return count
+
+
+@functools.cache
+def sandbox_problem() -> str | None:
+    """Why programs cannot be sandboxed here (None when they can): checked once per process by running `true`."""
+    if not sys.platform.startswith("linux"):
+        return "the sandbox needs Linux namespaces (bubblewrap)"
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed: install it (apt install bubblewrap, dnf install bubblewrap)"
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        return "setpriv (util-linux) is not installed"
+    with tempfile.TemporaryDirectory(prefix="hf_smallllm_exec_") as workdir:
+        os.chmod(workdir, 0o755)
+        probe = subprocess.run(sandbox_command(workdir, [_python(), "-I", "-c", "pass"]), capture_output=True,
+                               text=True, stdin=subprocess.DEVNULL)
+    if probe.returncode != 0:
+        reason = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
+        return f"bubblewrap cannot create a sandbox here ({reason}); user namespaces may be disabled"
+    return None
+
+
 def execute(program: str, timeout: float = DEFAULT_TIMEOUT) -> ExecutionResult:
-    """Run `program` contained by `code_sandbox` (own session, every descendant killed at the end, process, CPU,
-    memory and file limits, as `nobody` when we are root); requires `HF_ALLOW_CODE_EVAL=1`."""
+    """Run `program` in the bubblewrap sandbox under `code_sandbox` (own session, every descendant killed at the
+    end, process, CPU, memory and file limits); requires `HF_ALLOW_CODE_EVAL=1` and bubblewrap."""
     if os.environ.get(ALLOW_ENV) != "1":
         raise CodeExecutionNotAllowed(
             f"executing model-written code is disabled; set {ALLOW_ENV}=1 (the eval command does so with "
             "--confirm-run-unsafe-code) after reading the safety note in docs/evaluation.md")
-    if os.name != "posix":
-        raise CodeExecutionNotAllowed("executing model-written code needs a POSIX system (process groups, setrlimit)")
+    problem = sandbox_problem()
+    if problem is not None:
+        raise CodeExecutionNotAllowed(f"model-written code runs only in a sandbox, and {problem}")
     with tempfile.TemporaryDirectory(prefix="hf_smallllm_exec_") as workdir:
         path = os.path.join(workdir, "program.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(program)
-        command = [sys.executable, "-I", SANDBOX, str(timeout), str(MEMORY_LIMIT), str(MAX_PROCESSES), path]
+        os.chmod(workdir, 0o755)  # readable by the sandbox's user (nobody, as root), mounted read-only
+        os.chmod(path, 0o644)
+        root = os.geteuid() == 0
+        # the user's processes now, the supervisor (and bwrap's monitor, which runs as the user unless we are root),
+        # then the program's allowance, itself included
+        process_cap = _user_processes(SANDBOX_USER if root else os.getuid()) + (1 if root else 2) + MAX_PROCESSES
+        inner = [_python(), "-I", INSIDE_SUPERVISOR, str(timeout), str(MEMORY_LIMIT), str(process_cap),
+                 f"{INSIDE_FOLDER}/program.py"]
+        command = sandbox_command(workdir, inner)
         # The supervisor gets a margin over the program's timeout to kill and reap; it has its own session so
         # that, should it hang, one killpg ends it and whatever it started.
         supervisor = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -81,7 +184,11 @@ def execute(program: str, timeout: float = DEFAULT_TIMEOUT) -> ExecutionResult:
     if supervisor.returncode != 0:
         raise RuntimeError(f"the code-execution supervisor failed (exit {supervisor.returncode}): "
                            f"{err.decode(errors='replace').strip()[-500:]}")
-    return ExecutionResult(**json.loads(out.decode().strip().splitlines()[-1]))
+    lines = out.decode(errors="replace").strip().splitlines()
+    try:
+        return ExecutionResult(**json.loads(lines[-1]))
+    except (IndexError, ValueError, TypeError) as err:
+        raise RuntimeError(f"the code-execution supervisor gave no result ({err}): {out[-200:]!r}") from None
 
 
 def run_program(program: str, timeout: float = DEFAULT_TIMEOUT) -> bool:

@@ -1,26 +1,24 @@
-"""The supervisor that runs one model-written program and leaves no process of it behind (standard library only).
+"""The supervisor inside the sandbox: runs one model-written program and leaves no process of it behind (standard
+library only).
 
-`code_execution.execute` starts it by file path (`python -I code_sandbox.py TIMEOUT MEMORY MAX_PROCESSES PROGRAM`);
-it prints one JSON line, {"returncode", "timed_out", "leftovers"}, and exits 0 (3 with a message on stderr when
-the program could not be started at all). Containment, each piece for a mistake seen in practice:
+`code_execution.execute` starts it inside bubblewrap (`bwrap`), which gives it and the program their own mount,
+PID, network, IPC and UTS namespaces: the file system holds only the Python runtime, the system libraries and the
+program's own folder, all read-only; there is no network; no process outside can be seen or signalled. As root the
+sandbox runs as `nobody` (setpriv drops every capability), so the kernel's process limit applies. This supervisor is
+PID 1 of the sandbox (`bwrap --as-pid-1`), so every orphan is re-parented to it, and it is not dumpable, so the
+program (same user) cannot attach to it.
 
-- The program runs in its own session (`setsid`), so one `killpg` reaches everything it forked that stayed in it.
-- On Linux the supervisor is a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`): a descendant that left the
-  session (`setsid` again, double fork) is re-parented to the supervisor instead of init, so walking the
-  supervisor's children finds it. After the program exits or times out, every remaining descendant is killed and
-  reaped. A program that exits while descendants still run fails: it could have exited 0 before its forked copy ran
-  the tests.
-- Process count: `RLIMIT_NPROC` caps the processes of the program's real user. The kernel never applies it to
-  root (uid 0 is exempt whatever its capabilities), so when the supervisor runs as root the program runs as the
-  unprivileged `nobody` user, to whom it applies; the limit is that user's processes at start plus MAX_PROCESSES.
-  Where `nobody` cannot read the interpreter (pyenv under a 0700 /root), it keeps one capability,
-  CAP_DAC_READ_SEARCH (read any file, as root could), through exec as an ambient capability, and nothing else: it
-  cannot write outside world-writable places and its own folder. `no_new_privs` stops setuid programs from giving
-  root back.
-- Per process: CPU seconds, address space, file size, no core dumps (POSIX `setrlimit`).
+Called as `python -I code_sandbox.py TIMEOUT MEMORY PROCESS_CAP PROGRAM`, it prints one JSON line,
+{"returncode", "timed_out", "leftovers"}, and exits 0 (3 with a message on stderr when the program could not be
+started). The program's own stdin, stdout and stderr are /dev/null: what it prints can neither mix with that line
+nor fill the evaluator's memory. Containment inside, each piece for a mistake seen in practice:
 
-This contains accidents and careless code, not a determined attacker (network, the file system readable by
-`nobody`): run untrusted models' code in a container or VM.
+- The program runs in its own session (`setsid`), so one `killpg` reaches everything it forked that stayed in it;
+  descendants that left it are found as this process's children. After the program exits or times out, every
+  remaining descendant is killed and reaped. A program that exits while descendants still run fails: it could have
+  exited 0 before its forked copy ran the tests.
+- `RLIMIT_NPROC` (PROCESS_CAP: the user's processes at start plus the program's allowance, counted outside),
+  CPU seconds, address space, file size, no core dumps (POSIX `setrlimit`).
 """
 
 import json
@@ -31,9 +29,8 @@ import sys
 import time
 
 FILE_SIZE_LIMIT = 16 << 20  # bytes per file the program writes
-# linux/prctl.h and linux/capability.h
-PR_SET_KEEPCAPS, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 8, 36, 38, 47, 2
-CAP_DAC_READ_SEARCH, LINUX_CAPABILITY_VERSION_3 = 2, 0x20080522
+# linux/prctl.h
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 4, 36, 38
 SETUP_FAILED = 3
 
 
@@ -46,64 +43,14 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _become_subreaper() -> bool:
-    return LINUX and _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-
-
-def _readable_by_others(python: str) -> bool:
-    """Whether a user other than the owner can run `python` and read its standard library (every folder on the
-    way searchable, the files readable)."""
-    import stat
-    import sysconfig
-
-    def open_to_others(path: str, bits: int) -> bool:
-        path = os.path.realpath(path)
-        if os.stat(path).st_mode & bits != bits:
-            return False
-        parent = os.path.dirname(path)
-        while parent != os.path.dirname(parent):
-            if not os.stat(parent).st_mode & stat.S_IXOTH:
-                return False
-            parent = os.path.dirname(parent)
-        return True
-
-    stdlib = os.path.join(sysconfig.get_paths()["stdlib"], "os.py")
-    return open_to_others(python, stat.S_IXOTH | stat.S_IROTH) and open_to_others(stdlib, stat.S_IROTH)
-
-
-def _drop_root(uid: int, gid: int, keep_read: bool) -> None:
-    """In the program's process, before exec: become `uid`/`gid`, keeping CAP_DAC_READ_SEARCH across exec only if
-    `keep_read`; on Linux also `no_new_privs`."""
-    import ctypes
-
-    libc = _libc() if LINUX else None
-    if keep_read:
-        libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    if keep_read:
-        bit = 1 << CAP_DAC_READ_SEARCH
-        header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
-        data = (ctypes.c_uint32 * 6)(bit, bit, bit, 0, 0, 0)  # effective, permitted, inheritable (two words)
-        if libc.capset(header, data) != 0 or libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE,
-                                                        CAP_DAC_READ_SEARCH, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "cannot keep CAP_DAC_READ_SEARCH for the interpreter")
-    if LINUX and libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "cannot set no_new_privs")
-
-
-def _sandbox_user() -> tuple[int, int] | None:
-    """(uid, gid) to run the program as: `nobody` when we are root (so RLIMIT_NPROC applies), else None."""
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    try:
-        entry = pwd.getpwnam("nobody")
-        return entry.pw_uid, entry.pw_gid
-    except KeyError:
-        return 65534, 65534
+def _harden_supervisor() -> None:
+    """Orphans come back to this process (it is PID 1 of the sandbox anyway), and the program, which runs as the
+    same user, cannot ptrace it or read its memory and descriptors."""
+    if LINUX:
+        libc = _libc()
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
 def _processes() -> list[tuple[int, int, int, int, bytes]]:
@@ -125,28 +72,19 @@ def _processes() -> list[tuple[int, int, int, int, bytes]]:
     return found
 
 
-def _limit(max_processes: int, uid: int, timeout: float, memory: int) -> None:
+def _limit(process_cap: int, timeout: float, memory: int) -> None:
     cpu = int(timeout) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # this process is among the user's existing ones; the program may have max_processes in all
-    cap = sum(1 for process in _processes() if process[3] == uid) - 1 + max_processes
     if hasattr(resource, "RLIMIT_NPROC"):
-        resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))
+        resource.setrlimit(resource.RLIMIT_NPROC, (process_cap, process_cap))
 
 
-def _start(program: str, timeout: float, memory: int, max_processes: int) -> tuple[int, int]:
+def _start(program: str, timeout: float, memory: int, process_cap: int) -> tuple[int, int]:
     """Fork the program's process; returns (pid, read end of a pipe that carries an exec failure)."""
-    user = _sandbox_user()
     workdir = os.path.dirname(os.path.abspath(program))
-    # the base interpreter: a virtual environment adds nothing the program may import
-    python = getattr(sys, "_base_executable", None) or sys.executable
-    keep_read = user is not None and LINUX and not _readable_by_others(python)
-    if user is not None:
-        for path in (workdir, program):
-            os.chown(path, *user)
     failure_read, failure_write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -154,13 +92,14 @@ def _start(program: str, timeout: float, memory: int, max_processes: int) -> tup
             os.close(failure_read)
             os.setsid()
             os.chdir(workdir)
-            if user is not None:
-                _drop_root(*user, keep_read)
-            _limit(max_processes, os.getuid(), timeout, memory)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):  # what the program prints goes nowhere: it cannot corrupt or flood the result
+                os.dup2(null, fd)
+            _limit(process_cap, timeout, memory)
             os.set_inheritable(failure_write, False)
-            environment = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+            environment = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
                            "HOME": workdir}
-            os.execve(python, [python, "-I", program], environment)
+            os.execve(sys.executable, [sys.executable, "-I", program], environment)
         except BaseException as err:  # noqa: BLE001 - whatever stops the exec is reported, then the child ends
             os.write(failure_write, f"{type(err).__name__}: {err}".encode())
         finally:
@@ -199,9 +138,9 @@ def _kill_all(pid: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    timeout, memory, max_processes, program = float(argv[0]), int(argv[1]), int(argv[2]), argv[3]
-    _become_subreaper()
-    pid, failure_read = _start(program, timeout, memory, max_processes)
+    timeout, memory, process_cap, program = float(argv[0]), int(argv[1]), int(argv[2]), argv[3]
+    _harden_supervisor()
+    pid, failure_read = _start(program, timeout, memory, process_cap)
     failure = b""
     while chunk := os.read(failure_read, 4096):  # closed on a successful exec
         failure += chunk
