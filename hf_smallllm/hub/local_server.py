@@ -22,9 +22,11 @@ paths and ref names are validated as the Hub does; a bad or unsatisfiable `Range
 disk.
 
 Storage is plain files under `root`: file contents by sha256 in `blobs/`, repos, commits, branches and tags in
-`state.json` (rewritten atomically after every change). Tokens: a request carrying a token that is not in `tokens`
-gets 401; writes need a valid token; reads of public repos work without one, private repos answer 401 `RepoNotFound`
-without one (as the Hub does). Binds 127.0.0.1 unless told otherwise, and refuses another address while the only
+`state.json` (rewritten atomically after every change). Tokens: each belongs to a user; a request carrying a token
+that is not known gets 401 before its body is read, and so does a write without a token. A namespace named after a
+user is that user's alone: another user's token gets 403 for creating, committing or deleting there and 401
+`RepoNotFound` for its private repos (as the Hub does); other namespaces are open to every valid token; reads of
+public repos need no token. Binds 127.0.0.1 unless told otherwise, and refuses another address while the only
 token is the published default.
 
     python -m hf_smallllm.hub.local_server --root DIR --port 0      # prints "READY <port>"
@@ -393,11 +395,40 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         return auth[7:].strip() if auth.lower().startswith("bearer ") else None
 
-    def _check_auth(self, write: bool) -> None:
+    def _user(self) -> str | None:
+        """The user whose token this request carries (None without one; an unknown token is refused earlier)."""
+        return self.server.users.get(self._token())
+
+    def _check_auth(self, write: bool, owner: str | None = None) -> None:
+        """A sent token must be known; a write needs one, and writes into a namespace only its owner's token."""
         token = self._token()
-        if token is not None and token not in self.server.tokens:
+        if token is not None and token not in self.server.users:
             raise HubError(401, "Invalid credentials in Authorization header")
         if write and token is None:
+            raise HubError(401, "You must be authenticated to write to the Hub (no token was sent)")
+        if write and owner is not None and not self._may_use_namespace(owner):
+            raise HubError(403, f"You don't have the rights to write to the namespace {owner!r} (this token is "
+                                f"{self.server.users[token]!r}'s)")
+
+    def _may_use_namespace(self, owner: str) -> bool:
+        """A namespace named after a user of this server is that user's alone; other namespaces (organisations the
+        server does not model, e.g. `tests/`) are open to every valid token."""
+        user = self._user()
+        return user is not None and (owner == user or owner not in self.server.owners)
+
+    def _check_headers(self) -> None:
+        """Refuse what the headers alone show is not allowed, before a byte of the body is read: an unknown token,
+        or a write without any token (except an LFS upload, which carries a one-time ticket in its path instead,
+        checked here too)."""
+        token = self._token()
+        if token is not None and token not in self.server.users:
+            raise HubError(401, "Invalid credentials in Authorization header")
+        parts = [p for p in urlsplit(self.path).path.split("/") if p]
+        if len(parts) == 4 and parts[:2] == ["api", "lfs-upload"] and self.command == "PUT":
+            self.server.ticket(parts[2])
+            return
+        reads = ("paths-info", "validate-yaml")
+        if self.command in ("POST", "PUT", "DELETE") and token is None and not any(p in reads for p in parts):
             raise HubError(401, "You must be authenticated to write to the Hub (no token was sent)")
 
     def _readable_repo(self, repo_type: str, repo_id: str) -> dict:
@@ -405,9 +436,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         with `RepoNotFound`, so its existence is not revealed (the client raises `RepositoryNotFoundError`)."""
         with self.server.store.lock:
             repo = self.server.store.repo(repo_type, repo_id)
-        if repo["private"] and self._token() not in self.server.tokens:
-            raise HubError(401, f"Repository Not Found for url: {repo_type} {repo_id} (private repos need a token)",
-                           "RepoNotFound")
+        if repo["private"] and not self._may_use_namespace(repo_id.split("/")[0]):
+            raise HubError(401, f"Repository Not Found for url: {repo_type} {repo_id} (private repos need their "
+                                "owner's token)", "RepoNotFound")
         return repo
 
     def _handle(self):
@@ -415,10 +446,17 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         # failure becomes a JSON error reply; a handler thread never dies with a traceback and no answer.
         self._body_file = None
         try:
+            try:
+                self._check_headers()
+            except HubError:
+                self.close_connection = True  # the unread body must not be taken for the next request
+                raise
             self._read_body()
             self._route()
         except HubError as err:
             self._error(err.status, err.message, err.code, err.headers)
+        except RecursionError:
+            self._error(400, "bad request: JSON nested too deeply")
         except (KeyError, ValueError, TypeError, IndexError, AttributeError, UnicodeError) as err:
             self._error(400, f"bad request: {type(err).__name__}: {err}")
         except (BrokenPipeError, ConnectionResetError):
@@ -452,7 +490,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         method = self.command
         if parts[:2] == ["api", "whoami-v2"]:
             self._check_auth(write=True)
-            return self._json({"type": "user", "name": self.server.user, "fullname": self.server.user, "orgs": [],
+            user = self._user()
+            return self._json({"type": "user", "name": user, "fullname": user, "orgs": [],
                                "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
         if parts[:2] == ["api", "validate-yaml"] and method == "POST":
             content = self._json_body().get("content", "")
@@ -470,6 +509,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if parts[:3] == ["api", "repos", "delete"] and method == "DELETE":
             self._check_auth(write=True)
             repo_type, repo_id = self._repo_of_payload(self._json_body())
+            self._check_auth(write=True, owner=repo_id.split("/")[0])
             self.server.store.delete_repo(repo_type, repo_id)
             return self._json({})
         if len(parts) == 4 and parts[:2] == ["api", "lfs-upload"] and method == "PUT":
@@ -495,7 +535,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _repo_of_payload(self, payload: dict) -> tuple[str, str]:
         """(repo type, repo id) named by a create/delete body; both validated as the Hub does."""
-        owner, name = payload.get("organization") or self.server.user, payload.get("name")
+        owner, name = payload.get("organization") or self._user() or self.server.user, payload.get("name")
         if not isinstance(owner, str) or not isinstance(name, str):
             raise HubError(400, f"repo name and organization must be strings, got name={name!r} organization={owner!r}")
         repo_type = payload.get("type") or "model"
@@ -507,6 +547,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._check_auth(write=True)
         payload = self._json_body()
         repo_type, repo_id = self._repo_of_payload(payload)
+        self._check_auth(write=True, owner=repo_id.split("/")[0])
         url = f"{self.server.url}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
         # huggingface_hub 2.x sends {"visibility": "private"}; older clients {"private": true}
         private = payload.get("private") is True or payload.get("visibility") in ("private", "protected")
@@ -517,7 +558,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _repo_api(self, method: str, repo_type: str, repo_id: str, rest: list[str], query: dict):
         store = self.server.store
         write = method in ("POST", "PUT", "DELETE") and (rest[:1] != ["paths-info"])
-        self._check_auth(write=write)
+        self._check_auth(write=write, owner=repo_id.split("/")[0] if write else None)
         repo = self._readable_repo(repo_type, repo_id)
         action = rest[0] if rest else "info"
         if action in ("info", "revision"):
@@ -666,7 +707,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         """Upload batch: objects this repo already has get no actions (the client skips them); the others get an
         upload href carrying a one-time ticket (the client PUTs there without its token, as to S3) and a verify
         href."""
-        self._check_auth(write=True)
+        self._check_auth(write=True, owner=repo_id.split("/")[0])
         repo = self._readable_repo(repo_type, repo_id)
         payload = self._json_body()
         if payload.get("operation") != "upload":
@@ -849,7 +890,10 @@ class LocalHubServer(ThreadingHTTPServer):
                  verbose: bool = False, lfs: bool = False, lfs_threshold: int = LFS_THRESHOLD):
         super().__init__((host, port), HubRequestHandler)
         self.store = HubStore(root)
-        self.tokens, self.user, self.verbose = set(tokens), user, verbose
+        # token -> the user it belongs to: a mapping, or tokens that all belong to `user`
+        self.users = dict(tokens) if isinstance(tokens, dict) else {token: user for token in tokens}
+        self.tokens, self.user, self.verbose = set(self.users), user, verbose
+        self.owners = set(self.users.values())
         self.lfs, self.lfs_threshold = lfs, lfs_threshold
         self.max_json_body, self.max_commit_body, self.max_lfs_object = MAX_JSON_BODY, MAX_COMMIT_BODY, MAX_LFS_OBJECT
         self._tickets: dict[str, tuple[str, str, str, int, float]] = {}
@@ -903,7 +947,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, help="folder holding the served repos (created if missing)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; keep 127.0.0.1 unless you mean it")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
-    parser.add_argument("--token", action="append", help=f"accepted token (repeatable; default {DEFAULT_TOKEN})")
+    parser.add_argument("--token", action="append", metavar="[USER=]TOKEN",
+                        help=f"accepted token, of USER (default {DEFAULT_USER}); a token writes only to its user's "
+                             f"namespace (repeatable; default {DEFAULT_TOKEN})")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     parser.add_argument("--lfs", action="store_true",
                         help="answer 'lfs' for large and binary files as the Hub does and take them through the LFS "
@@ -913,10 +959,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.token and args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error(f"--host {args.host}: the default token {DEFAULT_TOKEN!r} is public; give your own with --token "
                      "before serving beyond this machine")
-    server = serve(args.host, args.port, args.root, args.token or [DEFAULT_TOKEN], verbose=args.verbose, lfs=args.lfs,
+    users = dict(reversed(t.split("=", 1)) if "=" in t else (t, DEFAULT_USER) for t in args.token or [DEFAULT_TOKEN])
+    server = serve(args.host, args.port, args.root, users, verbose=args.verbose, lfs=args.lfs,
                    lfs_threshold=args.lfs_threshold)
     print(f"READY {server.server_address[1]}", flush=True)
-    print(f"export HF_ENDPOINT={server.url} HF_TOKEN={(args.token or [DEFAULT_TOKEN])[0]}", flush=True)
+    print(f"export HF_ENDPOINT={server.url} HF_TOKEN={next(iter(users))}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

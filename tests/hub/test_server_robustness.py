@@ -202,3 +202,60 @@ def test_publishing_a_run_through_lfs(lfs_hub, run_dir, tmp_path):
     model = load_snapshot("tests/lfs-run", revision=results[0].revision, endpoint=lfs_hub.url, token=DEFAULT_TOKEN,
                           cache_dir=tmp_path)
     assert model.config.model_type
+
+
+@pytest.fixture
+def two_users(tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    server = start_in_thread(tmp_path / "two-users", tokens={"hf_alice": "alice", "hf_bob": "bob"})
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # only this local server is addressed
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    yield server.url
+    server.shutdown()
+
+
+def test_a_token_cannot_write_in_another_users_namespace(two_users):
+    """Issue 31: user A's token created repos in B's namespace and deleted B's private repo."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    alice, bob = HfApi(endpoint=two_users, token="hf_alice"), HfApi(endpoint=two_users, token="hf_bob")
+    assert alice.whoami()["name"] == "alice" and bob.whoami()["name"] == "bob"
+    bob.create_repo("bob/private", private=True)
+    bob.create_commit("bob/private", [CommitOperationAdd("secret.txt", b"bob's")], commit_message="secret")
+    for attempt in (lambda: alice.create_repo("bob/planted"),
+                    lambda: alice.delete_repo("bob/private"),
+                    lambda: alice.create_commit("bob/private", [CommitOperationAdd("x", b"x")], commit_message="x")):
+        with pytest.raises((HfHubHTTPError, RepositoryNotFoundError)) as caught:
+            attempt()
+        assert caught.value.response.status_code in (401, 403)
+    with pytest.raises(RepositoryNotFoundError):
+        alice.list_repo_files("bob/private")
+    assert bob.list_repo_files("bob/private") == [".gitattributes", "secret.txt"]
+    alice.create_repo("alice/mine")  # her own namespace works
+    alice.create_repo("shared-org/project")  # and namespaces no user of this server owns
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/api/repos/create"), ("POST", f"/api/models/{REPO}/commit/main"),
+                                          ("PUT", "/api/lfs-upload/not-a-ticket/" + "0" * 64)])
+def test_unauthenticated_bodies_are_refused_from_the_headers(repo, method, path):
+    """Issue 31: a 48 MB body without a token was read and spooled to disk before the 401/403."""
+    import socket
+    import time
+
+    address = urlsplit(repo)
+    size = 48 << 20
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+        connection.sendall(b"\0" * (64 << 10))  # a little of the body: the answer must not wait for the rest
+        start = time.monotonic()
+        reply = connection.recv(4096)
+        assert time.monotonic() - start < 10
+    status = int(reply.split()[1])
+    assert status in (401, 403), reply[:200]
+
+
+def test_json_nested_too_deep_is_a_400(repo):
+    body = b"[" * 200_000 + b"]" * 200_000
+    status, _, reply = raw(repo, "POST", "/api/repos/create", body, {**AUTH, "Content-Type": "application/json"})
+    assert status == 400 and b"nested too deeply" in reply
