@@ -4,8 +4,24 @@ Importing the package registers every family with `AutoConfig`, `AutoModel` and 
 `AutoModelForCausalLM.from_pretrained(path)` loads any checkpoint the package saved.
 """
 
-from .families import FAMILIES, FAMILY_NAMES, PRESETS, family_of, preset_config, register
-from .models import (
+import logging as _logging
+
+
+class _DropBitsandbytesKernelNotice(_logging.Filter):
+    """bitsandbytes, imported by PEFT whenever it is installed, looks up an optional faster CPU 4-bit kernel on the
+    Hub at import and, offline or untrusted, warns "Failed to load CPU gemm_4bit_forward ... Set trust_remote_code=
+    True". Its own CPU kernel is used instead, so nothing is lost; the advice to trust remote code alarms users of
+    every run, 4-bit or not. Only that message is dropped."""
+
+    def filter(self, record: _logging.LogRecord) -> bool:
+        return "gemm_4bit_forward from kernels-community" not in record.getMessage()
+
+
+_logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropBitsandbytesKernelNotice())
+
+# imported after the filter above: the models import PEFT, which imports bitsandbytes
+from .families import FAMILIES, FAMILY_NAMES, PRESETS, family_of, preset_config, register  # noqa: E402
+from .models import (  # noqa: E402
     BTLMConfig,
     BTLMForCausalLM,
     BTLMModel,

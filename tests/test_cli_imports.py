@@ -110,3 +110,16 @@ def test_subcommands_live_in_hf_smallllm_cli():
     alias = ROOT / "hf_smallllm" / "cli"
     assert sorted(p.name for p in alias.glob("*.py")) == ["__init__.py", "__main__.py"], \
         "put subcommand modules in hf_smallllm_cli/ (see its __init__.py)"
+
+
+def test_importing_the_package_shows_no_bitsandbytes_kernel_notice():
+    """Issue 31: every run printed bitsandbytes' "Failed to load CPU gemm_4bit_forward ... Set trust_remote_code=True"
+    (PEFT imports bitsandbytes, which looks the kernel up on the Hub). Its own CPU kernel serves; the notice is
+    dropped."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import hf_smallllm.train.api, peft, bitsandbytes"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "gemm_4bit_forward" not in done.stderr + done.stdout

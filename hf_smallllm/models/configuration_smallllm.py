@@ -16,6 +16,9 @@ from typing import Any, ClassVar
 
 from transformers.activations import ACT2FN
 from transformers.configuration_utils import PreTrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 POSITION_EMBEDDING_TYPES = ("rope", "alibi")
 NORM_TYPES = ("rmsnorm", "layernorm")
@@ -201,15 +204,21 @@ class SmallLLMConfig(PreTrainedConfig):
             raise ValueError(f"loss_chunk_size={self.loss_chunk_size!r} must be a positive number of tokens or None.")
 
     def _validate_token_ids(self) -> None:
+        """Ids must be non-negative integers. One at or beyond `vocab_size` only warns: transformers' own contract
+        (and its model tests) shrink `vocab_size` for tiny models and keep a family's default special ids, which
+        matter only where a token is generated or packed."""
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(self, name, None)
             if value is None:
                 continue
             ids = value if isinstance(value, list) and name == "eos_token_id" else [value]
-            if not ids or any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.vocab_size
-                              for i in ids):
+            if not ids or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in ids):
                 allowed = "an integer or a non-empty list of integers" if name == "eos_token_id" else "an integer"
-                raise ValueError(f"{name}={value!r} must be {allowed} in [0, vocab_size={self.vocab_size}) or None.")
+                raise ValueError(f"{name}={value!r} must be {allowed} >= 0 (in [0, vocab_size={self.vocab_size})) "
+                                 "or None.")
+            if any(i >= self.vocab_size for i in ids):
+                logger.warning("%s=%r is not below vocab_size=%d: a model with this config cannot emit or embed that "
+                               "token", name, value, self.vocab_size)
 
     def _validate_sizes(self, head_dim_given: bool) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",

@@ -147,7 +147,9 @@ class _Run:
             (self.output_dir / name).write_text(_yaml(self.recipe.to_dict()), encoding="utf-8")
 
     def callbacks(self, args, extra_callbacks) -> list:
-        return [RunLogger(self.output_dir / METRICS_NAME, self.recipe.training.progress_bar, args.should_save),
+        label = "dpo" if isinstance(self.recipe, DPORecipe) else "sft"
+        return [RunLogger(self.output_dir / METRICS_NAME, self.recipe.training.progress_bar, args.should_save,
+                          description=label),
                 *(extra_callbacks or [])]
 
     def finish(self, trainer, args, report: SampleReport, has_eval: bool) -> SFTResult:

@@ -15,8 +15,10 @@ RENAMES = {"learning_rate": "lr", "train_loss": "final_loss", "num_input_tokens_
 
 
 class RunLogger(TrainerCallback):
-    def __init__(self, metrics_path, progress_bar: bool = True, is_main_process: bool = True):
+    def __init__(self, metrics_path, progress_bar: bool = True, is_main_process: bool = True,
+                 description: str = "pretraining"):
         self.metrics_path = metrics_path
+        self.description = description  # the progress bar's label
         self.show_bar = progress_bar and is_main_process
         self.is_main_process = is_main_process
         self.bar = None
@@ -30,7 +32,7 @@ class RunLogger(TrainerCallback):
         if self.show_bar:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="pretraining", unit="step",
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.description, unit="step",
                             dynamic_ncols=True)
 
     def on_step_end(self, args, state, control, **kwargs):

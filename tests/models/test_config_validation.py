@@ -1,5 +1,6 @@
 """Every config class rejects hostile or careless values with a ValueError naming the field, the value and what is
-allowed (issue 22): token ids outside the vocabulary, non-bools, unknown RoPE types, non-positive scales, string
+allowed (issue 22): negative or non-integer token ids (ids at or beyond vocab_size only warn, as transformers' own
+contract allows: issue 31), non-bools, unknown RoPE types, non-positive scales, string
 numbers, RoPE settings on ALiBi models. A seeded property test draws random field combinations: whatever is
 accepted builds a model with finite logits, whatever is rejected names one of the fields that were set."""
 
@@ -18,7 +19,7 @@ SMALL = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hi
 ROPE_FAMILIES = [name for name in FAMILIES if name != "btlm"]
 
 REJECTED = [  # (field, value) from the issue, then the same class of mistake elsewhere
-    ("bos_token_id", 256), ("eos_token_id", [2, 5000]), ("pad_token_id", 300), ("bos_token_id", -5),
+    ("bos_token_id", -5), ("pad_token_id", -1), ("eos_token_id", [2, -3]),
     ("eos_token_id", "2"), ("bos_token_id", 1.5), ("pad_token_id", True), ("eos_token_id", []),
     ("tie_word_embeddings", "no"), ("attention_bias", "false"), ("mlp_bias", 1), ("attention_out_bias", "true"),
     ("use_cache", "yes"), ("head_dim", True), ("head_dim", 16.0),
@@ -97,9 +98,9 @@ CANDIDATES = {  # field: (accepted values, rejected values)
     "tie_word_embeddings": ([True, False], ["no", 1]),
     "attention_bias": ([True, False], ["false"]),
     "mlp_bias": ([True, False], [None]),
-    "bos_token_id": ([1, 0, 63, 255, None], [256, -5, 1.5]),
-    "eos_token_id": ([2, [2, 3]], [[2, 5000], "2"]),
-    "pad_token_id": ([None, 0], [300, True]),
+    "bos_token_id": ([1, 0, 63, 255, None, 256], [-5, 1.5]),
+    "eos_token_id": ([2, [2, 3], [2, 5000]], [[2, -3], "2"]),
+    "pad_token_id": ([None, 0, 300], [-1, True]),
     "hidden_act": (["silu", "gelu"], ["nosuch", ["silu"]]),
     "attention_dropout": ([0.0, 0.1], [1.0, "0.1"]),
 }
@@ -148,3 +149,21 @@ def test_random_configs_build_finite_models_or_name_a_field(family, overrides):
         logits = model(ids).logits
     assert logits.shape == (1, 4, config.vocab_size) and torch.isfinite(logits).all(), overrides
     assert not math.isnan(float(logits.float().abs().sum()))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_default_special_ids_with_a_small_vocabulary_warn_and_build(family, caplog):
+    """Issue 31: transformers' `test_model_forward_default_config_values` shrinks vocab_size and keeps the family's
+    default BOS/EOS (50256 for BTLM); that config must build a working model."""
+    from transformers.utils import logging as hf_logging
+
+    config_class = FAMILIES[family].config_class
+    hf_logging.enable_propagation()
+    try:
+        config = config_class(**{**SMALL, "vocab_size": 99, "bos_token_id": 50256, "eos_token_id": 50256})
+    finally:
+        hf_logging.disable_propagation()
+    assert any("not below vocab_size=99" in r.getMessage() for r in caplog.records)
+    model = FAMILIES[family].causal_lm_class(config)
+    logits = model(input_ids=torch.randint(0, 99, (1, 8))).logits
+    assert logits.shape == (1, 8, 99) and torch.isfinite(logits).all()
