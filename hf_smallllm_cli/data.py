@@ -40,7 +40,7 @@ def run_prepare(args) -> int:
 
     recipe = load_recipe(args.recipe, recipe_overrides(args))
     folder, manifest = prepare_data(recipe, args.output, workers=args.workers,
-                                      shard_chars=args.shard_chars or DEFAULT_SHARD_CHARS,
+                                      shard_chars=DEFAULT_SHARD_CHARS if args.shard_chars is None else args.shard_chars,
                                       overwrite=args.overwrite, progress=not args.no_progress)
     print(describe(folder, manifest))
     if not recipe.data.prepared or str(recipe.data.prepared) != str(folder):

@@ -22,7 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageFileNotFoundError
+from ..errors import UsageFileNotFoundError, UsageValueError
 from ..resources import corpus_path
 
 TEXT_SPLITS = ("file", "line", "blank_line", "heading")
@@ -33,8 +33,8 @@ SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 def check_source_name(name) -> str:
     """`name` when it can name a source (and its folder of prepared shards); ValueError naming the rule otherwise."""
     if not isinstance(name, str) or not SOURCE_NAME.match(name) or ".." in name:
-        raise ValueError(f"source name {name!r}: use letters, digits, '_', '-' and '.' (not '..'), starting with a "
-                         "letter or digit: it names a folder inside the prepared-data folder")
+        raise UsageValueError(f"source name {name!r}: use letters, digits, '_', '-' and '.' (not '..'), starting "
+                              "with a letter or digit: it names a folder inside the prepared-data folder")
     return name
 FILE_FORMATS = ("text", "jsonl", "parquet")
 
@@ -64,11 +64,11 @@ class DocumentSource:
         if isinstance(self.paths, str):
             self.paths = [self.paths]
         if bool(self.paths) == (self.dataset is not None):
-            raise ValueError(f"source {self.name!r}: give exactly one of 'paths' or 'dataset'")
+            raise UsageValueError(f"source {self.name!r}: give exactly one of 'paths' or 'dataset'")
         if self.split_by not in TEXT_SPLITS:
-            raise ValueError(f"source {self.name!r}: split_by={self.split_by!r}; choose one of {TEXT_SPLITS}")
+            raise UsageValueError(f"source {self.name!r}: split_by={self.split_by!r}; choose one of {TEXT_SPLITS}")
         if self.format is not None and self.format not in FILE_FORMATS:
-            raise ValueError(f"source {self.name!r}: format={self.format!r}; choose one of {FILE_FORMATS}")
+            raise UsageValueError(f"source {self.name!r}: format={self.format!r}; choose one of {FILE_FORMATS}")
         if self.paths:
             self._files = self._resolve_files()
 
@@ -85,7 +85,7 @@ class DocumentSource:
             files.extend(Path(m) for m in matches if Path(m).is_file())
         for path in files:
             if self._format_of(path) not in FILE_FORMATS:
-                raise ValueError(f"source {self.name!r}: cannot tell the format of {path}; set 'format'")
+                raise UsageValueError(f"source {self.name!r}: cannot tell the format of {path}; set 'format'")
         return files
 
     def _format_of(self, path: Path) -> str:
@@ -133,21 +133,27 @@ class DocumentSource:
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+                        raise UsageValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
                     yield self._text_of(record, f"{path}:{number}")
         else:
             import pyarrow.parquet as pq
 
             parquet = pq.ParquetFile(path)
             if self.text_field not in parquet.schema_arrow.names:
-                raise ValueError(f"{path}: no column {self.text_field!r} (columns: {parquet.schema_arrow.names})")
+                raise UsageValueError(f"{path}: no column {self.text_field!r} (columns: {parquet.schema_arrow.names})")
             for group in range(parquet.num_row_groups):
                 yield from parquet.read_row_group(group, columns=[self.text_field]).column(0).to_pylist()
 
     def _text_of(self, record: dict, where: str) -> str:
+        if not isinstance(record, dict):
+            raise UsageValueError(f"{where}: a record must be a JSON object with a {self.text_field!r} field, got "
+                                  f"{type(record).__name__}")
         if self.text_field not in record:
-            raise ValueError(f"{where}: no field {self.text_field!r} (fields: {sorted(record)})")
-        return record[self.text_field]
+            raise UsageValueError(f"{where}: no field {self.text_field!r} (fields: {sorted(record)})")
+        text = record[self.text_field]
+        if text is not None and not isinstance(text, str):
+            raise UsageValueError(f"{where}: field {self.text_field!r} is {type(text).__name__}, not text")
+        return text
 
     # ------------------------------------------------------------------ datasets
     def _dataset_documents(self) -> Iterator[str]:
@@ -171,24 +177,37 @@ class DocumentSource:
         if self.dataset is not None:
             documents = self._dataset_documents()
         else:
-            documents = (
-                document
-                for path in self._files
-                for document in (self._text_documents(path) if self._format_of(path) == "text"
-                                 else self._record_documents(path, self._format_of(path)))
-            )
+            documents = (document for path in self._files for document in self._file_documents(path))
         for document in documents:
             if document is None:
                 continue
             if len(document.strip()) >= self.min_chars:
                 yield document
 
+    def _file_documents(self, path: Path) -> Iterator[str]:
+        """The documents of one file; a file that is not what its format says is named in one line."""
+        import zlib
+
+        fmt = self._format_of(path)
+        try:
+            yield from (self._text_documents(path) if fmt == "text" else self._record_documents(path, fmt))
+        except UnicodeDecodeError as err:
+            raise UsageValueError(f"{path}: not UTF-8 text (byte {err.start} of a read block is "
+                                  f"{err.object[err.start:err.start + 1]!r}); convert it or leave it out") from None
+        except (EOFError, zlib.error) as err:
+            raise UsageValueError(f"{path}: truncated or corrupt compressed file ({err})") from None
+        except OSError as err:
+            if path.suffix == ".gz" and "gzip" in str(err).lower():
+                raise UsageValueError(f"{path}: not a gzip file ({err})") from None
+            raise
+
     @classmethod
     def from_dict(cls, spec: dict) -> "DocumentSource":
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(spec) - known - {"weight", "prepared"}
         if unknown:
-            raise ValueError(f"source {spec.get('name')!r}: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+            raise UsageValueError(f"source {spec.get('name')!r}: unknown fields {sorted(unknown)}; known: "
+                                  f"{sorted(known)}")
         return cls(**{k: v for k, v in spec.items() if k in known})
 
 

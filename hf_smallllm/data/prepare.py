@@ -193,6 +193,8 @@ def prepare_sources(specs: list[dict], tokenizer, output, *, add_bos: bool = Fal
     check_special_tokens(tokenizer, add_bos)
     if shard_chars < 1:
         raise UsageValueError(f"shard_chars={shard_chars} must be positive")
+    if Path(output).exists() and not Path(output).is_dir():
+        raise PreparedDataError(f"{output} is a file; the prepared data goes into a folder (name a new or empty one)")
     try:
         lock = FolderLock(output, "preparing data")
     except FolderBusyError as err:

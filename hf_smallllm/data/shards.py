@@ -72,13 +72,52 @@ def read_manifest(folder) -> dict | None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise PreparedDataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+    except UnicodeDecodeError as err:
+        raise PreparedDataError(f"{path}: not UTF-8 text (byte {err.start}); not a manifest") from None
+    except RecursionError:
+        raise PreparedDataError(f"{path}: JSON nested too deeply; not a manifest") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PreparedDataError(f"{path}: not a manifest of prepared tokens (format {FORMAT!r} expected)")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise PreparedDataError(f"{path}: format_version {manifest.get('format_version')!r}; this version reads "
                                 f"{FORMAT_VERSION} (prepare the data again)")
+    _check_manifest_fields(manifest, path)
     _check_manifest_paths(manifest, path)
     return manifest
+
+
+TOKEN_DTYPES = ("uint16", "uint32")
+MANIFEST_TOKENIZER_FIELDS = {"sha256": str, "vocab_size": int, "eos_token_id": int, "name_or_path": str, "class": str}
+
+
+def _check_manifest_fields(manifest: dict, path: Path) -> None:
+    """The fields readers use, with their types: a malformed manifest is named in one line, not a KeyError later."""
+    tokenizer = manifest.get("tokenizer")
+    if not isinstance(tokenizer, dict):
+        raise PreparedDataError(f"{path}: 'tokenizer' must be a mapping describing the tokenizer")
+    for name, kind in MANIFEST_TOKENIZER_FIELDS.items():
+        value = tokenizer.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise PreparedDataError(f"{path}: tokenizer.{name} must be a {kind.__name__}, got {value!r}")
+    if manifest.get("dtype") not in TOKEN_DTYPES:
+        raise PreparedDataError(f"{path}: dtype {manifest.get('dtype')!r}; prepared tokens are one of {TOKEN_DTYPES}")
+    if not isinstance(manifest.get("add_bos"), bool):
+        raise PreparedDataError(f"{path}: add_bos must be true or false, got {manifest.get('add_bos')!r}")
+    sources = manifest.get("sources")
+    for name, entry in (sources.items() if isinstance(sources, dict) else ()):
+        if not isinstance(entry, dict):
+            continue  # named by _check_manifest_paths
+        for field, kind in (("tokens", int), ("documents", int), ("complete", bool)):
+            if field in entry and (not isinstance(entry[field], kind) or (kind is int and isinstance(entry[field],
+                                                                                                    bool))):
+                raise PreparedDataError(f"{path}: source {name!r} {field} must be a {kind.__name__}, got "
+                                        f"{entry[field]!r}")
+        for number, shard in enumerate(entry.get("shards") or []):
+            tokens = shard.get("tokens") if isinstance(shard, dict) else None
+            if isinstance(shard, dict) and "tokens" in shard and (not isinstance(tokens, int) or
+                                                                 isinstance(tokens, bool) or tokens < 0):
+                raise PreparedDataError(f"{path}: source {name!r} shard {number} tokens must be a count >= 0, got "
+                                        f"{tokens!r}")
 
 
 def _inside(folder: Path, relative, what: str, manifest_path: Path) -> None:
