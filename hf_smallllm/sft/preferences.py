@@ -11,6 +11,7 @@ reply, chosen == rejected, longer than `max_length` tokens through the template)
 counted by reason in a `SampleReport`, under the same `on_bad_sample` policy as SFT data.
 """
 
+from ..errors import UsageValueError
 from .records import RecordSource, SampleError, to_messages
 from .samples import BAD_SAMPLE_POLICIES, SampleReport
 
@@ -75,7 +76,7 @@ def build_preferences(sources: list[RecordSource], tokenizer, max_length: int, o
             pairs.append(pair)
             report.kept += 1
     if not pairs:
-        raise ValueError(f"no usable preference pairs: {report.summary()}")
+        raise UsageValueError(f"no usable preference pairs: {report.summary()}")
     return pairs, report
 
 

@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageFileNotFoundError
+from ..errors import UsageFileNotFoundError, UsageValueError
 from .templates import ROLES
 
 RESOURCES = Path(__file__).parents[1] / "resources" / "sft"
 RECORD_FORMATS = ("auto", "messages", "instruction")
 
 
-class SampleError(ValueError):
-    """A record that cannot be trained on; `reason` is a short code used for counting."""
+class SampleError(UsageValueError):
+    """A record that cannot be trained on; `reason` is a short code used for counting. The user's data, not a bug:
+    the command line prints it as one line."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -51,9 +52,9 @@ class RecordSource:
         if isinstance(self.paths, str):
             self.paths = [self.paths]
         if bool(self.paths) == (self.dataset is not None):
-            raise ValueError(f"source {self.name!r}: give exactly one of 'paths' or 'dataset'")
+            raise UsageValueError(f"source {self.name!r}: give exactly one of 'paths' or 'dataset'")
         if self.format not in RECORD_FORMATS:
-            raise ValueError(f"source {self.name!r}: format={self.format!r}; choose one of {RECORD_FORMATS}")
+            raise UsageValueError(f"source {self.name!r}: format={self.format!r}; choose one of {RECORD_FORMATS}")
 
     @classmethod
     def from_dict(cls, spec: dict) -> "RecordSource":
@@ -63,7 +64,8 @@ class RecordSource:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(spec) - known
         if unknown:
-            raise ValueError(f"source {spec.get('name')!r}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+            raise UsageValueError(f"source {spec.get('name')!r}: unknown keys {sorted(unknown)}; known: "
+                                  f"{sorted(known)}")
         return cls(**spec)
 
     def files(self) -> list[Path]:
@@ -80,6 +82,10 @@ class RecordSource:
             matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
             if not matches or not all(Path(m).exists() for m in matches):
                 raise UsageFileNotFoundError(f"source {self.name!r}: no file matches {pattern!r}")
+            folders = [m for m in matches if Path(m).is_dir()]
+            if folders:
+                raise UsageValueError(f"source {self.name!r}: {folders[0]} is a folder; name its files (e.g. "
+                                      f"{folders[0]}/*.jsonl)")
             found.extend(Path(m) for m in matches)
         return found
 
@@ -104,27 +110,38 @@ class RecordSource:
                 yield f"{self.name}[{index}]", record
             return
         for path in self.files():
-            suffix = path.suffix.lower()
-            if suffix == ".parquet":
-                import pyarrow.parquet as pq
+            try:
+                yield from self._file_records(path)
+            except UnicodeDecodeError as err:
+                raise UsageValueError(f"{path}: not UTF-8 text (byte {err.start}); SFT data must be UTF-8 "
+                                      "JSON") from None
 
-                for index, record in enumerate(pq.read_table(path).to_pylist()):
-                    yield f"{path.name}[{index}]", record
-            elif suffix == ".json":
+    def _file_records(self, path: Path) -> Iterator[tuple[str, Any]]:
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for index, record in enumerate(pq.read_table(path).to_pylist()):
+                yield f"{path.name}[{index}]", record
+        elif suffix == ".json":
+            try:
                 records = json.loads(path.read_text(encoding="utf-8"))
-                if not isinstance(records, list):
-                    raise ValueError(f"{path}: a .json source must hold a list of records")
-                for index, record in enumerate(records):
-                    yield f"{path.name}[{index}]", record
-            else:
-                with open(path, encoding="utf-8") as f:
-                    for number, line in enumerate(f, 1):
-                        if not line.strip():
-                            continue
-                        try:
-                            yield f"{path.name}:{number}", json.loads(line)
-                        except json.JSONDecodeError as err:
-                            yield f"{path.name}:{number}", SampleError("malformed", f"not valid JSON ({err.msg})")
+            except json.JSONDecodeError as err:
+                raise UsageValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+            if not isinstance(records, list):
+                raise UsageValueError(f"{path}: a .json source must hold a list of records, not a "
+                                      f"{type(records).__name__} (use .jsonl for one record per line)")
+            for index, record in enumerate(records):
+                yield f"{path.name}[{index}]", record
+        else:
+            with open(path, encoding="utf-8") as f:
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        yield f"{path.name}:{number}", json.loads(line)
+                    except json.JSONDecodeError as err:
+                        yield f"{path.name}:{number}", SampleError("malformed", f"not valid JSON ({err.msg})")
 
 
 def to_messages(record: Any, record_format: str = "auto", messages_field: str = "messages") -> list[dict]:

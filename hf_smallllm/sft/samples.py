@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..data.packing import IGNORE_INDEX
+from ..errors import UsageValueError
 from .records import RecordSource, SampleError, to_messages
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def build_examples(sources: list[RecordSource], tokenizer, max_length: int, on_b
     if report.skipped:
         logger.warning("SFT data: %s", report.summary())
     if not examples:
-        raise ValueError(f"no usable SFT examples: {report.summary()}")
+        raise UsageValueError(f"no usable SFT examples: {report.summary()}")
     return examples, report
 
 

@@ -149,3 +149,35 @@ def test_packed_loss_equals_separate_samples(chat_tokenizer):
         ids = tuple(batch["input_ids"][0, offset:offset + length].tolist())
         assert torch.allclose(packed[:, offset:offset + length], by_sample[ids], atol=1e-4)
         offset += length
+
+
+SFT_FILES = {  # issue 31: each was a traceback
+    "latin-1 jsonl": ("data.jsonl", json.dumps(GOOD, ensure_ascii=False).replace("}", ', "note": "caf\u00e9"}')
+                      .encode("latin-1"), "not UTF-8 text"),
+    "object in a .json": ("data.json", json.dumps(GOOD).encode(), "must hold a list of records, not a dict"),
+    "invalid .json": ("data.json", b'[{"messages": ', "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SFT_FILES))
+def test_unreadable_sft_files_are_usage_errors_naming_the_file(case, chat_tokenizer, tmp_path):
+    from hf_smallllm.errors import UsageError
+
+    name, data, message = SFT_FILES[case]
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(UsageError, match=message) as info:
+        build_examples([RecordSource("s", [str(tmp_path / name)])], chat_tokenizer, 64)
+    assert name in str(info.value)
+
+
+def test_a_folder_as_a_source_and_no_usable_record_are_usage_errors(chat_tokenizer, tmp_path):
+    from hf_smallllm.errors import UsageError
+
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(UsageError, match="is a folder; name its files"):
+        build_examples([RecordSource("s", [str(tmp_path / "folder")])], chat_tokenizer, 64)
+    path = write_jsonl(tmp_path / "bad.jsonl", [BAD["empty_assistant"]])
+    with pytest.raises(UsageError, match="no usable SFT examples"):
+        build_examples([RecordSource("bad", [str(path)])], chat_tokenizer, 64)
+    with pytest.raises(UsageError, match="bad.jsonl:1"):  # on_bad_sample: error, a one-line error too
+        build_examples([RecordSource("bad", [str(path)])], chat_tokenizer, 64, on_bad_sample="error")
