@@ -147,3 +147,36 @@ def test_humaneval_task_scores_correct_programs_through_lm_eval(tmp_path, monkey
         results = lm_eval.simple_evaluate(model=Oracle(correct), tasks=["smallllm_humaneval"], limit=3,
                                           task_manager=manager, confirm_run_unsafe_code=True)
         assert summary(results)["smallllm_humaneval"]["pass@1"] == expected
+
+
+@NEEDS_SANDBOX
+def test_the_humaneval_task_runs_without_the_package_importable(tmp_path):
+    """Issue 31: `smallllm_code.py` imported hf_smallllm, so plain `lm_eval --include_path` failed for HumanEval.
+    Loaded as lm-eval loads it (by file path), with every `hf_smallllm` import refused, it scores a canonical
+    solution."""
+    import subprocess
+    import sys
+
+    problem = humaneval_problems()[0]
+    script = f"""
+import importlib.util, json, sys
+
+class RefuseThePackage:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_smallllm" or name.startswith("hf_smallllm."):
+            raise ImportError("hf_smallllm is not importable here")
+
+sys.meta_path.insert(0, RefuseThePackage())
+spec = importlib.util.spec_from_file_location("smallllm_code", {str(TASKS_DIR / "smallllm_code.py")!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+problem = json.loads({json.dumps(problem)!r})
+program = problem["prompt"] + problem["canonical_solution"]
+test = problem["test"] + "\\ncheck(" + problem["entry_point"] + ")"
+print(json.dumps(module.pass_at_k([test], [[program]])))
+assert not any(name.startswith("hf_smallllm") for name in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin", ALLOW_ENV: "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"pass@1": 1.0}
