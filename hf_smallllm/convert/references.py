@@ -5,12 +5,13 @@ Each is a plain functional transcription of the published forward pass (fp32, ca
 foreign names and shapes so that it shares no code with the key tables: a wrong split or transpose in a table shows up
 as a logit difference instead of cancelling out.
 
-- BTLM (ARCHITECTURES.md 1.4; cross-checked in tests against `tests/fixtures/btlm-tiny/expected_logits.safetensors`,
+- BTLM (docs/architectures.md 1.4; cross-checked in tests against
+`tests/fixtures/btlm-tiny/expected_logits.safetensors`,
   produced by BTLM's reference code): embeddings x `mup_embeddings_scale`; pre-LayerNorm blocks; GPT-2 `Conv1D`
   (x @ W + b, W stored [in, out]); fused q | k | v; scores / d^p with p = 1 under `mup_scale_qk_dot_by_d`; ALiBi
   bias -slope_h * (i - j) from the stored `relative_pe.slopes` (after `alibi_scaling`); MLP
   c_proj(c_fc(x) * SiLU(c_fc2(x))); final LayerNorm; logits = h @ wte^T x (alpha x width_scale).
-- lit-gpt TinyLlama (ARCHITECTURES.md 3.3, `lit_gpt/model.py`): RMSNorm blocks; fused QKV viewed as
+- lit-gpt TinyLlama (docs/architectures.md 3.3, `lit_gpt/model.py`): RMSNorm blocks; fused QKV viewed as
   (groups, q_per_kv + 2, head_size) and split (q_per_kv, 1, 1); rotate-half RoPE over the whole head
   (`rotary_percentage` 1); causal softmax / sqrt(head_size); xformers SwiGLU w3(silu(w1 x) * w2 x); untied `lm_head`.
 """

@@ -5,7 +5,7 @@ two are exact inverses (pure data movement, no arithmetic), which is what makes 
 foreign tensor must have is `from_package` applied to meta tensors of the expected package shapes, so no table
 repeats a size.
 
-Facts behind the layouts (ARCHITECTURES.md): GPT-2 `Conv1D` stores [in, out] (1.3); BTLM's `c_attn` columns are
+Facts behind the layouts (docs/architectures.md): GPT-2 `Conv1D` stores [in, out] (1.3); BTLM's `c_attn` columns are
 q | k | v (1.3); ChatGLM's `key_value` rows are all K heads then all V heads and `dense_h_to_4h` is gate then up (5.2);
 lit-gpt's fused `attn.attn` rows are grouped per key/value head as [that group's q heads | its k head | its v head]
 (3.3, `lit_gpt/model.py` views the output as (groups, q_per_kv + 2, head_size)).

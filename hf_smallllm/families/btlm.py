@@ -1,7 +1,7 @@
 """BTLM-3B-8K: a GPT-2-style model with SwiGLU, ALiBi and muP (arXiv 2309.11568).
 
 Architecture numbers are the config class defaults (`models/configuration_btlm.py`, sources cited there). Tokenizer:
-GPT-2's byte-level BPE, 50,256 learned entries and `<|endoftext|>` (50256) as BOS, EOS and UNK (ARCHITECTURES.md).
+GPT-2's byte-level BPE, 50,256 learned entries and `<|endoftext|>` (50256) as BOS, EOS and UNK (docs/architectures.md).
 """
 
 from . import SMALL, TINY, Citation, Family, GGUFFormat, OfficialFormat

@@ -2,7 +2,7 @@
 
 Architecture numbers are the config class defaults (`models/configuration_chuxin.py`, sources cited there). The
 published config.json says BOS 1 / EOS 2, but the DeepSeek tokenizer it ships with uses 100000 / 100001
-(ARCHITECTURES.md 4.1), so its config.json ids are not trusted on import. Tokenizer: DeepSeek's byte-level BPE with
+(docs/architectures.md 4.1), so its config.json ids are not trusted on import. Tokenizer: DeepSeek's byte-level BPE with
 digit splitting, 100,000 learned entries, then BOS `<｜begin▁of▁sentence｜>` and EOS = PAD `<｜end▁of▁sentence｜>`.
 """
 

@@ -3,7 +3,7 @@
 Architecture numbers are the config class defaults (`models/configuration_skywork.py`, sources cited there). It
 publishes Llama tensors with its own remote-code config.json (`skywork-official`). Tokenizer: SentencePiece BPE with
 `<unk>` `<s>` `</s>` first, 65,519 base entries, then the chat markers `[USER]` `[BOT]` `[SEP]`; PAD is `<unk>`
-(ARCHITECTURES.md).
+(docs/architectures.md).
 """
 
 from . import SMALL, TINY, Citation, Family, GGUFFormat, OfficialFormat

@@ -1,7 +1,7 @@
 """TinyLlama-1.1B: the Llama 2 architecture with grouped-query attention, trained on 3T tokens (arXiv 2401.02385).
 
 Architecture numbers are the config class defaults (`models/configuration_tinyllama.py`, sources cited there);
-tokenizer facts from ARCHITECTURES.md (Llama-2's SentencePiece BPE: `<unk>` 0, `<s>` 1, `</s>` 2, BOS added);
+tokenizer facts from docs/architectures.md (Llama-2's SentencePiece BPE: `<unk>` 0, `<s>` 1, `</s>` 2, BOS added);
 TinyLlama names its intermediate checkpoints `step-{N/1000}k-token-{T}B`
 (HF:TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T). Chat format `zephyr`: TinyLlama-1.1B-Chat-v1.0's
 tokenizer_config.json `chat_template` (`sft/templates.py`).

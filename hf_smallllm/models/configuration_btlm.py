@@ -1,7 +1,8 @@
 """BTLM-3B-8K: a GPT-2-style model with SwiGLU, ALiBi and muP (maximal update parametrization).
 
 Defaults from `cerebras/btlm-3b-8k-base` config.json and the Cerebras modelzoo training YAMLs (arXiv 2309.11568;
-ARCHITECTURES.md sections 1.1-1.4): 32 layers, width 2560 (32 heads of 80), SwiGLU 6826, LayerNorm 1e-5 with biases,
+docs/architectures.md sections 1.1-1.4): 32 layers, width 2560 (32 heads of 80), SwiGLU 6826, LayerNorm 1e-5 with
+biases,
 biases on every linear layer but the (tied) output head, 8192 context, 50,257 vocab, BOS = EOS = 50256.
 muP: base width 256 and base MLP width 682.6 (so both multipliers are 10), embeddings x14.6, output logits
 x 2.22 / 10 (the official config.json spells alpha 2.2200000000000003, the same double), attention scores / d, base

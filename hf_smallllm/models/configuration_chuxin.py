@@ -1,6 +1,7 @@
 """ChuXin-1.6B: a Llama 2 backbone (multi-head attention) with DeepSeek-LLM's 102,400-entry byte-level BPE.
 
-Defaults from `chuxin-llm/Chuxin-1.6B-Base` config.json (arXiv 2405.04828; ARCHITECTURES.md section 4.1), except the
+Defaults from `chuxin-llm/Chuxin-1.6B-Base` config.json (arXiv 2405.04828; docs/architectures.md section 4.1), except
+the
 special-token ids: the published config.json says BOS 1 / EOS 2, but its tokenizer and generation_config use
 DeepSeek's 100000 / 100001 (EOS doubles as padding). The tokenizer's ids are the ones the weights were trained with.
 """

@@ -1,7 +1,8 @@
 """GEB-1.3B: a ChatGLM3-derived bilingual model with grouped-query attention and half-rotary, interleaved RoPE.
 
 Defaults from the architecture fields of `GEB-AGI/geb-1.3b` config.json (commit 93e390f; arXiv 2406.09900;
-ARCHITECTURES.md section 5.1): 24 layers, width 2048, 16 query heads of size 128 (`kv_channels`), 4 key/value heads,
+docs/architectures.md section 5.1): 24 layers, width 2048, 16 query heads of size 128 (`kv_channels`), 4 key/value
+heads,
 SwiGLU 5632, 64,896 embedding rows, 4096 context, untied, no linear biases. Following ChatGLM3 (which GEB refines),
 RoPE rotates the first half of each head with adjacent dimensions paired, and the norms are RMSNorm; the special ids
 BOS 1 / EOS 2 / PAD 0 are ChatGLM3's (the tail of GEB's final config.json could not be read).

@@ -1,6 +1,7 @@
 """Skywork-13B: a deep, thin Llama-shaped model (52 layers of width 4608).
 
-Defaults from `Skywork/Skywork-13B-base` config.json (arXiv 2310.19341; ARCHITECTURES.md section 2.1). The embedding
+Defaults from `Skywork/Skywork-13B-base` config.json (arXiv 2310.19341; docs/architectures.md section 2.1). The
+embedding
 has 65,519 rows although the paper's vocabulary table adds up to 65,536 (the 17 reserved entries are not shipped).
 """
 

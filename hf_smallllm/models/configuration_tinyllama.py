@@ -1,7 +1,7 @@
 """TinyLlama-1.1B: the Llama 2 architecture with grouped-query attention (32 query heads, 4 key/value heads).
 
 Defaults from TinyLlama's lit-gpt config `tiny_LLaMA_1b` and the Hugging Face config shared by every derivative of
-`TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T` (arXiv 2401.02385; ARCHITECTURES.md section 3.1).
+`TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T` (arXiv 2401.02385; docs/architectures.md section 3.1).
 """
 
 from .configuration_smallllm import SmallLLMConfig

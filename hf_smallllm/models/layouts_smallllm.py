@@ -17,7 +17,7 @@ imports only the standard library and transformers (its weight operations only i
 transforms are names here; `convert.transforms` implements them on tensors and `weight_transforms` maps them to
 transformers' operations.
 
-Sources of the facts: ARCHITECTURES.md 1.3 (BTLM), 5.2 (GEB / ChatGLM3), 3.3 (lit-gpt); the Llama names are
+Sources of the facts: docs/architectures.md 1.3 (BTLM), 5.2 (GEB / ChatGLM3), 3.3 (lit-gpt); the Llama names are
 transformers' own and the package's (TinyLlama, ChuXin and Skywork publish them); GLM is transformers'
 `GlmForCausalLM`, the native model for GEB-shaped checkpoints (fused `gate_up_proj`, gate first). Published config.json
 files: HF:cerebras/btlm-3b-8k-base, HF:GEB-AGI/geb-1.3b, HF:Skywork/Skywork-13B-base.
@@ -569,7 +569,7 @@ BTLM_OFFICIAL = Layout(
         _rule(_BTLM + "attn.c_proj.bias", LAYER + "self_attn.o_proj.bias"),
         _rule(_BTLM + "ln_2.weight", LAYER + "post_attention_layernorm.weight"),
         _rule(_BTLM + "ln_2.bias", LAYER + "post_attention_layernorm.bias"),
-        # SiLU goes on c_fc2, so c_fc2 is the gate and c_fc the up projection (ARCHITECTURES.md 1.4)
+        # SiLU goes on c_fc2, so c_fc2 is the gate and c_fc the up projection (docs/architectures.md 1.4)
         _rule(_BTLM + "mlp.c_fc.weight", LAYER + "mlp.up_proj.weight", transform="transpose"),
         _rule(_BTLM + "mlp.c_fc.bias", LAYER + "mlp.up_proj.bias"),
         _rule(_BTLM + "mlp.c_fc2.weight", LAYER + "mlp.gate_proj.weight", transform="transpose"),

@@ -2,7 +2,7 @@
 
 With muP the hyperparameters (base learning rate, init std, multipliers) are tuned on a narrow proxy model and
 transferred unchanged to the wide one. What makes them transfer is the width scaling below, taken from the Cerebras
-modelzoo GPT-2/BTLM recipe (ARCHITECTURES.md section 1.4), with m = hidden_size / mup_base_hidden_size and
+modelzoo GPT-2/BTLM recipe (docs/architectures.md section 1.4), with m = hidden_size / mup_base_hidden_size and
 m_ffn = intermediate_size / mup_base_intermediate_size (both 10 for BTLM-3B-8K, 2560/256 and 6826/682.6):
 
 initialisation (truncated normal at +-2 sigma, base sigma = `initializer_range`, 0.073 for BTLM):

@@ -1,7 +1,8 @@
 """Keeping a model config's special-token ids in agreement with its tokenizer.
 
 The tokenizer is the authority: ChuXin's config.json says BOS 1 / EOS 2, but its DeepSeek-LLM tokenizer (and its
-generation_config.json) use 100000 / 100001 (ARCHITECTURES.md, ChuXin "token-id trap"). `align_config_with_tokenizer`
+generation_config.json) use 100000 / 100001 (docs/architectures.md, ChuXin "token-id trap").
+`align_config_with_tokenizer`
 copies the tokenizer's ids into the config (and a generation config), warning for every id that changes, and checks
 that the embedding has a row for every token id.
 """

@@ -1,6 +1,6 @@
 """Tokenizer presets: which kind of tokenizer a family uses, its size, its special tokens and where their ids sit,
 and whether BOS/EOS are added. The per-family values live in each family's record (`hf_smallllm/families/<name>.py`,
-`tokenizer=`); this module owns their type and validation. Facts from ARCHITECTURES.md (sources there).
+`tokenizer=`); this module owns their type and validation. Facts from docs/architectures.md (sources there).
 
 Id layout. `vocab_size` is the number of entries BPE training produces (the *base* vocabulary); it includes the
 `leading_special_tokens` (ids 0, 1, ...) and, for `sentencepiece_bpe`, the 256 `<0xNN>` byte tokens right after

@@ -36,12 +36,12 @@ from ..runfiles import atomic_path
 
 PARAMETRIZATIONS = ("mup", "sp")
 BYTE_VOCAB_SIZE = 256
-# BTLM's published muP values (ARCHITECTURES.md 1.2/1.4): MLP width / hidden width = 682.6 / 256 = 6826 / 2560.
+# BTLM's published muP values (docs/architectures.md 1.2/1.4): MLP width / hidden width = 682.6 / 256 = 6826 / 2560.
 BTLM_FFN_RATIO = 682.6 / 256
 BTLM_INIT_STD = 0.073
 BTLM_EMBEDDINGS_SCALE = 14.6
 BTLM_OUTPUT_ALPHA = 2.22
-# The Cerebras recipe's AdamW (ARCHITECTURES.md 1.2).
+# The Cerebras recipe's AdamW (docs/architectures.md 1.2).
 ADAM_BETAS = (0.9, 0.95)
 ADAM_EPS = 1e-8
 DEFAULT_TEXT = "en_shakespeare.txt"

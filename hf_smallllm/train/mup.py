@@ -20,7 +20,7 @@ import torch
 
 from ..models.mup_smallllm import mup_param_groups
 
-# The Cerebras BTLM recipe's AdamW (ARCHITECTURES.md 1.2).
+# The Cerebras BTLM recipe's AdamW (docs/architectures.md 1.2).
 BTLM_ADAM_BETAS = (0.9, 0.95)
 BTLM_ADAM_EPS = 1e-8
 

@@ -1,5 +1,5 @@
 """ALiBi position interpolation (`alibi_scaling`) against the published BTLM semantics (arXiv 2310.13017, BTLM
-README; ARCHITECTURES.md 1.1 and 1.4 item 5): the bias is -slope_h / scale * |i - j| with scale = `factor` (fixed),
+README; docs/architectures.md 1.1 and 1.4 item 5): the bias is -slope_h / scale * |i - j| with scale = `factor` (fixed),
 or kv_length / train_seq_len once the attended length (cache included) exceeds train_seq_len (dynamic), else 1."""
 
 import pytest

@@ -35,7 +35,7 @@ def expected_std(config, module: str) -> float:
 
 def test_btlm_published_init_stds_match_the_cerebras_recipe():
     config = FAMILIES["btlm"].config_class()
-    # ARCHITECTURES.md 1.4: 0.073, 0.073 / sqrt(10) = 0.02308, 0.073 / sqrt(10) / sqrt(64) = 0.002886
+    # docs/architectures.md 1.4: 0.073, 0.073 / sqrt(10) = 0.02308, 0.073 / sqrt(10) / sqrt(64) = 0.002886
     assert mup_init_std(config, "model.embed_tokens") == pytest.approx(0.073)
     assert mup_init_std(config, "model.layers.0.self_attn.q_proj") == pytest.approx(0.02308, abs=1e-5)
     assert mup_init_std(config, "model.layers.0.mlp.gate_proj") == pytest.approx(0.02308, abs=1e-5)
