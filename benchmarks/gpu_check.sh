@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# GPU verification in one command (hf_smallllm/bench/gpu_check.py has the parts and the report format).
+# GPU verification in one command (hf_smallllm/testing/gpu_check.py has the parts and the report format).
 #
 #   bash benchmarks/gpu_check.sh fetch              # here, where pip reaches PyPI: pinned wheels -> .whl/
 #   bash benchmarks/gpu_check.sh [OPTIONS]          # on the GPU box: install .whl/*.whl, run, report to $OUT
 #   bash benchmarks/gpu_check.sh --dry-run          # the plan, timing nothing
 #
-# OPTIONS go to `python -m hf_smallllm.bench.gpu_check` (--parts, --budget-s, --out, ...). The wheels are installed
+# OPTIONS go to `python -m hf_smallllm.testing.gpu_check` (--parts, --budget-s, --out, ...). The wheels are installed
 # with --target into a private folder, so the machine's own packages stay as they are.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -47,4 +47,4 @@ else
 fi
 export PYTHONUNBUFFERED=1
 cd "$root"
-exec "$python" -m hf_smallllm.bench.gpu_check "$@"
+exec "$python" -m hf_smallllm.testing.gpu_check "$@"

@@ -1,7 +1,7 @@
 """How long training waits for Hub publishing: `HubPublishCallback.on_save` (background) vs publishing inline.
 
 A model of a few tens of MB (TinyLlama-shaped, `--hidden`/`--layers`/`--vocab`) is saved as checkpoints; each is
-published to a local Hub-protocol server (`hf_smallllm.hub.local_server`, 127.0.0.1, in this process) twice:
+published to a local Hub-protocol server (`hf_smallllm.testing.hub_server`, 127.0.0.1, in this process) twice:
 synchronously with `HubPublisher.publish_snapshot` (the reference: what training would wait for without the
 callback's thread) and through `HubPublishCallback.on_save`, timing only the call training makes. Reports the
 median seconds of each and the ratio (blocking time of the callback / inline publish; lower is better), plus the
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
 
     from hf_smallllm.families import FAMILIES, preset_config
     from hf_smallllm.hub import HubPublishCallback, HubPublisher
-    from hf_smallllm.hub.local_server import DEFAULT_TOKEN, start_in_thread
+    from hf_smallllm.testing.hub_server import DEFAULT_TOKEN, start_in_thread
 
     constants.HF_HUB_OFFLINE = False  # only the local server below is addressed
     work = Path(tempfile.mkdtemp(prefix="hub-bench-"))

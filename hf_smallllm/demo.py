@@ -105,7 +105,7 @@ def _hub(settings: DemoSettings, root: Path, log):
         return
     from huggingface_hub import constants
 
-    from .hub.local_server import DEFAULT_TOKEN, DEFAULT_USER, start_in_thread
+    from .testing.hub_server import DEFAULT_TOKEN, DEFAULT_USER, start_in_thread
 
     server = start_in_thread(root)
     log(f"local Hub server on {server.url} (storage {root})")

@@ -28,7 +28,7 @@ LAYERS = [
     {"inference"},
     {"eval", "hub"},
     {"train"},
-    {"sft", "longctx", "bench", "smoke"},
+    {"sft", "longctx", "bench", "smoke", "testing"},  # testing: harnesses (Hub server, GPU check), not the product
     {"demo"},
     {"cli"},
 ]

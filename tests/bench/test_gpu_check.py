@@ -11,8 +11,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from hf_smallllm.bench import gpu_check
-from hf_smallllm.bench.gpu_check import PART_NAMES, Check, PartResult, plan, select_parts
+from hf_smallllm.testing import gpu_check
+from hf_smallllm.testing.gpu_check import PART_NAMES, Check, PartResult, plan, select_parts
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """Fixtures for the Hub tests: a local Hub-protocol server on 127.0.0.1 and a finished tiny training run.
 
-The server is `hf_smallllm.hub.local_server`, in-process on a free port. `huggingface_hub` was imported in offline
+The server is `hf_smallllm.testing.hub_server`, in-process on a free port. `huggingface_hub` was imported in offline
 mode by the suite's conftest (nothing may reach the real Hub), so the fixture lifts offline mode only for the
 client's calls to this local server; HfApi and snapshot_download take the endpoint explicitly. Code paths that read
 `HF_ENDPOINT` at import (transformers' `from_pretrained(repo, revision=...)`) run in subprocesses (`hub_env`).
@@ -16,8 +16,8 @@ import torch
 import yaml
 
 from hf_smallllm.families import preset_config
-from hf_smallllm.hub.local_server import DEFAULT_TOKEN, start_in_thread
 from hf_smallllm.runfiles import append_metrics
+from hf_smallllm.testing.hub_server import DEFAULT_TOKEN, start_in_thread
 
 FAMILY = "tinyllama"
 STEPS = (10, 20, 30)

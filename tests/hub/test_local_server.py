@@ -61,7 +61,7 @@ def test_server_command_line(hub, tmp_path):
     import subprocess
     import sys
 
-    from hf_smallllm.hub import local_server
+    from hf_smallllm.testing import hub_server as local_server
 
     # run as a file: the server needs only the standard library and PyYAML, so it starts in a blink
     process = subprocess.Popen([sys.executable, local_server.__file__, "--root", str(tmp_path),
@@ -122,7 +122,7 @@ def test_private_repos_need_a_token(hub, tmp_path):
 
 
 def test_the_public_default_token_stays_on_this_machine(tmp_path, capsys):
-    from hf_smallllm.hub import local_server
+    from hf_smallllm.testing import hub_server as local_server
 
     with pytest.raises(SystemExit) as exit_info:
         local_server.main(["--root", str(tmp_path), "--host", "0.0.0.0"])

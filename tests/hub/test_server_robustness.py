@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from hf_smallllm.hub.local_server import DEFAULT_TOKEN, parse_range, start_in_thread
+from hf_smallllm.testing.hub_server import DEFAULT_TOKEN, parse_range, start_in_thread
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 REPO = "tests/robust"

@@ -676,7 +676,7 @@ def run_part_here(name: str, args, result_file: str | None = None) -> PartResult
 
 
 def _child_args(args, part: str, result_file: str) -> list[str]:
-    return [sys.executable, "-m", "hf_smallllm.bench.gpu_check", "--child", part, "--result-file", result_file,
+    return [sys.executable, "-m", "hf_smallllm.testing.gpu_check", "--child", part, "--result-file", result_file,
             "--device", args.device, "--dtypes", args.dtypes, "--families", args.families or "",
             "--alibi-length", str(args.alibi_length), "--new-tokens", str(args.new_tokens), "--attn", args.attn or ""]
 

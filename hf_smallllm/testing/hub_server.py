@@ -29,7 +29,7 @@ user is that user's alone: another user's token gets 403 for creating, committin
 public repos need no token. Binds 127.0.0.1 unless told otherwise, and refuses another address while the only
 token is the published default.
 
-    python -m hf_smallllm.hub.local_server --root DIR --port 0      # prints "READY <port>"
+    python -m hf_smallllm.testing.hub_server --root DIR --port 0      # prints "READY <port>"
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class HubStore:
 
     # storage -------------------------------------------------------------------------------------------------
     # The two atomic writes below stay here rather than using hf_smallllm.runfiles: the server also runs as a plain
-    # file (`python local_server.py`, standard library + PyYAML only) so that it starts without the package's imports.
+    # file (`python hub_server.py`, standard library + PyYAML only) so that it starts without the package's imports.
     def _save(self) -> None:
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state))
