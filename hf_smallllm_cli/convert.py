@@ -69,8 +69,14 @@ def _register_gguf(sub) -> None:
 
 def run(args) -> int:
     from hf_smallllm import convert
+    from hf_smallllm.convert.gguf import check_tolerance
+    from hf_smallllm.convert.gguf_file import check_output_file
     from hf_smallllm.runfiles import write_json_atomic
 
+    # the user's own values, checked before a conversion that may run for minutes
+    check_tolerance(args.tolerance, "--tolerance")
+    if args.json:
+        check_output_file(args.json, "--json")
     if args.direction == "to-gguf":
         from hf_smallllm.convert.gguf import package_to_gguf
 

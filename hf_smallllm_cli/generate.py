@@ -102,11 +102,11 @@ def _run_llama_cpp(args, prompt: str) -> int:
     if unsupported:
         verb = "applies" if len(unsupported) == 1 else "apply"
         raise UsageValueError(f"{', '.join(unsupported)} {verb} only to the torch backend, not --backend llama.cpp")
-    sys.stdout.write(prompt if not args.chat else "")
     stats = llama_cpp_stream_generate(args.model, prompt, tokenizer_path=args.tokenizer, quantization=args.quantize,
                                       dtype=args.dtype, max_new_tokens=args.max_new_tokens,
                                       temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                                      repetition_penalty=args.repetition_penalty, chat=args.chat, seed=args.seed)
+                                      repetition_penalty=args.repetition_penalty, chat=args.chat, seed=args.seed,
+                                      on_ready=lambda: sys.stdout.write(prompt if not args.chat else ""))
     sys.stdout.write("\n")
     print(f"[llama.cpp, GGUF {stats.extra['gguf_type']}: {stats.prompt_tokens} prompt tokens, {stats.new_tokens} "
           f"new; first token after {stats.prefill_seconds:.2f} s; decode {stats.decode_tokens_per_second:.1f} "

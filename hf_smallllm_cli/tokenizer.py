@@ -56,8 +56,8 @@ def register(parser):
     inspect = actions.add_parser(
         "inspect", help="show a tokenizer's size, special tokens, BOS/EOS behaviour and a sample tokenization",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    inspect.add_argument("path", help="tokenizer folder (or a folder holding --gguf-file)")
-    inspect.add_argument("--gguf-file", default=None, help="GGUF file in PATH whose vocabulary to load")
+    inspect.add_argument("path", help="tokenizer folder (or a folder holding --gguf-file, or a .gguf file)")
+    inspect.add_argument("--gguf-file", default=None, help="GGUF file (in PATH, or a path) whose vocabulary to load")
     inspect.add_argument("--text", default=_SAMPLE, help="text to tokenize")
     inspect.set_defaults(func=run_inspect)
 
@@ -99,13 +99,23 @@ def run_train(args) -> int:
 def run_inspect(args) -> int:
     from pathlib import Path
 
+    from hf_smallllm.convert.gguf_file import check_gguf_file_complete
     from hf_smallllm.errors import UsageFileNotFoundError
     from hf_smallllm.tokenization import load_tokenizer, special_token_behaviour
 
     if not Path(args.path).exists() and (args.path.startswith((".", "/", "~")) or args.path.count("/") > 1):
         raise UsageFileNotFoundError(f"{args.path}: no such folder")
+    path, gguf_file, option = args.path, args.gguf_file, "--gguf-file"
+    if gguf_file is None and Path(path).is_file() and Path(path).suffix == ".gguf":  # PATH names the file itself
+        path, gguf_file, option = str(Path(path).parent), path, None
+    if gguf_file is not None:  # a path, or a name in PATH; its bytes are checked before any reader trusts them
+        location = next((c for c in (Path(gguf_file), Path(path) / gguf_file) if c.exists()), None)
+        if location is None:
+            raise UsageFileNotFoundError(f"--gguf-file {gguf_file}: no such file (neither a path nor in {path})")
+        check_gguf_file_complete(location, option=option)
+        gguf_file = str(location)
     try:
-        tokenizer = load_tokenizer(args.path, args.gguf_file)
+        tokenizer = load_tokenizer(path, gguf_file)
     except OSError as err:  # a missing folder or file, or a Hub id that cannot be reached
         raise UsageFileNotFoundError(f"cannot load a tokenizer from {args.path!r}: {' '.join(str(err).split())[:300]}"
                                      ) from None

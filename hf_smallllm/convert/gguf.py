@@ -55,6 +55,7 @@ from ..errors import UsageFileExistsError, UsageFileNotFoundError, UsageValueErr
 from ..families import FAMILIES, family_of
 from ..models.configuration_smallllm import SmallLLMConfig
 from .configs import InexpressibleConfigError
+from .gguf_file import InvalidGGUFError, check_gguf_file_complete, check_output_file
 from .gguf_vocab import GGUFVocab, gguf_vocab
 from .verify import DEFAULT_LENGTH, LogitCheck, check_logits, logit_check_fields, logit_check_line, verification_ids
 
@@ -355,8 +356,11 @@ def _load_tokenizer(source: Path, tokenizer: str | os.PathLike | None):
     location = Path(tokenizer) if tokenizer is not None else source
     try:
         if location.is_file() and location.suffix == ".gguf":
+            check_gguf_file_complete(location, option="tokenizer= (--tokenizer)")
             return load_tokenizer(location.parent, gguf_file=str(location)), location.parent
         return load_tokenizer(location), location
+    except InvalidGGUFError:  # already names the file and what is wrong with it
+        raise
     except (OSError, ValueError) as err:
         raise UsageFileNotFoundError(f"no tokenizer in {location} ({err}); a GGUF file needs one: pass tokenizer= "
                                 "(--tokenizer) with a tokenizer folder or a .gguf vocabulary") from err
@@ -371,6 +375,23 @@ def _check_output(output: Path, source: Path, overwrite: bool) -> None:
         raise UsageValueError(f"output {output} is a folder; give a .gguf file path")
     if output.exists() and not overwrite:
         raise UsageFileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
+    check_output_file(output, "output")  # a parent that is a file, or a folder that takes no new file
+
+
+def check_tolerance(tolerance: float | None, option: str | None = None) -> None:
+    """Raise a `UsageValueError` unless `tolerance` (the largest |logit difference| a check allows) is None or a
+    finite number >= 0. `option`: the command-line option that gave it, for the message."""
+    if tolerance is None:
+        return
+    try:
+        value = float(tolerance)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(tolerance, bool) or not math.isfinite(value) or value < 0:
+        named, skip = (f"{option} {tolerance}", "--no-verify") if option else (f"tolerance={tolerance!r}",
+                                                                                 "verify=False")
+        raise UsageValueError(f"{named}: the largest |logit difference| allowed must be a finite number >= 0 "
+                              f"({skip} skips the check)")
 
 
 def package_to_gguf(
@@ -393,6 +414,7 @@ def package_to_gguf(
     source, output = Path(source), Path(output)
     if outtype not in OUTTYPES:
         raise UsageValueError(f"outtype={outtype!r}; choose one of {', '.join(OUTTYPES)}")
+    check_tolerance(tolerance)
     _check_output(output, source, overwrite)
     config = load_package_config(source)
     family = family_of(config)
@@ -424,10 +446,15 @@ def package_to_gguf(
     meta = {k: torch.empty(v.shape, dtype=torch.float32, device="meta") for k, v in state.items()}
     shapes = [tuple(t.build().shape) for t in plan_tensors(config, architecture, meta)]
 
-    output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.tmp")
     writer = GGUFWriter(None, architecture)
     try:
+        try:  # checked before the work above (`_check_output`), but the folder may have changed since
+            output.parent.mkdir(parents=True, exist_ok=True)
+            staging.touch()
+        except OSError as err:
+            raise UsageValueError(f"output {output}: cannot write in {output.parent} ({err.strerror or err})"
+                                  ) from None
         name = f"{family}-{config.num_hidden_layers}x{config.hidden_size}"
         _write_metadata(writer, config, architecture, outtype, name, max_alibi_bias)
         vocab.write(writer)
@@ -491,10 +518,13 @@ def _encoded_size(shape: tuple[int, ...], qtype) -> tuple[int, tuple[int, ...], 
 
 # ------------------------------------------------------------------------------------------------------ reading
 def check_gguf_file(path: str | os.PathLike, architecture: str, tensor_names: list[str]) -> None:
-    """Read a written GGUF back: its architecture and tensor names must be the planned ones."""
-    from transformers.integrations.gguf.reader import read_gguf_metadata
-
-    metadata, names = read_gguf_metadata(str(path))
+    """Read a written GGUF back: it must be complete (`check_gguf_file_complete`), and its architecture and tensor
+    names the planned ones."""
+    try:
+        info = check_gguf_file_complete(path)
+    except UsageValueError as err:  # this package wrote the file: not the user's mistake
+        raise ValueError(f"the GGUF file just written is broken: {err}") from err
+    metadata, names = info.metadata, [record.name for record in info.tensors]
     if metadata.get("general.architecture") != architecture:
         raise ValueError(f"{path}: general.architecture is {metadata.get('general.architecture')!r}, expected "
                          f"{architecture!r}")
@@ -612,5 +642,6 @@ def gguf_reference_logits(path: str | os.PathLike, input_ids: torch.Tensor) -> t
 
 __all__ = [
     "DEFAULT_TOLERANCES", "GGUFReport", "GGUFVocab", "OUTTYPES", "PlannedTensor",
-    "architecture_for", "check_gguf_file", "gguf_reference_logits", "package_to_gguf", "plan_tensors", "read_gguf",
+    "architecture_for", "check_gguf_file", "check_tolerance", "gguf_reference_logits", "package_to_gguf",
+    "plan_tensors", "read_gguf",
 ]

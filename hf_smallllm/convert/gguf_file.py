@@ -5,7 +5,7 @@ bounds checks, without allocating anything the file's counts ask for, and checks
 inside the file. A file that fails raises `InvalidGGUFError` (a `UsageValueError`: the command line prints it as
 one line naming the file and the problem). Readers that trust the file (transformers' GGUF reader, llama.cpp) are
 called only afterwards: on a damaged file they raise struct.error / UnicodeDecodeError, loop over a count of 2**62,
-or abort the process.
+read a truncated file as if it were whole, or (llama.cpp, on some damage) abort the process.
 
 The layout checked (little-endian, as llama.cpp reads it; version 2 or 3):
 
@@ -16,6 +16,9 @@ The layout checked (little-endian, as llama.cpp reads it; version 2 or 3):
         offset u64 (from the data section, a multiple of the alignment)
     padding to `general.alignment` (u32, a power of two; 32 when absent) | tensor data
 
+`check_output_file` is the other side: whether a file can be created where the user asks for one (an export, a
+JSON report), checked before the long work whose result goes there.
+
 Standard library only, except the ggml type sizes, taken from the `gguf` package when it is installed.
 """
 
@@ -24,7 +27,8 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +45,8 @@ _STRING, _ARRAY = 8, 9
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _TYPE_NAMES = {0: "uint8", 1: "int8", 2: "uint16", 3: "int16", 4: "uint32", 5: "int32", 6: "float32", 7: "bool",
                8: "string", 9: "array", 10: "uint64", 11: "int64", 12: "float64"}
-# the smallest a metadata entry / tensor record can be: a 1-byte key and a 1-byte value; an empty name, no dims
-_MIN_ENTRY_BYTES = 8 + 1 + 4 + 1
+# the smallest a metadata entry / tensor record can be: an empty key and a 1-byte value; an empty name and no dims
+_MIN_ENTRY_BYTES = 8 + 4 + 1
 _MIN_TENSOR_BYTES = 8 + 4 + 4 + 8
 # ggml type -> (elements per block, bytes per block) of the types this package writes, used when `gguf` is missing
 _BASIC_TYPE_SIZES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 8: (32, 34), 30: (1, 2)}
@@ -73,7 +77,6 @@ class GGUFFileInfo:
     tensors: tuple[GGUFTensorRecord, ...]
     data_offset: int
     alignment: int = DEFAULT_ALIGNMENT
-    notes: list[str] = field(default_factory=list)
 
     @property
     def architecture(self) -> str | None:
@@ -81,11 +84,7 @@ class GGUFFileInfo:
 
 
 class _Truncated(Exception):
-    """The file ends inside `what`."""
-
-    def __init__(self, what: str):
-        super().__init__(what)
-        self.what = what
+    """The file ends before what it says it holds (cut off, or a count or length that is corrupt)."""
 
 
 class _Corrupt(Exception):
@@ -106,10 +105,13 @@ class _Reader:
     def __init__(self, data, size: int):
         self.data, self.size, self.pos = data, size, 0
 
+    def ends_inside(self, what: str) -> _Truncated:
+        return _Truncated(f"it ends at byte {self.size:,}, inside {what}")
+
     def need(self, count: int, what: str) -> int:
         """Offset of the next `count` bytes, which must be inside the file; advances past them."""
         if count < 0 or count > self.size - self.pos:
-            raise _Truncated(what)
+            raise self.ends_inside(what)
         start = self.pos
         self.pos += count
         return start
@@ -133,10 +135,10 @@ class _Reader:
         length_of = struct.Struct("<Q").unpack_from
         for index in range(count):
             if pos + 8 > size:
-                raise _Truncated(f"{what}, element {index:,}")
+                raise self.ends_inside(f"{what}, element {index:,} of {count:,}")
             pos += 8 + length_of(data, pos)[0]
             if pos > size:
-                raise _Truncated(f"{what}, element {index:,}")
+                raise self.ends_inside(f"{what}, element {index:,} of {count:,}")
         self.pos = pos
 
 
@@ -154,13 +156,12 @@ def _read_value(reader: _Reader, value_type: int, key: str):
     if element_type in _SCALARS:
         width = struct.calcsize(_SCALARS[element_type])
         if count * width > remaining:
-            raise _Corrupt(f"array {key!r} claims {count:,} {_TYPE_NAMES[element_type]} elements "
-                           f"({count * width:,} bytes), more than the {remaining:,} bytes left in the file")
+            raise _Truncated(f"array {key!r} claims {count:,} {_TYPE_NAMES[element_type]} elements "
+                             f"({count * width:,} bytes) but only {remaining:,} bytes follow")
         reader.need(count * width, f"the array {key!r}")
     elif element_type == _STRING:
         if count * 8 > remaining:
-            raise _Corrupt(f"array {key!r} claims {count:,} strings, more than the {remaining:,} bytes left in the "
-                           "file can hold")
+            raise _Truncated(f"array {key!r} claims {count:,} strings but only {remaining:,} bytes follow")
         reader.skip_strings(count, f"the array {key!r}")
     elif element_type == _ARRAY:
         raise _Corrupt(f"metadata entry {key!r} is an array of arrays, which llama.cpp does not read")
@@ -169,30 +170,33 @@ def _read_value(reader: _Reader, value_type: int, key: str):
     return None, count
 
 
+def _check_count(count: int, least_bytes: int, what: tuple[str, str], remaining: int, after: str) -> None:
+    """`count` records (`what`: singular, plural) of at least `least_bytes` each must fit in the `remaining` bytes
+    after `after`."""
+    if count * least_bytes > remaining:
+        raise _Truncated(f"the header claims {count:,} {what[count != 1]} but only {remaining:,} bytes follow "
+                         f"{after}")
+
+
 def _walk(path: Path, data, size: int) -> GGUFFileInfo:
     reader = _Reader(data, size)
     magic = bytes(data[:4])
     if magic != GGUF_MAGIC:
         if GGUF_MAGIC.startswith(magic):  # a prefix of the magic: cut off within the first bytes
-            raise _Truncated("the 24-byte header")
+            raise reader.ends_inside(f"the {HEADER_BYTES}-byte header")
         raise _Corrupt(f"it starts with {magic!r}, not the GGUF magic {GGUF_MAGIC!r}")
     reader.pos = 4
-    version = reader.unpack("<I", "the 24-byte header")
+    version = reader.unpack("<I", f"the {HEADER_BYTES}-byte header")
     if version not in SUPPORTED_VERSIONS:
         swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
         if swapped in SUPPORTED_VERSIONS:
             raise _Corrupt(f"it is a big-endian GGUF (version {swapped}); llama.cpp reads little-endian files")
         raise _Corrupt(f"GGUF version {version}; supported: {', '.join(map(str, SUPPORTED_VERSIONS))}")
-    tensor_count = reader.unpack("<Q", "the 24-byte header")
-    entry_count = reader.unpack("<Q", "the 24-byte header")
-    remaining = size - reader.pos
+    tensor_count = reader.unpack("<Q", f"the {HEADER_BYTES}-byte header")
+    entry_count = reader.unpack("<Q", f"the {HEADER_BYTES}-byte header")
     # counts against the bytes that are there, before looping over them: a corrupt count of 2**62 stops here
-    if entry_count * _MIN_ENTRY_BYTES > remaining:
-        raise _Corrupt(f"the header claims {entry_count:,} metadata entries, more than the {remaining:,} bytes "
-                       "after it can hold")
-    if tensor_count * _MIN_TENSOR_BYTES > remaining:
-        raise _Corrupt(f"the header claims {tensor_count:,} tensors, more than the {remaining:,} bytes after it "
-                       "can hold")
+    _check_count(entry_count, _MIN_ENTRY_BYTES, ("metadata entry", "metadata entries"), size - reader.pos, "it")
+    _check_count(tensor_count, _MIN_TENSOR_BYTES, ("tensor record", "tensor records"), size - reader.pos, "it")
 
     metadata: dict[str, Any] = {}
     array_lengths: dict[str, int] = {}
@@ -213,10 +217,8 @@ def _walk(path: Path, data, size: int) -> GGUFFileInfo:
         raise _Corrupt(f"general.alignment is {alignment!r}; it must be a power of two")
     if "general.alignment" in array_lengths:
         raise _Corrupt("general.alignment is an array; it must be a uint32")
-    remaining = size - reader.pos
-    if tensor_count * _MIN_TENSOR_BYTES > remaining:
-        raise _Corrupt(f"the header claims {tensor_count:,} tensors, more than the {remaining:,} bytes left after "
-                       "the metadata can hold")
+    _check_count(tensor_count, _MIN_TENSOR_BYTES, ("tensor record", "tensor records"), size - reader.pos,
+                 "the metadata")
 
     sizes = _type_sizes()
     records, names = [], set()
@@ -249,8 +251,8 @@ def _walk(path: Path, data, size: int) -> GGUFFileInfo:
     for record in records:
         end = data_offset + record.offset + (record.nbytes or 0)
         if end > size:
-            raise _Truncated(f"the data of tensor {record.name!r} (bytes {data_offset + record.offset:,} to "
-                             f"{end:,})")
+            raise reader.ends_inside(f"the data of tensor {record.name!r} (bytes {data_offset + record.offset:,} to "
+                                     f"{end:,})")
     if "general.architecture" not in metadata:
         raise _Corrupt("it has no general.architecture in its metadata")
     if not isinstance(metadata["general.architecture"], str):
@@ -276,9 +278,10 @@ def check_gguf_file_complete(path: str | os.PathLike, *, option: str | None = No
                 raise InvalidGGUFError(f"{named} is not a GGUF file: it is empty (0 bytes)")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 return _walk(path, data, size)
+    except InvalidGGUFError:
+        raise
     except _Truncated as err:
-        raise InvalidGGUFError(f"{named} is not a complete GGUF file: it ends ({size:,} bytes) inside {err.what} "
-                               "(truncated or corrupt)") from None
+        raise InvalidGGUFError(f"{named} is not a complete GGUF file: {err} (truncated or corrupt)") from None
     except _Corrupt as err:
         raise InvalidGGUFError(f"{named} is not a valid GGUF file: {err}") from None
     except (OSError, ValueError) as err:  # unreadable (permissions, a device), or a file that cannot be mapped
@@ -286,4 +289,25 @@ def check_gguf_file_complete(path: str | os.PathLike, *, option: str | None = No
         raise InvalidGGUFError(f"cannot read {named} as a GGUF file: {reason}") from None
 
 
-__all__ = ["GGUFFileInfo", "GGUFTensorRecord", "InvalidGGUFError", "check_gguf_file_complete"]
+def check_output_file(path: str | os.PathLike, label: str) -> None:
+    """Raise a `UsageValueError` naming `label` (e.g. "output", "--json") unless a file can be created at `path`:
+    `path` must not be a folder, and its nearest existing ancestor must be a folder that takes a new file. That is
+    tried (a temporary file created and removed there), since permission bits say nothing for root or on a read-only
+    file system. Meant to run before a long job whose result goes to `path`."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageValueError(f"{label} {path} is a folder; give a file path")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageValueError(f"{label} {path}: {folder} is a file, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".hf-smallllm-write-check-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageValueError(f"{label} {path}: cannot create a file in {folder} ({err.strerror or err})") from None
+
+
+__all__ = ["GGUFFileInfo", "GGUFTensorRecord", "InvalidGGUFError", "check_gguf_file_complete", "check_output_file"]

@@ -117,21 +117,42 @@ def llama_cpp_decode(llm, ids: list[int], max_new_tokens: int) -> tuple[list[int
 # what `hf-smallllm generate --backend llama.cpp` exports a checkpoint to, by --quantize (then by --dtype)
 GGUF_OUTTYPE_BY_QUANTIZATION = {"int8": "q8_0", "bnb-8bit": "q8_0", "bnb-4bit": "q4_0"}
 GGUF_OUTTYPE_BY_DTYPE = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+# general.file_type (llama.cpp's LlamaFileType) of the types above, to name the type of a GGUF file given as it is
+_GGUF_FILE_TYPE_NAMES = {0: "f32", 1: "f16", 2: "q4_0", 7: "q8_0", 32: "bf16"}
+
+
+def _load_given_gguf(path, info, **kwargs):
+    """`load_llama_cpp` on a GGUF file the user gave, already checked by `check_gguf_file_complete` (`info`): a file
+    llama.cpp still refuses (an architecture it does not know, a vocabulary-only file, tensors that do not fit the
+    metadata) is the file's fault, said in one line. llama.cpp's own reason is in its log, hidden (verbose=False)."""
+    from ..errors import UsageValueError
+
+    try:
+        return load_llama_cpp(path, **kwargs)
+    except ValueError as err:  # llama-cpp-python: "Failed to load model from file: ..."
+        raise UsageValueError(f"{path}: llama.cpp cannot load this GGUF file (architecture {info.architecture!r}, "
+                              f"{len(info.tensors):,} tensor{'s' if len(info.tensors) != 1 else ''}; "
+                              f"{str(err).split(':')[0].lower()})") from None
 
 
 def llama_cpp_stream_generate(model_path, prompt: str, *, tokenizer_path=None, quantization: str = "none",
                               dtype: str = "float32", max_new_tokens: int = 64, temperature: float = 0.0,
                               top_p: float = 1.0, top_k: int = 0, repetition_penalty: float = 1.0,
                               chat: bool = False, seed: int = 0, n_threads: int | None = None,
-                              on_text=lambda s: print(s, end="", flush=True)):
+                              on_text=lambda s: print(s, end="", flush=True), on_ready=None):
     """`stream_generate` through llama.cpp: `model_path` is a GGUF file, or a package checkpoint folder that is
     exported first (`convert to-gguf`, into a temporary folder removed afterwards) as the type the options name
     (GGUF_OUTTYPE_BY_QUANTIZATION, else GGUF_OUTTYPE_BY_DTYPE). The prompt is tokenized by the checkpoint's own
-    tokenizer (its chat template with `chat`) when there is one, else by llama.cpp's. Returns GenerationStats."""
+    tokenizer (its chat template with `chat`) when there is one, else by llama.cpp's. `on_ready()`, when given, is
+    called once the model is loaded, before the first token. Returns GenerationStats.
+
+    A GGUF file is checked (`check_gguf_file_complete`) before llama.cpp opens it: llama.cpp trusts the file, and a
+    truncated or corrupt one is a one-line `InvalidGGUFError` here instead of a failed load or an aborted process."""
     import codecs
     import tempfile
     from pathlib import Path
 
+    from ..convert.gguf_file import check_gguf_file_complete
     from ..errors import UsageFileNotFoundError, UsageValueError
     from .generation import GenerationStats
 
@@ -143,6 +164,15 @@ def llama_cpp_stream_generate(model_path, prompt: str, *, tokenizer_path=None, q
     if not path.exists():
         raise UsageFileNotFoundError(f"--backend llama.cpp reads a local GGUF file or checkpoint folder; no {path}")
     outtype = GGUF_OUTTYPE_BY_QUANTIZATION.get(quantization) or GGUF_OUTTYPE_BY_DTYPE[dtype]
+    given = None  # what the check read from a GGUF file given as it is
+    if not path.is_dir():
+        if path.suffix != ".gguf":
+            raise UsageValueError(f"{path} is neither a checkpoint folder nor a .gguf file")
+        given = check_gguf_file_complete(path)
+        if not given.tensors:
+            raise UsageValueError(f"{path} holds no tensors (a vocabulary-only GGUF?); generating needs a model")
+        file_type = given.metadata.get("general.file_type")
+        outtype = _GGUF_FILE_TYPE_NAMES.get(file_type, f"file type {file_type}" if file_type is not None else "?")
     tokenizer = None
     if tokenizer_path or path.is_dir():
         from transformers import AutoTokenizer
@@ -151,17 +181,19 @@ def llama_cpp_stream_generate(model_path, prompt: str, *, tokenizer_path=None, q
     if chat and (tokenizer is None or not getattr(tokenizer, "chat_template", None)):
         raise UsageValueError("--chat needs a tokenizer with a chat template (pass --tokenizer FOLDER with a GGUF)")
     with tempfile.TemporaryDirectory(prefix="hf-smallllm-gguf-") as work:
-        if path.is_dir():
+        if given is None:
             from ..convert.gguf import package_to_gguf
 
             gguf = Path(work) / f"model-{outtype}.gguf"
             package_to_gguf(path, gguf, outtype=outtype, tokenizer=tokenizer_path, verify=False, progress=False)
-        elif path.suffix == ".gguf":
-            gguf = path
+            load = load_llama_cpp
         else:
-            raise UsageValueError(f"{path} is neither a checkpoint folder nor a .gguf file")
+            gguf = path
+
+            def load(file, **kwargs):
+                return _load_given_gguf(file, given, **kwargs)
         if tokenizer is None:
-            ids = load_llama_cpp(gguf, vocab_only=True).tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+            ids = load(gguf, vocab_only=True).tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
         elif chat:
             ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                 return_dict=True)["input_ids"]
@@ -170,7 +202,9 @@ def llama_cpp_stream_generate(model_path, prompt: str, *, tokenizer_path=None, q
         if not ids:
             raise UsageValueError("the prompt encodes to no tokens")
         ids = [int(i) for i in ids]
-        llm = load_llama_cpp(gguf, n_ctx=len(ids) + max_new_tokens + 1, n_threads=n_threads, seed=seed)
+        llm = load(gguf, n_ctx=len(ids) + max_new_tokens + 1, n_threads=n_threads, seed=seed)
+        if on_ready is not None:
+            on_ready()
         # transformers' defaults: no min-p cut; temperature 0 is greedy
         sampling = dict(temp=temperature, top_p=top_p, top_k=top_k if temperature > 0 else 1, min_p=0.0,
                         repeat_penalty=repetition_penalty)

@@ -79,11 +79,21 @@ def load_tokenizer(path: str | os.PathLike, gguf_file: str | None = None, *, use
 
 
 def _gguf_fields(path: Path) -> dict:
-    # transformers' own GGUF metadata reader (no `gguf` package needed; ~20x faster than gguf.GGUFReader here)
+    # transformers' own GGUF metadata reader (no `gguf` package needed; ~20x faster than gguf.GGUFReader here). It
+    # trusts the file: what it raises on a damaged one is said in one line here. The thorough check of a file's
+    # structure (`hf_smallllm.convert.gguf_file.check_gguf_file_complete`, a layer above this package) is what the
+    # command line runs first.
+    import struct
+
     from transformers.integrations.gguf.reader import read_gguf_metadata
 
-    metadata, _ = read_gguf_metadata(str(path), ("tokenizer.ggml.tokens", "tokenizer.ggml.merges",
-                                                       "tokenizer.ggml.token_type"))
+    try:
+        metadata, _ = read_gguf_metadata(str(path), ("tokenizer.ggml.tokens", "tokenizer.ggml.merges",
+                                                           "tokenizer.ggml.token_type"))
+    except (struct.error, UnicodeDecodeError, ValueError, OverflowError) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise UsageValueError(f"{path} is not a valid or complete GGUF file ({type(err).__name__}: {detail})"
+                              ) from None
     return metadata
 
 
@@ -140,13 +150,16 @@ def load_gguf_tokenizer(path: str | os.PathLike):
     meta = _gguf_fields(path)
     model = meta.get("tokenizer.ggml.model")
     tokens = meta.get("tokenizer.ggml.tokens")
-    if not tokens:
+    if not tokens or not isinstance(tokens, list):
         raise UsageValueError(f"{path}: no tokenizer.ggml.tokens in the GGUF metadata")
     if model == "gpt2":
         pre = meta.get("tokenizer.ggml.pre", "gpt-2")
         if pre not in _GGUF_BYTE_LEVEL_PRE:
             raise UsageValueError(f"{path}: byte-level pre-tokenizer {pre!r} is not supported; supported: "
                              f"{sorted(_GGUF_BYTE_LEVEL_PRE)}")
+        if not isinstance(meta.get("tokenizer.ggml.merges"), list):
+            raise UsageValueError(f"{path}: a byte-level (gpt2) tokenizer needs tokenizer.ggml.merges, an array of "
+                                  "strings, in the GGUF metadata")
         tokenizer = _byte_level_from_gguf(meta, _GGUF_BYTE_LEVEL_PRE[pre])
     elif model == "llama":
         tokenizer = _sentencepiece_from_gguf(path)
