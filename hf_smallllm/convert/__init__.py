@@ -14,7 +14,8 @@ from .converter import (
     package_to_native,
     package_to_official,
 )
-from .gguf import gguf_reference_logits, package_to_gguf
+from .gguf import package_to_gguf
+from .gguf_reference import gguf_reference_logits
 from .gguf_vocab import TokenizerExportError
 from .plan import CheckpointMismatchError
 from .verify import ConversionVerificationError
