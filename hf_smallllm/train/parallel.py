@@ -165,17 +165,21 @@ def plan_parallelism(accelerator, recipe, lengths) -> ParallelPlan:
 
 def check_shared_storage(output_dir: Path, paths: list[str | os.PathLike] = ()) -> None:
     """With several processes, check before step 1 that every rank sees the file rank 0 just wrote in `output_dir`
-    and that each of `paths` (tokenizer, prepared data) exists on every rank; otherwise every rank stops with the
-    same one-line RecipeError naming the hosts that could not see it. A no-op without a process group."""
+    and each of `paths` (tokenizer, prepared data, init checkpoint) that exists on rank 0 (a Hub id does not);
+    otherwise every rank stops with the same one-line RecipeError naming the hosts that could not see it. A no-op
+    without a process group."""
     import secrets
 
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
-    token = [secrets.token_hex(8) if dist.get_rank() == 0 else None]
+    # rank 0's view: the marker's name and which of `paths` are folders or files there (the others may be Hub ids)
+    token = [(secrets.token_hex(8), [str(p) for p in paths if p and Path(p).exists()])
+             if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(token, src=0)
-    marker = Path(output_dir) / f".shared-storage-check-{token[0]}"
+    token, paths = token[0][0], token[0][1]
+    marker = Path(output_dir) / f".shared-storage-check-{token}"
     if dist.get_rank() == 0:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(socket.gethostname(), encoding="utf-8")
