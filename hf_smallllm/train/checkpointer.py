@@ -327,6 +327,10 @@ class Checkpointer:
 
         folder = Path(folder)
         state_dir = folder / STATE_DIR
+        if (folder / TRAINER_STATE_NAME).exists() and not state_dir.is_dir() and (folder / "optimizer.pt").exists():
+            raise RecipeError(f"{folder} was written by an earlier version of hf_smallllm (optimizer.pt beside the "
+                              f"weights, no {STATE_DIR}/), whose training state this version cannot resume; start a "
+                              "new run from its weights with model.init_from")
         if not (folder / TRAINER_STATE_NAME).exists() or not state_dir.is_dir():
             raise RecipeError(f"{folder} is not a complete checkpoint of this pipeline (no {TRAINER_STATE_NAME} or "
                               f"{STATE_DIR}/)")

@@ -171,3 +171,17 @@ def test_resumed_metrics_read_like_the_straight_run(tiny_recipe, tmp_path):
     assert steps == [r["step"] for r in expected if "loss" in r] == [2, 4, 6]
     for got, want in zip([r for r in resumed if "loss" in r], [r for r in expected if "loss" in r], strict=True):
         assert got["loss"] == pytest.approx(want["loss"], abs=1e-4), got["step"]
+
+
+def test_a_checkpoint_of_the_earlier_layout_is_named_with_what_to_do(tiny_recipe, tmp_path):
+    """Before this version, resume files sat beside the weights (optimizer.pt, ...); they do not resume now."""
+    import shutil
+
+    recipe = copy.deepcopy(tiny_recipe)
+    recipe["training"]["max_steps"] = 3
+    result = run_pretraining(recipe)
+    shutil.rmtree(result.final_checkpoint / "training_state")
+    torch.save({"state": {}}, result.final_checkpoint / "optimizer.pt")
+    recipe["training"]["max_steps"] = 6
+    with pytest.raises(RecipeError, match="earlier version of hf_smallllm.*model.init_from"):
+        run_pretraining(recipe, resume=True)
