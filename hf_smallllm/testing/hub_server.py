@@ -5,8 +5,8 @@ load models: whoami, repo create/delete/info, preupload, NDJSON commits with `pa
 batch API with the basic transfer, branches, tags, refs, tree, paths-info, commits, `validate-yaml`, and `resolve`
 downloads with `X-Repo-Commit`, `ETag` and `Range`. Errors carry the Hub's `X-Error-Code` (`RepoNotFound`,
 `RevisionNotFound`, `EntryNotFound`) so the client raises its usual exception types. Which endpoints the client calls
-was established in `/work/shared/reference/ECOSYSTEM.md` section 1 (reading huggingface_hub 2.4 against a working
-server).
+was established in section 1 of the project's shared notes (`shared/reference/ECOSYSTEM.md`, beside the repository),
+reading huggingface_hub 2.4 against a working server.
 
 Uploads: by default every preupload is answered "regular" (files travel base64 inside the NDJSON commit), which
 works with any client. With `lfs=True` (`--lfs`) the server answers as the Hub does: "lfs" for files of

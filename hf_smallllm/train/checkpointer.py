@@ -165,12 +165,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.random.set_rng_state_all(state["cuda"])
 
 
-def _is_dtensor(value) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(value, DTensor)
-
-
 # --- the checkpointer -----------------------------------------------------------------------------------------------
 
 
@@ -252,11 +246,15 @@ class Checkpointer:
             self.unwrapped.load_state_dict(state, strict=False)
 
     # ------------------------------------------------------------------ optimizer
+    @property
+    def _torch_optimizer(self):
+        """The torch optimizer (inside accelerate's AcceleratedOptimizer where the run prepared it)."""
+        return getattr(self.optimizer, "optimizer", self.optimizer)
+
     def _optimizer_state(self):
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-        return get_optimizer_state_dict(self.unwrapped, self.optimizer.optimizer
-                                        if hasattr(self.optimizer, "optimizer") else self.optimizer)
+        return get_optimizer_state_dict(self.unwrapped, self._torch_optimizer)
 
     def _save_optimizer(self, folder: Path) -> None:
         import torch.distributed.checkpoint as dcp
@@ -275,8 +273,7 @@ class Checkpointer:
         read_dcp_index(path)  # refused here, in one line, before torch reads it (its errors come wrapped per rank)
         state = {"optimizer": self._optimizer_state()}  # initialised in place, then filled from the shards
         dcp.load(state, storage_reader=_SafeReader(path), planner=_safe_load_planner(), no_dist=not _distributed())
-        optimizer = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
-        set_optimizer_state_dict(self.unwrapped, optimizer, state["optimizer"])
+        set_optimizer_state_dict(self.unwrapped, self._torch_optimizer, state["optimizer"])
 
     # ------------------------------------------------------------------ save
     def save(self, trainer_state, data_state: dict, loss_window: dict) -> Path:

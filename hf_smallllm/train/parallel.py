@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 RUN_INFO_NAME = "run.json"
 
 
-def _env_flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """Whether a launcher's boolean environment variable is set (accelerate writes "true"/"True")."""
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
@@ -87,10 +88,10 @@ def requested_parallelism(recipe_value: str) -> tuple[str, str]:
     accelerate config's FSDP/DeepSpeed choice, else "auto"."""
     if recipe_value != "auto":
         return recipe_value, "training.parallelism"
-    if _env_flag("ACCELERATE_USE_DEEPSPEED"):
+    if env_flag("ACCELERATE_USE_DEEPSPEED"):
         stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "")
         return (f"zero{stage}" if stage in ("1", "2", "3") else "zero"), "the accelerate config (DeepSpeed)"
-    if _env_flag("ACCELERATE_USE_FSDP"):
+    if env_flag("ACCELERATE_USE_FSDP"):
         version = os.environ.get("FSDP_VERSION", "1")
         return ("fsdp2" if version == "2" else f"fsdp{version}"), "the accelerate config (FSDP)"
     return "auto", "default"
@@ -119,7 +120,7 @@ def plan_parallelism(accelerator, recipe, lengths) -> ParallelPlan:
                 False, notes)
     # accelerate's simple launcher (`--cpu --num_processes N` without --multi_gpu) starts one process, yet exports
     # the rendezvous address it would have needed for N; a real multi-process launch also sets WORLD_SIZE
-    if (world == 1 and _env_flag("ACCELERATE_USE_CPU") and "MASTER_ADDR" in os.environ
+    if (world == 1 and env_flag("ACCELERATE_USE_CPU") and "MASTER_ADDR" in os.environ
             and "WORLD_SIZE" not in os.environ):
         _refuse("accelerate launch was asked for several processes but started one (its simple launcher); on CPU add "
                 "--multi_gpu to `accelerate launch` (it starts gloo processes; --cpu alone runs one)", allow, notes)
@@ -214,5 +215,5 @@ def write_run_info(output_dir: Path, plan: ParallelPlan, extra: dict | None = No
     return write_json_atomic(Path(output_dir) / RUN_INFO_NAME, info)
 
 
-__all__ = ["PARALLELISMS", "RUN_INFO_NAME", "ParallelPlan", "check_shared_storage", "launcher_name",
+__all__ = ["PARALLELISMS", "RUN_INFO_NAME", "ParallelPlan", "check_shared_storage", "env_flag", "launcher_name",
            "plan_parallelism", "requested_parallelism", "write_run_info"]

@@ -16,7 +16,6 @@ The engine (`engine.py`) then only runs steps.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..runfiles import METRICS_NAME, RECIPE_NAME, truncate_metrics, write_text_a
 from .build import build_callbacks, build_model, build_stream, load_tokenizer
 from .callbacks import RunLogger
 from .checkpointer import Checkpointer, checkpoint_global_step, deepspeed_world_size_changes, resolve_resume
-from .parallel import ParallelPlan, check_shared_storage, plan_parallelism, write_run_info
+from .parallel import ParallelPlan, check_shared_storage, env_flag, plan_parallelism, write_run_info
 from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger(__name__)
@@ -55,10 +54,6 @@ class Run:
         return Path(self.recipe.training.output_dir)
 
 
-def _wants_deepspeed() -> bool:
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
-
-
 def make_accelerator(recipe: Recipe):
     from accelerate import Accelerator
 
@@ -69,7 +64,7 @@ def make_accelerator(recipe: Recipe):
     # accelerate must not divide by the number of micro-batches) except under DeepSpeed, whose engine decides when
     # to step from its own accumulation count.
     precision = {"fp32": "no"}.get(training.precision, training.precision)
-    if not _wants_deepspeed():
+    if not env_flag("ACCELERATE_USE_DEEPSPEED"):
         return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
     from accelerate.utils import InitProcessGroupKwargs
 
