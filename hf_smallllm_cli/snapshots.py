@@ -4,8 +4,10 @@ COMMAND = "snapshots"
 HELP = "list a Hub repo's snapshot branches with their training step and tokens"
 DESCRIPTION = (
     "List the snapshot branches of a Hub repo (OLMo-style step{N}-tokens{T}B and TinyLlama-style "
-    "step-{N}k-token-{T}B names are recognised, or pass --branch-template), with step, training tokens and commit. "
-    "Load one with `from_pretrained(repo, revision=BRANCH)` or `hf_smallllm.hub.load_snapshot(repo, step=N)`."
+    "step-{N}k-token-{T}B names are recognised, or pass --branch-template), with step, training tokens and commit, "
+    "and the snapshots published as sub-folders of main (Skywork's model_hubs/Skywork-13B-Base-{T}T/). "
+    "Load one with `from_pretrained(repo, revision=BRANCH)` (or `subfolder=FOLDER`) or "
+    "`hf_smallllm.hub.load_snapshot(repo, step=N)`."
 )
 
 
@@ -47,14 +49,17 @@ def run(args) -> int:
         raise
     if args.json:
         for s in snapshots:
-            print(json.dumps({"branch": s.branch, "step": s.step, "tokens": s.tokens, "commit": s.commit}))
+            print(json.dumps({"branch": s.branch, "subfolder": s.subfolder, "step": s.step, "tokens": s.tokens,
+                              "commit": s.commit}))
         return 0
     if not snapshots:
         print(f"{args.repo_id} has no snapshot branches")
         return 0
-    width = max(len(s.branch) for s in snapshots)
-    print(f"{'branch':{width}s}  {'step':>10s}  {'tokens':>16s}  commit")
-    for s in snapshots:
-        approx = "" if args.exact_tokens else "~"
-        print(f"{s.branch:{width}s}  {s.step:>10,d}  {approx + format(s.tokens, ','):>16s}  {s.commit[:10]}")
+    names = [s.branch + (f" {s.subfolder}/" if s.subfolder else "") for s in snapshots]
+    width = max(len(name) for name in names)
+    print(f"{'branch [subfolder]':{width}s}  {'step':>10s}  {'tokens':>20s}  commit")
+    for name, s in zip(names, snapshots, strict=True):
+        approx = "" if args.exact_tokens and s.step is not None else "~"
+        step = "-" if s.step is None else format(s.step, ",d")
+        print(f"{name:{width}s}  {step:>10s}  {approx + format(s.tokens, ','):>20s}  {s.commit[:10]}")
     return 0

@@ -40,7 +40,17 @@ class OfficialFormat:
     in its config.json's special-token ids."""
 
     layout: str  # "llama", "skywork-official", "btlm-official", "geb-official"
+    repo_id: str | None = None  # the publisher's Hub repository of the final base model
     config_json_ids_trusted: bool = True  # False: its config.json's bos/eos/pad ids are known wrong
+    # `model_type`s of its published config.json that the Auto classes resolve to this family's classes (never one
+    # transformers owns, such as "llama", nor one shared with models the family's classes cannot run, "chatglm")
+    auto_model_types: tuple[str, ...] = ()
+    # The `tokenizer_class` of its published tokenizer_config.json when that is a remote-code SentencePiece class:
+    # `AutoTokenizer` then loads `hf_smallllm.models.tokenization_smallllm`'s fast stand-in under that name.
+    tokenizer_class: str | None = None
+    tokenizer_model_file: str = "tokenizer.model"  # that class's SentencePiece model file
+    tokenizer_added_tokens: tuple[str, ...] = ()  # what that class appends after the SentencePiece vocabulary
+    tokenizer_adds_bos: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,8 @@ class Family:
     model_card: str  # a template in `hf_smallllm/resources/model_cards/` (rendered with `title` and `citation`)
     citation: Citation
     branch_template: str | None = None  # how the family's own snapshots are named on the Hub, if it publishes any
+    # where the family publishes snapshots as sub-folders of one branch instead (`{tokens_t}`: trillions of tokens)
+    snapshot_subfolder_template: str | None = None
     gguf: GGUFFormat | None = None  # how llama.cpp runs it (None: no llama.cpp architecture expresses it)
 
     @property
@@ -179,6 +191,35 @@ def register() -> None:
     for layout in OFFICIAL_LAYOUTS:
         for model_type in layout.loads_into:
             register_checkpoint_conversion_mapping(model_type, weight_transforms(layout), overwrite=True)
+    _register_official_repositories()
+
+
+def _register_official_repositories() -> None:
+    """The official Hub repositories load through the Auto classes into the package's classes, without running their
+    code: their config.json `model_type` resolves to the family's config class, and the `tokenizer_class` of their
+    tokenizer_config.json to the package's fast stand-in.
+
+    Both go in as transformers' *explicit local code* (a class registered by name, not defined in transformers), which
+    transformers prefers over a repository's `auto_map` even with `trust_remote_code=True` (`AutoConfig`,
+    `_BaseAutoModelClass` and `AutoTokenizer.from_pretrained` check `explicit_local_code` first). `AutoConfig.register`
+    cannot be used for the config (it requires the class's own `model_type`, and the package's is
+    `smallllm_<family>`), so the name goes into `CONFIG_MAPPING` itself. The tokenizer class goes into transformers'
+    by-name registry only: `AutoTokenizer.register` would also map the config class to it, and a config class with a
+    registered tokenizer stops counting as explicit local code, which lets `trust_remote_code=True` run the
+    repository's tokenizer file."""
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto import tokenization_auto
+
+    from ..models.tokenization_smallllm import official_tokenizer_class
+
+    for family in FAMILIES.values():
+        for model_type in family.official.auto_model_types:
+            CONFIG_MAPPING.register(model_type, family.config_class, exist_ok=True)
+        if family.official.tokenizer_class:
+            name = family.official.tokenizer_class
+            tokenization_auto.REGISTERED_TOKENIZER_CLASSES[name] = official_tokenizer_class(
+                name, family.official.tokenizer_model_file, family.official.tokenizer_added_tokens,
+                family.official.tokenizer_adds_bos, replaces=f"{family.title}'s remote-code {name}")
 
 
 __all__ = ["FAMILIES", "FAMILY_NAMES", "GENERIC_FAMILY", "PRESETS", "TINY", "SMALL", "Citation", "Family",

@@ -22,7 +22,7 @@ FAMILY = Family(
         "small": {**SMALL, "intermediate_size": 1365, "mup_base_hidden_size": 256.0,
                   "mup_base_intermediate_size": 682.6, "bos_token_id": 0, "eos_token_id": 0},
     },
-    official=OfficialFormat(layout="btlm-official"),
+    official=OfficialFormat(layout="btlm-official", repo_id="cerebras/btlm-3b-8k-base", auto_model_types=("btlm",)),
     # llama.cpp: ALiBi, LayerNorm and biases, SwiGLU on c_fc2, scores / d; muP folded into the weights
     gguf=GGUFFormat("jais", "gpt2", "gpt-2"),
     tokenizer=dict(kind="byte_level", pre_tokenizer="gpt2", vocab_size=50_256, trailing_special_tokens=[GPT2_ENDOFTEXT],

@@ -23,7 +23,7 @@ FAMILY = Family(
         "tiny": {**TINY, "num_key_value_heads": 4, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2},
         "small": {**SMALL, "num_key_value_heads": 8, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2},
     },
-    official=OfficialFormat(layout="llama", config_json_ids_trusted=False),
+    official=OfficialFormat(layout="llama", repo_id="chuxin-llm/Chuxin-1.6B-Base", config_json_ids_trusted=False),
     gguf=GGUFFormat("llama", "gpt2", "deepseek-llm"),  # llama.cpp: Llama 2 exactly; DeepSeek-LLM byte-level BPE
     tokenizer=dict(kind="byte_level", pre_tokenizer="deepseek", split_digits=True, vocab_size=100_000,
                    trailing_special_tokens=[DEEPSEEK_BOS, DEEPSEEK_EOS], bos_token=DEEPSEEK_BOS,

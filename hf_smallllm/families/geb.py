@@ -19,6 +19,11 @@ could not be read, so everything after the prefix is [assumed] from ChatGLM3.
 
 from . import SMALL, TINY, Citation, Family, GGUFFormat, OfficialFormat
 
+# tokenization_geb.py's order, with ids right after the SentencePiece vocabulary; the last four (role markers) are
+# assumed (see the module docstring)
+_SPECIAL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<eod>", "<|system|>", "<|user|>",
+                   "<|assistant|>", "<|observation|>")
+
 FAMILY = Family(
     name="geb",
     title="GEB-1.3B",
@@ -30,15 +35,18 @@ FAMILY = Family(
         "tiny": {**TINY, "num_key_value_heads": 2, "head_dim": 16},
         "small": {**SMALL, "num_key_value_heads": 2, "head_dim": 64},
     },
-    official=OfficialFormat(layout="geb-official"),
+    # config.json `model_type` "geblm" (commit 93e390f); "chatglm" is not claimed: ChatGLM2/3 checkpoints fuse
+    # query_key_value, which this layout does not read, so they stay with transformers (and their own code)
+    official=OfficialFormat(layout="geb-official", repo_id="GEB-AGI/geb-1.3b", auto_model_types=("geblm",),
+                            tokenizer_class="GEBTokenizer",
+                            tokenizer_model_file="GEBtokenizer.model", tokenizer_added_tokens=_SPECIAL_TOKENS,
+                            tokenizer_adds_bos=False),
     # llama.cpp: RoPE on the first half of each head with adjacent pairs = llama.cpp's NORM rope over
     # rope.dimension_count = head_dim / 2; `llama` rotates whole heads
     gguf=GGUFFormat("chatglm", "llama"),
     tokenizer=dict(kind="sentencepiece_bpe", split_digits=True, vocab_size=64_789,
                    leading_special_tokens=["<unk>", "<s>", "</s>"],
-                   # tokenization_geb.py's order; the four role markers are assumed (see the module docstring)
-                   trailing_special_tokens=["[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<eod>", "<|system|>",
-                                            "<|user|>", "<|assistant|>", "<|observation|>"],
+                   trailing_special_tokens=list(_SPECIAL_TOKENS),
                    unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<unk>", model_max_length=4096,
                    alphabet_share=0.25),
     chat_format="geb",

@@ -19,7 +19,9 @@ FAMILY = Family(
         "tiny": {**TINY, "num_key_value_heads": 4},
         "small": {**SMALL, "num_key_value_heads": 8},
     },
-    official=OfficialFormat(layout="skywork-official"),
+    official=OfficialFormat(layout="skywork-official", repo_id="Skywork/Skywork-13B-base",
+                            auto_model_types=("skywork",),
+                            tokenizer_class="SkyworkTokenizer"),
     gguf=GGUFFormat("llama", "llama"),  # llama.cpp: Llama 2 exactly (RMSNorm eps 1e-6 is metadata)
     tokenizer=dict(kind="sentencepiece_bpe", split_digits=True, vocab_size=65_519,
                    leading_special_tokens=["<unk>", "<s>", "</s>"],
@@ -27,6 +29,8 @@ FAMILY = Family(
                    unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<unk>", add_bos_token=True,
                    model_max_length=4096, alphabet_share=0.25),
     chat_format="skywork",
+    # Skywork/Skywork-13B-Base-Intermediate: model_hubs/Skywork-13B-Base-{0.5T,1T,...}/ (docs/architectures.md 2.2)
+    snapshot_subfolder_template="model_hubs/Skywork-13B-Base-{tokens_t}T",
     model_card="skywork.md",
     citation=Citation("2310.19341", """@misc{wei2023skywork,
   title = {Skywork: A More Open Bilingual Foundation Model},

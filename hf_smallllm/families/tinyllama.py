@@ -20,7 +20,7 @@ FAMILY = Family(
         "tiny": {**TINY, "num_key_value_heads": 2},
         "small": {**SMALL, "num_key_value_heads": 2},
     },
-    official=OfficialFormat(layout="llama"),
+    official=OfficialFormat(layout="llama", repo_id="TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T"),
     gguf=GGUFFormat("llama", "llama"),  # llama.cpp: Llama 2 exactly
     tokenizer=dict(kind="sentencepiece_bpe", split_digits=True, vocab_size=32_000,
                    leading_special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>", bos_token="<s>",

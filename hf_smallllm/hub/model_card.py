@@ -218,6 +218,7 @@ def render_model_card(folder: str | Path, repo_id: str, *, family: str | None = 
         evaluation=evaluation, evaluation_step=evaluation_step, has_tokenizer=has_tokenizer,
         snapshots=sorted(snapshots, key=lambda s: s.step),
         citation=record.citation if record else None,
+        official=record.official if record else None, family_title=record.title if record else None,
     )
     content = f"---\n{card_data.to_yaml()}\n---\n\n{body.strip()}\n"
     leftover = PLACEHOLDER_PATTERN.search(content)

@@ -38,6 +38,18 @@ class GEBConfig(SmallLLMConfig):
     eos_token_id: int | list[int] | None = 2
     pad_token_id: int | None = 0
 
+    @classmethod
+    def _without_official_code(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
+        # GEB replaced ChatGLM's `multi_query_attention` / `multi_query_group_num` with `num_key_value_heads`. A
+        # "chatglm" file without it is ChatGLM2/3 itself, whose fused `query_key_value` tensors this layout does not
+        # read: loading it would leave the attention weights random.
+        if config_dict.get("model_type") == "chatglm" and "num_key_value_heads" not in config_dict:
+            raise ValueError(
+                "this config.json is ChatGLM2/3's (model_type 'chatglm' with multi_query_attention), not GEB's: its "
+                "checkpoints fuse query_key_value, which GEBConfig does not read. Load it with its own code "
+                "(trust_remote_code=True, without importing hf_smallllm's GEB classes) or transformers' GLM classes.")
+        return super()._without_official_code(config_dict)
+
     def __post_init__(self, **kwargs: Any):
         kwargs = read_config_fields(self, GEB_OFFICIAL, kwargs)
         # ChatGLM rotates half of each head (`rotary_dim = kv_channels // 2`).

@@ -157,11 +157,27 @@ class SmallLLMConfig(PreTrainedConfig):
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if config_dict.get("model_type") in cls.official_model_types:
-            # The official file names its remote code; keeping `auto_map` would send Auto classes to code we do not
-            # ship. The family subclass translates the remaining official field names in `__post_init__`.
-            config_dict = {k: v for k, v in config_dict.items() if k not in ("model_type", "auto_map", "architectures")}
-        return config_dict, kwargs
+        return cls._without_official_code(config_dict), kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        # `AutoConfig` reads config.json itself and hands the dict here (official `model_type`s are registered).
+        return super().from_dict(cls._without_official_code(config_dict), **kwargs)
+
+    @classmethod
+    def _without_official_code(cls, config_dict: dict[str, Any]) -> dict[str, Any]:
+        """An official config.json without what points at its repository's code: keeping `auto_map` would send the
+        Auto classes to code we do not ship. The family subclass translates the remaining official field names in
+        `__post_init__`."""
+        model_type = config_dict.get("model_type")
+        if model_type not in cls.official_model_types:
+            return config_dict
+        if "auto_map" in config_dict:
+            logger.warning_once(
+                f"config.json of model_type {model_type!r} is read as hf_smallllm's {cls.__name__}: the model runs on "
+                "the package's classes and the repository's own code (its auto_map) is not run, whatever "
+                "trust_remote_code says (docs/loading.md).")
+        return {k: v for k, v in config_dict.items() if k not in ("model_type", "auto_map", "architectures")}
 
     # ---------------------------------------------------------------- validation
     def _validate_rope_arguments(self, kwargs: dict) -> None:

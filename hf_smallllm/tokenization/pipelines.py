@@ -20,12 +20,15 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers
+from tokenizers import Regex, Tokenizer, decoders, models
 from tokenizers import pre_tokenizers as pt
+
+# one home for SentencePiece's canonical normaliser and decoder: the official tokenizer classes, which ship as remote
+# code, use them too
+from ..models.tokenization_smallllm import SPIECE_UNDERLINE, sentencepiece_decoder, sentencepiece_normalizer
 
 KINDS = ("byte_level", "sentencepiece_bpe")
 BYTE_LEVEL_PRE_TOKENIZERS = ("gpt2", "deepseek")
-SPIECE_UNDERLINE = "▁"
 BYTE_TOKENS = [f"<0x{value:02X}>" for value in range(256)]
 _DEEPSEEK_REGEXES = Path(__file__).with_name("deepseek_llm_pretokenizer_regexes.json")
 
@@ -57,27 +60,12 @@ def byte_level_pipeline(style: str, split_digits: bool = False) -> Tokenizer:
     return tokenizer
 
 
-def sentencepiece_normalizer():
-    """Llama-2's: prepend one `▁`, then every space becomes `▁` (so runs of spaces stay visible to BPE)."""
-    return normalizers.Sequence([normalizers.Prepend(SPIECE_UNDERLINE), normalizers.Replace(" ", SPIECE_UNDERLINE)])
-
-
 def sentencepiece_word_split(split_digits: bool):
     """How a trained `sentencepiece_bpe` tokenizer cuts normalized text into words before BPE: a word is an optional
     `▁` plus non-`▁` characters; runs of `▁` (indentation, double spaces) are their own words, as SentencePiece keeps
     whitespace pieces apart from text pieces."""
     words = pt.Split(Regex(f"{SPIECE_UNDERLINE}?[^{SPIECE_UNDERLINE}]+"), "isolated")
     return pt.Sequence([words, pt.Digits(individual_digits=True)]) if split_digits else words
-
-
-def sentencepiece_decoder():
-    """`▁` back to spaces, `<0xNN>` tokens back to bytes, then drop the one prepended space."""
-    return decoders.Sequence([
-        decoders.Replace(SPIECE_UNDERLINE, " "),
-        decoders.ByteFallback(),
-        decoders.Fuse(),
-        decoders.Strip(" ", 1, 0),
-    ])
 
 
 def sentencepiece_pipeline(unk_token: str = "<unk>", split_digits: bool = False, word_split: bool = True) -> Tokenizer:

@@ -109,7 +109,13 @@ def test_geb_official_layout_loads_and_matches(tmp_path):
     assert AutoConfig.from_pretrained(tmp_path / "ours").model_type == "smallllm_geb"
 
 
-def test_official_btlm_folder_is_not_claimed_by_auto_classes(fixtures_dir):
-    """An official BTLM folder names Cerebras' remote code; only BTLMForCausalLM converts it, Auto must not guess."""
-    with pytest.raises(ValueError):
-        AutoConfig.from_pretrained(fixtures_dir / "btlm-tiny")
+def test_official_btlm_folder_loads_through_the_auto_classes(fixtures_dir):
+    """An official BTLM folder (model_type "btlm", Cerebras' auto_map) loads into the package's classes through the
+    Auto classes, to the golden logits, whatever trust_remote_code says (the folder has no code to run)."""
+    expected = load_file(fixtures_dir / "btlm-tiny" / "expected_logits.safetensors")
+    for kwargs in ({}, {"trust_remote_code": False}, {"trust_remote_code": True}):
+        assert type(AutoConfig.from_pretrained(fixtures_dir / "btlm-tiny", **kwargs)).__name__ == "BTLMConfig"
+        model = AutoModelForCausalLM.from_pretrained(fixtures_dir / "btlm-tiny", **kwargs).eval()
+        assert type(model) is BTLMForCausalLM
+        with torch.no_grad():
+            torch.testing.assert_close(model(expected["input_ids"]).logits, expected["logits"], atol=1e-4, rtol=0)
