@@ -12,7 +12,12 @@ DESCRIPTION = (
 
 
 def register(parser):
-    parser.add_argument("repo_id", help="the Hub repo, owner/name")
+    from ._options import FAMILY_NAMES
+
+    parser.add_argument("repo_id", nargs="?", help="the Hub repo, owner/name")
+    parser.add_argument("--family", choices=FAMILY_NAMES, default=None,
+                        help="instead of a repo: the checkpoints the family published as repositories of their own "
+                             "(TinyLlama's milestones; no network)")
     parser.add_argument("--branch-template", default=None, help="only branches of this template (default: any known)")
     parser.add_argument("--exact-tokens", action="store_true",
                         help="read each branch's trainer_state.json for the exact token count (one download each)")
@@ -28,8 +33,21 @@ def run(args) -> int:
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     from hf_smallllm.errors import UsageError
-    from hf_smallllm.hub.snapshots import list_snapshots
+    from hf_smallllm.hub.snapshots import list_snapshots, milestone_snapshots
 
+    if (args.repo_id is None) == (args.family is None):
+        raise UsageError("give a Hub repo (owner/name) or --family, not both")
+    if args.family is not None:
+        milestones = milestone_snapshots(args.family)
+        if not milestones:
+            print(f"{args.family} published no checkpoints as repositories of their own; list a repo's branches "
+                  "with `hf-smallllm snapshots OWNER/NAME`")
+            return 0
+        width = max(len(s.repo_id) for s in milestones)
+        print(f"{'repository':{width}s}  {'step':>10s}  {'tokens':>20s}")
+        for s in milestones:
+            print(f"{s.repo_id:{width}s}  {s.step:>10,d}  {'~' + format(s.tokens, ','):>20s}")
+        return 0
     try:
         snapshots = list_snapshots(args.repo_id, branch_template=args.branch_template, endpoint=args.endpoint,
                                    token=args.token, exact_tokens=args.exact_tokens)
@@ -49,8 +67,8 @@ def run(args) -> int:
         raise
     if args.json:
         for s in snapshots:
-            print(json.dumps({"branch": s.branch, "subfolder": s.subfolder, "step": s.step, "tokens": s.tokens,
-                              "commit": s.commit}))
+            row = {"branch": s.branch, "step": s.step, "tokens": s.tokens, "commit": s.commit}
+            print(json.dumps({**row, "subfolder": s.subfolder} if s.subfolder else row))
         return 0
     if not snapshots:
         print(f"{args.repo_id} has no snapshot branches")

@@ -89,6 +89,8 @@ class Family:
     branch_template: str | None = None  # how the family's own snapshots are named on the Hub, if it publishes any
     # where the family publishes snapshots as sub-folders of one branch instead (`{tokens_t}`: trillions of tokens)
     snapshot_subfolder_template: str | None = None
+    # checkpoints published as repositories of their own: (repo id, step, tokens as the name gives them)
+    milestone_repos: tuple[tuple[str, int, int], ...] = ()
     gguf: GGUFFormat | None = None  # how llama.cpp runs it (None: no llama.cpp architecture expresses it)
 
     @property

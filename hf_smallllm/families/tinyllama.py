@@ -36,4 +36,15 @@ FAMILY = Family(
   primaryClass = {cs.CL}
 }"""),
     branch_template="step-{step_k}k-token-{tokens}B",
+    # the README's milestone table (docs/architectures.md 3.4); every branch of
+    # TinyLlama/tinyLlama-intermediate-checkpoints is listed by `hf-smallllm snapshots` from the Hub instead
+    milestone_repos=(
+        ("PY007/TinyLlama-1.1B-step-50K-105b", 50_000, 105 * 10**9),
+        ("PY007/TinyLlama-1.1B-intermediate-step-240k-503b", 240_000, 503 * 10**9),
+        ("PY007/TinyLlama-1.1B-intermediate-step-480k-1T", 480_000, 10**12),
+        ("PY007/TinyLlama-1.1B-intermediate-step-715k-1.5T", 715_000, 1_500 * 10**9),
+        ("TinyLlama/TinyLlama-1.1B-intermediate-step-955k-token-2T", 955_000, 2 * 10**12),
+        ("TinyLlama/TinyLlama-1.1B-intermediate-step-1195k-token-2.5T", 1_195_000, 2_500 * 10**9),
+        ("TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", 1_431_000, 3 * 10**12),
+    ),
 )

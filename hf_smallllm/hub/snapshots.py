@@ -37,6 +37,14 @@ class SnapshotRevision:
     tokens: int
     commit: str
     subfolder: str | None = None
+    repo_id: str | None = None  # a milestone published as its own repository
+
+
+def milestone_snapshots(family: str) -> list[SnapshotRevision]:
+    """The checkpoints `family` published as repositories of their own (TinyLlama's milestones), from its record:
+    no network. Load one with `from_pretrained(snapshot.repo_id)`."""
+    return [SnapshotRevision("main", step, tokens, "", repo_id=repo_id)
+            for repo_id, step, tokens in FAMILIES[family].milestone_repos]
 
 
 def _subfolder_pattern(template: str) -> re.Pattern:
@@ -161,4 +169,5 @@ def load_snapshot(repo_id: str, *, step: int | None = None, revision: str | None
     return (model_class or AutoModelForCausalLM).from_pretrained(folder, **from_pretrained_kwargs)
 
 
-__all__ = ["MATCH_MODES", "SnapshotRevision", "download_snapshot", "list_snapshots", "load_snapshot", "pick_snapshot"]
+__all__ = ["MATCH_MODES", "SnapshotRevision", "download_snapshot", "list_snapshots", "load_snapshot",
+           "milestone_snapshots", "pick_snapshot"]

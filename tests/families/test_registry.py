@@ -17,7 +17,7 @@ from hf_smallllm.sft.templates import CHAT_FORMATS, FAMILY_CHAT_FORMATS
 from hf_smallllm.tokenization.presets import TOKENIZER_PRESETS, TokenizerPreset
 
 REPO = Path(__file__).resolve().parents[2]
-OPTIONAL_FIELDS = {"branch_template", "snapshot_subfolder_template"}
+OPTIONAL_FIELDS = {"branch_template", "snapshot_subfolder_template", "milestone_repos"}
 
 
 def test_the_five_families_in_their_listed_order():

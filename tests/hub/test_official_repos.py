@@ -233,3 +233,18 @@ def test_snapshots_command_prints_subfolder_rows(official_hub, hub, capsys):
     assert main(["snapshots", SKYWORK_INTERMEDIATE, "--endpoint", endpoint, "--token", token]) == 0
     printed = capsys.readouterr().out
     assert "main model_hubs/Skywork-13B-Base-0.5T/" in printed and "~500,000,000,000" in printed
+
+
+def test_tinyllama_milestone_repositories_are_listed_without_network(capsys):
+    from hf_smallllm.hub.snapshots import milestone_snapshots
+    from hf_smallllm_cli import main
+
+    milestones = milestone_snapshots("tinyllama")
+    assert [s.step for s in milestones] == sorted(s.step for s in milestones)
+    assert milestones[-1].repo_id == "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T"
+    assert milestones[-1].tokens == 3 * 10**12
+    assert milestone_snapshots("btlm") == []
+    assert main(["snapshots", "--family", "tinyllama"]) == 0
+    assert "PY007/TinyLlama-1.1B-intermediate-step-480k-1T" in capsys.readouterr().out
+    assert main(["snapshots"]) == 2
+    assert "give a Hub repo (owner/name) or --family" in capsys.readouterr().err
