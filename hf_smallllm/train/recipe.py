@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from ..data.documents import check_source_name
+from ..data.documents import DocumentFilter, check_source_name
 from ..errors import UsageFileNotFoundError, UsageValueError
 from ..families import PRESETS
 from .extensions import RECIPE_SECTIONS
@@ -382,6 +382,14 @@ def validate(recipe: Recipe) -> None:
         if not source.get("paths") and not source.get("dataset") and not (source.get("prepared") or data.prepared):
             raise RecipeError(f"data.sources[{index}] ({source['name']}): give 'paths' or 'dataset' (or 'prepared' "
                               "token shards)")
+        filters = source.get("filters") or []
+        if not isinstance(filters, list):
+            raise RecipeError(f"data.sources[{index}].filters: a list of {{field, include|exclude}}, got {filters!r}")
+        for number, spec in enumerate(filters):
+            try:
+                DocumentFilter.from_spec(spec, f"data.sources[{index}].filters[{number}]")
+            except ValueError as err:
+                raise RecipeError(str(err)) from None
         weight = source.get("weight", 1.0)
         if not isinstance(weight, (int, float)) or weight < 0:
             raise RecipeError(f"data.sources[{index}].weight must be a number >= 0, got {weight!r}")
