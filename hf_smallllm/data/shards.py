@@ -12,8 +12,9 @@ document, BOS before it with `add_bos`), in the source's document order, cut int
 
 `manifest.json`: `format`, `format_version`, `tokenizer` (sha256 fingerprint of what decides the ids, vocabulary
 size, EOS/BOS ids, class, name), `dtype`, `add_bos`, and per source: the source spec it was made from (metadata
-`filters` included, also kept with the count of records they dropped, `filtered_out`) and its fingerprint, `complete`, `tokens`, `documents`, and the shard records (`tokens`, `documents`, `first_document`,
-sha256 of both files). Readers check the folder against the recipe before training starts (tokenizer, BOS, source
+`filters` included, also kept with the count of records they dropped, `filtered_out`) and its fingerprint,
+`complete`, `tokens`, `documents`, and the shard records (`tokens`, `documents`, `first_document`, sha256 of both
+files). Readers check the folder against the recipe before training starts (tokenizer, BOS, source
 spec), the size of every shard file when it is first opened (a truncated file is named), and every id against the
 vocabulary as batches are built (a corrupt file is named); `verify_prepared` re-hashes everything.
 

@@ -23,8 +23,10 @@ process's work per step is its own rows plus a few operations per source.
 Stages (`StreamStage`, e.g. TinyLlama v1.1's general, domain and cooldown stages) only change what a step looks
 like: from the first step of a stage on, its tokens per step, row lengths, mixture, accumulation and packing apply.
 The bookkeeping above (offsets, cumulative targets) runs on across stage boundaries, so a source that returns in a
-later stage continues where it stopped, and a checkpoint at any step (a boundary included) resumes exactly. Rows become `input_ids`, `labels` and
-`position_ids` in `pack_rows` (`document` packing: positions restart after every EOS; `causal`).
+later stage continues where it stopped, and a checkpoint at any step (a boundary included) resumes exactly.
+
+Rows become `input_ids`, `labels` and `position_ids` in `pack_rows` (`document` packing: positions restart after
+every EOS; `causal`).
 
 `state_dict()` at a step boundary records the next step, each source's offset, cumulative row counts and targets,
 and each on-the-fly source's document cursor; `load_state_dict()` continues with exactly the rows an uninterrupted

@@ -491,5 +491,5 @@ def read_recipe_source(recipe, **find_options) -> tuple[str | None, Any]:
         raise RecipeError(f"{source_path}: not valid YAML ({err})") from err
 
 
-__all__ = ["STAGE_KEYS", "Recipe", "RecipeError", "StabilitySection", "Stage", "apply_overrides", "find_recipe", "load_recipe",
-           "read_recipe_source", "recipe_from_dict"]
+__all__ = ["STAGE_KEYS", "Recipe", "RecipeError", "StabilitySection", "Stage", "apply_overrides", "find_recipe",
+           "load_recipe", "read_recipe_source", "recipe_from_dict", "resolve_stages"]
