@@ -141,10 +141,12 @@ def _build_locked_run(recipe: Recipe, resume, extra_callbacks, accelerator, args
     if accelerator.is_main_process:
         logger.info("parallelism: %s", plan.describe())
     spike_skipper = build_stability(recipe, model, is_main_process=accelerator.is_main_process)
-    if plan.zero_stage is not None and len({layout[3] for layout in stream.layouts}) > 1:
+    if plan.zero_stage is not None and {layout[3] for layout in stream.layouts} != {
+            training.gradient_accumulation_steps}:
+        # DeepSpeed's engine (and accelerate's accumulate()) hold the one count of training.gradient_accumulation_steps
         raise RecipeError("stages[*].training.gradient_accumulation_steps: DeepSpeed keeps one accumulation count per "
-                          "run; give every stage the same one (change tokens_per_step or the micro-batch instead), or "
-                          "use DDP or FSDP2")
+                          "run, training.gradient_accumulation_steps; leave it out of the stages (change "
+                          "tokens_per_step per stage instead), or use DDP or FSDP2")
     if spike_skipper is not None and plan.zero_stage is not None:
         raise RecipeError("stability.skip_loss_spikes does not work under DeepSpeed (its engine owns the "
                           "gradients); use DDP or FSDP2, or turn it off")
