@@ -145,3 +145,18 @@ def test_a_recipe_without_stages_is_one_stage_of_the_whole_run(tiny_recipe):
     assert "stages" not in recipe.to_dict()
     staged_recipe = load_recipe(staged(tiny_recipe))
     assert load_recipe(staged_recipe.to_dict()).stage_plans == staged_recipe.stage_plans  # round trip
+
+
+def test_processes_of_a_staged_run_read_the_rows_of_one_process(tiny_recipe, corpus_tokenizer):
+    """Across a stage boundary that changes the batch and the accumulation, 2 processes together read exactly the
+    rows of 1 process, in the same order."""
+    recipe = load_recipe(staged(tiny_recipe))
+    one = iter(build_stream(recipe, corpus_tokenizer))
+    ranks = [iter(build_stream(recipe, corpus_tokenizer, world_size=2, rank=rank)) for rank in (0, 1)]
+    for step in range(6):
+        accumulation = 2 if step < BOUNDARY else 1
+        whole = torch.cat([next(one)["input_ids"] for _ in range(accumulation)])
+        parts = [[next(stream)["input_ids"] for _ in range(accumulation)] for stream in ranks]
+        # micro-batch m of rank r holds global rows (m x world + r) x per_micro ...
+        joined = torch.cat([parts[rank][micro] for micro in range(accumulation) for rank in (0, 1)])
+        assert torch.equal(joined, whole), step
