@@ -106,3 +106,19 @@ def test_a_recipe_checks_its_filters_at_load_time(sample):
                        "seq_len": 64, "tokens_per_step": 256}}
     with pytest.raises(RecipeError, match=r"data.sources\[0\].filters\[0\]: a filter is"):
         load_recipe(recipe)
+
+
+def test_data_prepare_reports_what_the_filters_dropped(sample, corpus_tokenizer, tmp_path, capsys):
+    from hf_smallllm_cli import main
+
+    corpus_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    recipe = {"model": {"family": "tinyllama", "preset": "tiny"}, "tokenizer": str(tmp_path / "tokenizer"),
+              "data": {"sources": [{"name": "slimpajama", "paths": [str(sample)], "filters": NO_GITHUB}],
+                       "seq_len": 64, "tokens_per_step": 256}}
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))  # JSON is YAML
+    assert main(["data", "prepare", "--recipe", str(tmp_path / "recipe.yaml"), "--output", str(tmp_path / "tokens"),
+                 "--workers", "0", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "(3 records dropped by its filters)" in printed and " 9 documents" in printed
+    assert main(["data", "info", str(tmp_path / "tokens")]) == 0
+    assert "(3 records dropped by its filters)" in capsys.readouterr().out
