@@ -139,13 +139,23 @@ class Stage:
 
     @property
     def seq_len_phases(self) -> list[dict]:
-        return self.data.sequence_length or [{"until": 1.0, "seq_len": self.data.seq_len}]
+        return seq_len_phases(self.data)
 
     @property
     def mixture_phases(self) -> list[dict]:
-        if self.data.mixture:
-            return self.data.mixture
-        return [{"until": 1.0, "weights": {s["name"]: s.get("weight", 1.0) for s in self.data.sources}}]
+        return mixture_phases(self.data)
+
+
+def seq_len_phases(data: "DataSection") -> list[dict]:
+    """The row-length phases of a data section: its `sequence_length`, or one phase of its `seq_len`."""
+    return data.sequence_length or [{"until": 1.0, "seq_len": data.seq_len}]
+
+
+def mixture_phases(data: "DataSection") -> list[dict]:
+    """The mixture phases of a data section: its `mixture`, or one phase of the sources' `weight`s."""
+    if data.mixture:
+        return data.mixture
+    return [{"until": 1.0, "weights": {s["name"]: s.get("weight", 1.0) for s in data.sources}}]
 
 
 @dataclass
@@ -180,15 +190,11 @@ class Recipe:
 
     @property
     def seq_len_phases(self) -> list[dict]:
-        if self.data.sequence_length:
-            return self.data.sequence_length
-        return [{"until": 1.0, "seq_len": self.data.seq_len}]
+        return seq_len_phases(self.data)
 
     @property
     def mixture_phases(self) -> list[dict]:
-        if self.data.mixture:
-            return self.data.mixture
-        return [{"until": 1.0, "weights": {s["name"]: s.get("weight", 1.0) for s in self.data.sources}}]
+        return mixture_phases(self.data)
 
 
 SECTIONS = {"model": ModelSection, "data": DataSection, "optimizer": OptimizerSection, "schedule": ScheduleSection,
@@ -338,8 +344,7 @@ def _validate_stage(stage: Stage, path: str) -> None:
 def _validate_rows(data: "DataSection", path: str) -> None:
     if (data.seq_len is None) == (data.sequence_length is None):
         raise RecipeError(f"{path}: give exactly one of 'seq_len' or 'sequence_length' (a schedule)")
-    phases = data.sequence_length or [{"until": 1.0, "seq_len": data.seq_len}]
-    for phase in phases:
+    for phase in seq_len_phases(data):
         if not isinstance(phase, dict) or not isinstance(phase.get("seq_len"), int) or phase["seq_len"] < 2:
             raise RecipeError(f"{path}: every row length must be a whole number >= 2, got {phase!r}")
         if data.tokens_per_step % phase["seq_len"]:
