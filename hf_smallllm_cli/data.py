@@ -72,6 +72,8 @@ def describe(folder, manifest: dict) -> str:
               f"({tokenizer['vocab_size']:,d} entries, fingerprint {tokenizer['sha256'][:12]})")]
     for name, entry in manifest["sources"].items():
         state = "" if entry.get("complete") else "  (incomplete: run prepare again)"
+        filtered = (f"  ({entry.get('filtered_out', 0):,d} records dropped by its filters)"
+                    if entry.get("filters") else "")
         lines.append(f"  {name:<16} {entry['tokens']:>15,d} tokens {entry['documents']:>12,d} documents "
-                     f"{len(entry['shards']):>6,d} shards{state}")
+                     f"{len(entry['shards']):>6,d} shards{filtered}{state}")
     return "\n".join(lines)

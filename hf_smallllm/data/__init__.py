@@ -4,7 +4,7 @@ resumable batch stream, collation."""
 from .collator import PackedCollator
 from .documents import DocumentSource
 from .packing import IGNORE_INDEX, PackedRow, pack_rows
-from .schedules import LengthPhase, MixturePhase, MixtureSchedule, SequenceLengthSchedule
+from .schedules import LengthPhase, MixturePhase, MixtureSchedule, SequenceLengthSchedule, StreamStage
 from .shards import PreparedDataError, PreparedTokens, open_prepared, read_manifest, verify_prepared
 from .stream import PackedBatchStream, StepPlan, realised_proportions
 from .tokens import OnTheFlyTokens, encode_documents, tokenizer_identity
@@ -23,6 +23,7 @@ __all__ = [
     "PreparedTokens",
     "SequenceLengthSchedule",
     "StepPlan",
+    "StreamStage",
     "encode_documents",
     "open_prepared",
     "pack_rows",

@@ -11,6 +11,13 @@ Text files split into documents by one rule:
 - `blank_line`: paragraphs separated by one or more empty lines;
 - `heading`: a new document starts at every line matching `heading_pattern` (default: a Markdown `# ` title,
   e.g. one Shakespeare play per document).
+
+Records (JSONL, Parquet, `datasets`) can be filtered by a metadata field before anything else sees them:
+`filters: [{field: meta.redpajama_set_name, exclude: [RedPajamaGithub]}]` drops SlimPajama's GitHub subset, as
+TinyLlama did (scripts/prepare_slimpajama.py of jzhang38/TinyLlama). `field` is a dotted path into the record,
+`include` keeps only records whose value is listed, `exclude` drops them; a record must pass every filter. A record
+without the field is an error naming it (a misspelt field would otherwise filter nothing). Filtering happens in the
+document order, so `hf-smallllm data prepare` and on-the-fly tokenizing see the same documents, numbered alike.
 """
 
 import glob
@@ -37,6 +44,51 @@ def check_source_name(name) -> str:
                               "with a letter or digit: it names a folder inside the prepared-data folder")
     return name
 FILE_FORMATS = ("text", "jsonl", "parquet")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class DocumentFilter:
+    """Keep or drop records by the value of one (dotted) metadata field."""
+
+    field: str
+    values: frozenset
+    keep: bool  # True: include (keep only the listed values); False: exclude (drop them)
+
+    @classmethod
+    def from_spec(cls, spec, where: str) -> "DocumentFilter":
+        if not isinstance(spec, dict) or set(spec) - {"field", "include", "exclude"}:
+            raise UsageValueError(f"{where}: a filter is {{field: a.b, include: [...]}} or {{field: a.b, exclude: "
+                                  f"[...]}}, got {spec!r}")
+        field_path = spec.get("field")
+        if not isinstance(field_path, str) or not field_path or "" in field_path.split("."):
+            raise UsageValueError(f"{where}.field: a dotted path into the record (e.g. meta.redpajama_set_name), got "
+                                  f"{field_path!r}")
+        if ("include" in spec) == ("exclude" in spec):
+            raise UsageValueError(f"{where}: give exactly one of 'include' or 'exclude'")
+        values = spec.get("include", spec.get("exclude"))
+        values = values if isinstance(values, list) else [values]
+        if not values or not all(isinstance(v, (str, int, float, bool)) or v is None for v in values):
+            raise UsageValueError(f"{where}: include/exclude takes a non-empty list of plain values, got {values!r}")
+        return cls(field_path, frozenset(values), "include" in spec)
+
+    def value_of(self, record: dict):
+        value = record
+        for key in self.field.split("."):
+            if not isinstance(value, dict) or key not in value:
+                return _MISSING
+            value = value[key]
+        return value
+
+    def keeps(self, record: dict, where: str) -> bool:
+        value = self.value_of(record)
+        if value is _MISSING:
+            raise UsageValueError(f"{where}: no field {self.field!r} to filter on (fields: {sorted(record)})")
+        try:
+            listed = value in self.values
+        except TypeError:  # a list or mapping is never one of the plain values
+            listed = False
+        return listed == self.keep
 
 
 @dataclass
@@ -58,9 +110,15 @@ class DocumentSource:
     dataset: Any = None
     dataset_kwargs: dict = field(default_factory=dict)  # passed to datasets.load_dataset (split, data_files, ...)
     streaming: bool = True
+    filters: list = field(default_factory=list)  # [{field: a.b, include|exclude: [values]}], see the module docstring
 
     def __post_init__(self):
         check_source_name(self.name)
+        if not isinstance(self.filters, list):
+            raise UsageValueError(f"source {self.name!r}: filters must be a list of {{field, include|exclude}}")
+        self._filters = [DocumentFilter.from_spec(spec, f"source {self.name!r}: filters[{index}]")
+                         for index, spec in enumerate(self.filters)]
+        self.filtered_out = 0  # records dropped by the filters so far (counted as documents are read)
         if isinstance(self.paths, str):
             self.paths = [self.paths]
         if bool(self.paths) == (self.dataset is not None):
@@ -71,6 +129,9 @@ class DocumentSource:
             raise UsageValueError(f"source {self.name!r}: format={self.format!r}; choose one of {FILE_FORMATS}")
         if self.paths:
             self._files = self._resolve_files()
+            if self._filters and any(self._format_of(path) == "text" for path in self._files):
+                raise UsageValueError(f"source {self.name!r}: filters need records with fields (JSONL, Parquet or a "
+                                      "dataset), not plain text files")
 
     # ------------------------------------------------------------------ files
     def _resolve_files(self) -> list[Path]:
@@ -134,15 +195,35 @@ class DocumentSource:
                         record = json.loads(line)
                     except json.JSONDecodeError as err:
                         raise UsageValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-                    yield self._text_of(record, f"{path}:{number}")
+                    if self._keeps(record, f"{path}:{number}"):
+                        yield self._text_of(record, f"{path}:{number}")
         else:
             import pyarrow.parquet as pq
 
             parquet = pq.ParquetFile(path)
-            if self.text_field not in parquet.schema_arrow.names:
-                raise UsageValueError(f"{path}: no column {self.text_field!r} (columns: {parquet.schema_arrow.names})")
+            names = parquet.schema_arrow.names
+            needed = [self.text_field] + [f.field.split(".")[0] for f in self._filters]
+            for column in needed:
+                if column not in names:
+                    raise UsageValueError(f"{path}: no column {column!r} (columns: {names})")
+            if not self._filters:
+                for group in range(parquet.num_row_groups):
+                    yield from parquet.read_row_group(group, columns=[self.text_field]).column(0).to_pylist()
+                return
+            number = 0
             for group in range(parquet.num_row_groups):
-                yield from parquet.read_row_group(group, columns=[self.text_field]).column(0).to_pylist()
+                for record in parquet.read_row_group(group, columns=sorted(set(needed))).to_pylist():
+                    number += 1
+                    if self._keeps(record, f"{path}[row {number}]"):
+                        yield record[self.text_field]
+
+    def _keeps(self, record, where: str) -> bool:
+        if not self._filters or not isinstance(record, dict):
+            return True  # a non-object record is named by _text_of
+        if all(f.keeps(record, where) for f in self._filters):
+            return True
+        self.filtered_out += 1
+        return False
 
     def _text_of(self, record: dict, where: str) -> str:
         if not isinstance(record, dict):
@@ -166,7 +247,8 @@ class DocumentSource:
             raise ValueError(f"source {self.name!r}: got several splits ({sorted(dataset)}); choose one with "
                              "dataset_kwargs: {split: ...}")
         for number, record in enumerate(dataset):
-            yield self._text_of(record, f"{self.name}[{number}]")
+            if self._keeps(record, f"{self.name}[{number}]"):
+                yield self._text_of(record, f"{self.name}[{number}]")
 
     # ------------------------------------------------------------------ public
     def iter_documents(self, start: int = 0) -> Iterator[str]:
@@ -174,6 +256,7 @@ class DocumentSource:
         return islice(self._all_documents(), start, None)
 
     def _all_documents(self) -> Iterator[str]:
+        self.filtered_out = 0
         if self.dataset is not None:
             documents = self._dataset_documents()
         else:
@@ -219,4 +302,4 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8")
 
 
-__all__ = ["DocumentSource", "FILE_FORMATS", "SOURCE_NAME", "TEXT_SPLITS", "check_source_name"]
+__all__ = ["DocumentFilter", "DocumentSource", "FILE_FORMATS", "SOURCE_NAME", "TEXT_SPLITS", "check_source_name"]

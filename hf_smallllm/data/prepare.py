@@ -218,8 +218,11 @@ def _prepare_sources(specs, tokenizer, folder: Path, *, add_bos, workers, shard_
     todo = [(plain, source) for plain, source in sources
             if not manifest["sources"].get(source.name, {}).get("complete")]
     for plain, source in todo:
+        # the filters are part of the spec (and its fingerprint); they are also kept on their own, with the count of
+        # records they dropped, so a recipe naming other filters is refused with both in one line
         manifest["sources"][source.name] = {"spec": plain, "spec_sha256": spec_fingerprint(plain), "complete": False,
-                                            "shard_chars": shard_chars, "tokens": 0, "documents": 0, "shards": []}
+                                            "shard_chars": shard_chars, "tokens": 0, "documents": 0, "shards": [],
+                                            "filters": plain.get("filters", []), "filtered_out": 0}
         (folder / source.name).mkdir(exist_ok=True)
         for stale in (folder / source.name).glob(".shard-*"):  # temporary files of a killed run
             stale.unlink()
@@ -251,13 +254,15 @@ def _prepare_sources(specs, tokenizer, folder: Path, *, add_bos, workers, shard_
         # Units of every source go through one pipeline, so workers never wait at a source's end; a source's
         # manifest entry is completed once all its units are read and written.
         records = {source.name: [] for _plain, source in todo}
+        by_name = {source.name: source for _plain, source in todo}
         outstanding = dict.fromkeys(records, 0)
         read = set()
 
         def finish(name: str) -> None:
             shards = sorted(records[name], key=lambda record: record["first_document"])
             manifest["sources"][name].update(shards=shards, tokens=sum(r["tokens"] for r in shards),
-                                             documents=sum(r["documents"] for r in shards), complete=True)
+                                             documents=sum(r["documents"] for r in shards), complete=True,
+                                             filtered_out=by_name[name].filtered_out)
             write_json_atomic(folder / MANIFEST_NAME, manifest)
 
         def collect(name: str, record: dict, written: bool) -> None:

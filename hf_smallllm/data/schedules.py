@@ -10,6 +10,11 @@ start and, optionally, different weights at its end (linear ramp in between). Sk
 `SequenceLengthSchedule` changes the row length at phase boundaries while the number of tokens per optimizer step
 stays constant (BTLM-3B-8K: 2,048 tokens x 1,920 rows, then 8,192 x 480 for the last 25%), so the learning-rate
 schedule, which counts steps, simply continues.
+
+`StreamStage` is one stage of a staged run (TinyLlama v1.1: general pretraining, domain continual pretraining, a
+cooldown with a 4x larger batch): a number of steps with its own mixture, row lengths, tokens per step, gradient
+accumulation and packing. The mixture and length phases of a stage count their `until` fractions within the stage.
+A run without stages is one stage.
 """
 
 import math
@@ -130,4 +135,27 @@ class SequenceLengthSchedule:
         return max(p.seq_len for p in self.phases)
 
 
-__all__ = ["LengthPhase", "MixturePhase", "MixtureSchedule", "SequenceLengthSchedule"]
+@dataclass
+class StreamStage:
+    """One stage of the stream: `steps` optimizer steps laid out by its own schedules (their `total_steps` must be
+    `steps`: phases count within the stage)."""
+
+    name: str
+    steps: int
+    mixture: MixtureSchedule
+    lengths: SequenceLengthSchedule
+    accumulation: int = 1  # micro-batches per optimizer step
+    packing: str = "document"
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"stage {self.name!r}: steps={self.steps} must be at least 1")
+        for what in (self.mixture, self.lengths):
+            if what.total_steps != self.steps:
+                raise ValueError(f"stage {self.name!r}: its schedules must count {self.steps} steps, not "
+                                 f"{what.total_steps}")
+        if self.accumulation < 1:
+            raise ValueError(f"stage {self.name!r}: accumulation={self.accumulation} must be at least 1")
+
+
+__all__ = ["LengthPhase", "MixturePhase", "MixtureSchedule", "SequenceLengthSchedule", "StreamStage"]

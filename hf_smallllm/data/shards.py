@@ -11,9 +11,10 @@ Documents are stored as the stream uses them: `encode_documents` ids (no special
 document, BOS before it with `add_bos`), in the source's document order, cut into shards at document boundaries.
 
 `manifest.json`: `format`, `format_version`, `tokenizer` (sha256 fingerprint of what decides the ids, vocabulary
-size, EOS/BOS ids, class, name), `dtype`, `add_bos`, and per source: the source spec it was made from and its
-fingerprint, `complete`, `tokens`, `documents`, and the shard records (`tokens`, `documents`, `first_document`,
-sha256 of both files). Readers check the folder against the recipe before training starts (tokenizer, BOS, source
+size, EOS/BOS ids, class, name), `dtype`, `add_bos`, and per source: the source spec it was made from (metadata
+`filters` included, also kept with the count of records they dropped, `filtered_out`) and its fingerprint,
+`complete`, `tokens`, `documents`, and the shard records (`tokens`, `documents`, `first_document`, sha256 of both
+files). Readers check the folder against the recipe before training starts (tokenizer, BOS, source
 spec), the size of every shard file when it is first opened (a truncated file is named), and every id against the
 vocabulary as batches are built (a corrupt file is named); `verify_prepared` re-hashes everything.
 
@@ -60,6 +61,8 @@ def shard_stem(index: int) -> str:
 def spec_fingerprint(spec: dict) -> str:
     """sha256 of a source spec without the fields that do not change its documents (weight, prepared)."""
     canonical = {key: value for key, value in spec.items() if key not in ("weight", "prepared")}
+    if not canonical.get("filters"):
+        canonical.pop("filters", None)  # `filters: []` filters nothing: the same documents as no key
     return hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
@@ -180,6 +183,10 @@ def source_entry(manifest: dict, folder, name: str, spec: dict | None = None) ->
     if not entry.get("complete"):
         raise PreparedDataError(f"{folder}: source {name!r} is only partly prepared; run `hf-smallllm data prepare` "
                                 "again to finish it")
+    prepared_filters = (entry.get("spec") or {}).get("filters", [])
+    if spec is not None and (spec.get("filters") or []) != prepared_filters:
+        raise PreparedDataError(f"{folder}: source {name!r} was prepared with filters {prepared_filters} but the "
+                                f"recipe asks for {spec.get('filters') or []}; prepare it again (--overwrite)")
     given = spec is not None and (spec.get("paths") or spec.get("dataset") is not None)
     if given and entry.get("spec_sha256") != spec_fingerprint(spec):
         raise PreparedDataError(f"{folder}: source {name!r} was prepared from {entry.get('spec')} but the recipe "

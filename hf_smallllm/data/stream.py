@@ -18,8 +18,15 @@ source and which offset. That plan depends only on the recipe and the seed, neve
    and reads only their tokens.
 
 So a run on N processes sees exactly the rows of a 1-process run with the same global batch, bit for bit, and a
-process's work per step is its own rows plus a few operations per source. Rows become `input_ids`, `labels` and
-`position_ids` in `pack_rows` (`document` packing: positions restart after every EOS; `causal`).
+process's work per step is its own rows plus a few operations per source.
+
+Stages (`StreamStage`, e.g. TinyLlama v1.1's general, domain and cooldown stages) only change what a step looks
+like: from the first step of a stage on, its tokens per step, row lengths, mixture, accumulation and packing apply.
+The bookkeeping above (offsets, cumulative targets) runs on across stage boundaries, so a source that returns in a
+later stage continues where it stopped, and a checkpoint at any step (a boundary included) resumes exactly.
+
+Rows become `input_ids`, `labels` and `position_ids` in `pack_rows` (`document` packing: positions restart after
+every EOS; `causal`).
 
 `state_dict()` at a step boundary records the next step, each source's offset, cumulative row counts and targets,
 and each on-the-fly source's document cursor; `load_state_dict()` continues with exactly the rows an uninterrupted
@@ -37,7 +44,7 @@ from torch.utils.data import IterableDataset
 
 from ..models.modeling_smallllm import flash_varlen_kwargs_from_position_ids
 from .packing import PACKING_MODES, pack_rows
-from .schedules import MixtureSchedule, SequenceLengthSchedule, _phase_end_step
+from .schedules import MixtureSchedule, SequenceLengthSchedule, StreamStage, _phase_end_step
 from .shards import PreparedDataError
 
 STATE_VERSION = 2
@@ -57,11 +64,13 @@ class StepPlan:
     """Where the rows of one step come from (see the module docstring). Sources are indices into the stream's
     source list (recipe order)."""
 
-    __slots__ = ("bases", "block_ends", "counts", "multiplier", "phase", "rows", "seq_len", "shift", "sources", "step",
-                 "weighted", "weights")
+    __slots__ = ("accumulation", "bases", "block_ends", "counts", "multiplier", "packing", "phase", "rows", "seq_len",
+                 "shift", "sources", "step", "weighted", "weights")
 
-    def __init__(self, step, seq_len, rows, weighted, weights, phase, sources, counts, bases, seed):
+    def __init__(self, step, seq_len, rows, weighted, weights, phase, sources, counts, bases, seed, accumulation=1,
+                 packing="document"):
         self.step, self.seq_len, self.rows, self.phase = step, seq_len, rows, phase
+        self.accumulation, self.packing = accumulation, packing  # of the step's stage
         self.weighted, self.weights = weighted, weights  # sources with a weight this step, and their weights
         self.sources = sources  # sources with rows this step
         self.counts = counts
@@ -83,39 +92,57 @@ class StepPlan:
 
 
 class PackedBatchStream(IterableDataset):
-    """Micro-batches of this process (`rank` of `world_size`) for `max_steps` optimizer steps."""
+    """Micro-batches of this process (`rank` of `world_size`) for `max_steps` optimizer steps.
 
-    def __init__(self, sources: dict, mixture: MixtureSchedule, lengths: SequenceLengthSchedule, max_steps: int,
-                 gradient_accumulation_steps: int = 1, world_size: int = 1, rank: int = 0, seed: int = 0, *,
-                 packing: str = "document", eos_token_id: int, flash_attn_kwargs: bool = False):
+    `stages` lays the run out in stages (their steps sum to `max_steps`); without it the run is one stage of
+    `mixture`, `lengths`, `gradient_accumulation_steps` and `packing`. `mixture`, `lengths` and `accumulation`
+    name the first stage's."""
+
+    def __init__(self, sources: dict, mixture: MixtureSchedule | None, lengths: SequenceLengthSchedule | None,
+                 max_steps: int, gradient_accumulation_steps: int = 1, world_size: int = 1, rank: int = 0,
+                 seed: int = 0, *, packing: str = "document", eos_token_id: int, flash_attn_kwargs: bool = False,
+                 stages: list[StreamStage] | None = None):
         super().__init__()
-        if set(mixture.sources or sources) != set(sources):
-            raise ValueError(f"mixture sources {mixture.sources} differ from the stream's sources {sorted(sources)}")
-        if packing not in PACKING_MODES:
-            raise ValueError(f"packing={packing!r}; choose one of {PACKING_MODES}")
+        if stages is None:
+            stages = [StreamStage("main", max_steps, mixture, lengths, gradient_accumulation_steps, packing)]
+        if sum(stage.steps for stage in stages) != max_steps:
+            raise ValueError(f"the stages' steps sum to {sum(stage.steps for stage in stages)}, not max_steps="
+                             f"{max_steps}")
+        for stage in stages:
+            if set(stage.mixture.sources or sources) != set(sources):
+                raise ValueError(f"stage {stage.name!r}: mixture sources {stage.mixture.sources} differ from the "
+                                 f"stream's sources {sorted(sources)}")
+            if stage.packing not in PACKING_MODES:
+                raise ValueError(f"stage {stage.name!r}: packing={stage.packing!r}; choose one of {PACKING_MODES}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
         self.sources = sources
         self.names = list(sources)
-        self.mixture = mixture
-        self.lengths = lengths
+        self.stages = stages
+        self._stage_starts = [0, *accumulate(stage.steps for stage in stages)][:-1]
+        # mixture phases are numbered across stages (the realised proportions are kept per numbered phase)
+        self._phase_offsets = [0, *accumulate(len(stage.mixture.phases) for stage in stages)][:-1]
+        self.mixture = stages[0].mixture
+        self.lengths = stages[0].lengths
         self.max_steps = max_steps
-        self.accumulation = gradient_accumulation_steps
+        self.accumulation = stages[0].accumulation
         self.world_size = world_size
         self.rank = rank
         self.seed = seed
-        self.packing = packing
+        self.packing = stages[0].packing
         self.eos_token_id = eos_token_id
         self.flash_attn_kwargs = flash_attn_kwargs
         self.vocab_size = min((getattr(s, "vocab_size", 1 << 62) for s in sources.values()), default=1 << 62)
-        for phase in lengths.phases:
-            rows = lengths.tokens_per_step // phase.seq_len
-            if rows % (gradient_accumulation_steps * world_size):
-                raise ValueError(
-                    f"{rows} rows of {phase.seq_len} tokens per step cannot be split into "
-                    f"{gradient_accumulation_steps} accumulation steps x {world_size} processes; change "
-                    "tokens_per_step, the sequence length or the batch layout"
-                )
+        for stage in stages:
+            for phase in stage.lengths.phases:
+                rows = stage.lengths.tokens_per_step // phase.seq_len
+                if rows % (stage.accumulation * world_size):
+                    where = f"stage {stage.name!r}: " if len(stages) > 1 else ""
+                    raise ValueError(
+                        f"{where}{rows} rows of {phase.seq_len} tokens per step cannot be split into "
+                        f"{stage.accumulation} accumulation steps x {world_size} processes; change "
+                        "tokens_per_step, the sequence length or the batch layout"
+                    )
         self._cached_schedule = None
         self._source_list = list(sources.values())
         self._released = [(index, source) for index, source in enumerate(self._source_list) if source.holds_tokens]
@@ -142,34 +169,56 @@ class PackedBatchStream(IterableDataset):
                 for phase, counts in sorted(self._realised.items())}
 
     # ------------------------------------------------------------------ the plan
+    def stage_index(self, step: int) -> int:
+        """The stage that optimizer step `step` (0-based) belongs to."""
+        return max(bisect_right(self._stage_starts, step) - 1, 0)
+
+    def accumulation_at(self, step: int) -> int:
+        """Micro-batches of optimizer step `step` (0-based)."""
+        return self.stages[self.stage_index(step)].accumulation
+
+    @property
+    def layouts(self) -> list[tuple[str, int, list[int], int]]:
+        """Per stage: (name, tokens per step, row lengths of its phases, accumulation)."""
+        return [(stage.name, stage.lengths.tokens_per_step, [phase.seq_len for phase in stage.lengths.phases],
+                 stage.accumulation) for stage in self.stages]
+
     def _schedule(self, step: int) -> tuple:
-        """(seq_len, rows, sources with weight, their weights, mixture phase) of `step`. Everything but the
-        weights of a ramp is computed again only at phase boundaries."""
+        """(seq_len, rows, sources with weight, their weights, mixture phase, stage) of `step`. Everything but the
+        weights of a ramp is computed again only at phase and stage boundaries."""
         cached = self._cached_schedule
         if cached is None or not cached[0] <= step < cached[1]:
-            total = self.mixture.total_steps
-            ends = [_phase_end_step(p.until, total) for p in self.mixture.phases + self.lengths.phases]
-            phase = self.mixture.phase_index(step)
-            seq_len = self.lengths.seq_len_at(step)
-            names, _ = self.mixture.phase_weights(phase, step)
+            index = self.stage_index(step)
+            stage, start = self.stages[index], self._stage_starts[index]
+            local = step - start  # the stage's phases count their steps from its start
+            ends = [start + _phase_end_step(p.until, stage.steps) for p in stage.mixture.phases + stage.lengths.phases]
+            ends.append(start + stage.steps)
+            local_phase = stage.mixture.phase_index(local)
+            seq_len = stage.lengths.seq_len_at(local)
+            names, _ = stage.mixture.phase_weights(local_phase, local)
             # (stream index, index in the phase's sorted names) of each source the phase names, in recipe order
             order = [(i, names.index(name)) for i, name in enumerate(self.names) if name in names]
-            fixed = None if self.mixture.phases[phase].end_weights is not None else self._weighted(phase, step, order)
+            ramp = stage.mixture.phases[local_phase].end_weights is not None
+            fixed = None if ramp else self._weighted(stage.mixture, local_phase, local, order)
             cached = self._cached_schedule = (step, min((end for end in ends if end > step), default=step + 1),
-                                              seq_len, phase, order, fixed)
-        _, _, seq_len, phase, order, fixed = cached
-        weighted, weights = fixed or self._weighted(phase, step, order)
-        return seq_len, self.lengths.tokens_per_step // seq_len, weighted, weights, phase
+                                              seq_len, local_phase, order, fixed, index)
+        _, _, seq_len, local_phase, order, fixed, index = cached
+        stage = self.stages[index]
+        weighted, weights = fixed or self._weighted(stage.mixture, local_phase, step - self._stage_starts[index],
+                                                    order)
+        return (seq_len, stage.lengths.tokens_per_step // seq_len, weighted, weights,
+                self._phase_offsets[index] + local_phase, stage)
 
-    def _weighted(self, phase: int, step: int, order: list) -> tuple[list[int], list[float]]:
-        _, values = self.mixture.phase_weights(phase, step)
+    @staticmethod
+    def _weighted(mixture: MixtureSchedule, phase: int, step: int, order: list) -> tuple[list[int], list[float]]:
+        _, values = mixture.phase_weights(phase, step)
         used = [(i, values[k]) for i, k in order if values[k] > 0]
         return [i for i, _ in used], [value for _, value in used]
 
     def plan(self) -> StepPlan:
         """The plan of step `self.step` (does not advance)."""
         step = self.step
-        seq_len, rows, weighted, weights, phase = self._schedule(step)
+        seq_len, rows, weighted, weights, phase, stage = self._schedule(step)
         targets, assigned = self._targets, self._assigned
         desired = [targets[i] + rows * weight - assigned[i] for i, weight in zip(weighted, weights, strict=True)]
         counts = [int(value) if value > 0 else 0 for value in desired]  # floor, at least 0
@@ -189,10 +238,11 @@ class PackedBatchStream(IterableDataset):
         offsets = self._offsets
         if all(counts):
             return StepPlan(step, seq_len, rows, weighted, weights, phase, weighted, counts,
-                            [offsets[i] for i in weighted], self.seed)
+                            [offsets[i] for i in weighted], self.seed, stage.accumulation, stage.packing)
         used = [k for k, count in enumerate(counts) if count]
         return StepPlan(step, seq_len, rows, weighted, weights, phase, [weighted[k] for k in used],
-                        [counts[k] for k in used], [offsets[weighted[k]] for k in used], self.seed)
+                        [counts[k] for k in used], [offsets[weighted[k]] for k in used], self.seed,
+                        stage.accumulation, stage.packing)
 
     def _advance(self, plan: StepPlan) -> None:
         targets, assigned, offsets = self._targets, self._assigned, self._offsets
@@ -228,7 +278,7 @@ class PackedBatchStream(IterableDataset):
             where.append((self.names[source], offset))
         if count and int(ids.max()) >= self.vocab_size:
             self._corrupt(ids, where)
-        arrays = pack_rows(ids, self.packing, self.eos_token_id)
+        arrays = pack_rows(ids, plan.packing, self.eos_token_id)
         batch = {key: torch.from_numpy(value) for key, value in arrays.items()}
         if self.flash_attn_kwargs:
             batch.update(flash_varlen_kwargs_from_position_ids(batch["position_ids"]))
@@ -266,15 +316,14 @@ class PackedBatchStream(IterableDataset):
         self.step, self._offsets, self._assigned, self._targets, self._realised = position
 
     def __iter__(self):
-        per_micro_batches = self.accumulation * self.world_size
         while self.step < self.max_steps:
             for plan, after in self._plans_ahead(_PLAN_AHEAD):
-                per_micro = plan.rows // per_micro_batches
+                per_micro = plan.rows // (plan.accumulation * self.world_size)
                 for index, source in self._released:
                     source.release_before(self._offsets[index])  # rows of this step and later start at or after it
                 self._set_position(after)
-                self._micro_batches_left = self.accumulation
-                for micro in range(self.accumulation):
+                self._micro_batches_left = plan.accumulation
+                for micro in range(plan.accumulation):
                     first = (micro * self.world_size + self.rank) * per_micro
                     batch = self.build_rows(plan, first, per_micro)
                     self._micro_batches_left -= 1
@@ -282,7 +331,10 @@ class PackedBatchStream(IterableDataset):
 
     def __len__(self) -> int:
         """Micro-batches left for this process."""
-        return (self.max_steps - self.step) * self.accumulation
+        left = 0
+        for stage, start in zip(self.stages, self._stage_starts, strict=True):
+            left += max(0, start + stage.steps - max(self.step, start)) * stage.accumulation
+        return left
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

@@ -9,6 +9,7 @@ from ..data import (
     OnTheFlyTokens,
     PackedBatchStream,
     SequenceLengthSchedule,
+    StreamStage,
     open_prepared,
     read_manifest,
     tokenizer_identity,
@@ -99,11 +100,14 @@ def build_stream(recipe: Recipe, tokenizer, world_size: int = 1, rank: int = 0) 
         except (ValueError, FileNotFoundError) as err:
             raise RecipeError(f"data.sources[{index}] ({spec.get('name')}): {err}") from err
     try:
-        mixture = MixtureSchedule(recipe.mixture_phases, training.max_steps, sources=list(sources))
-        lengths = SequenceLengthSchedule(recipe.seq_len_phases, training.max_steps, data.tokens_per_step)
-        return PackedBatchStream(sources, mixture, lengths, training.max_steps, training.gradient_accumulation_steps,
-                                 world_size, rank, training.seed, packing=data.packing,
-                                 eos_token_id=tokenizer.eos_token_id, flash_attn_kwargs=data.flash_attn_kwargs)
+        stages = [StreamStage(stage.name, stage.steps,
+                              MixtureSchedule(stage.mixture_phases, stage.steps, sources=list(sources)),
+                              SequenceLengthSchedule(stage.seq_len_phases, stage.steps, stage.data.tokens_per_step),
+                              stage.training.gradient_accumulation_steps, stage.data.packing)
+                  for stage in recipe.stage_plans]
+        return PackedBatchStream(sources, None, None, training.max_steps, world_size=world_size, rank=rank,
+                                 seed=training.seed, eos_token_id=tokenizer.eos_token_id,
+                                 flash_attn_kwargs=data.flash_attn_kwargs, stages=stages)
     except ValueError as err:
         raise RecipeError(f"data: {err}") from err
 

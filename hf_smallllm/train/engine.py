@@ -128,7 +128,8 @@ class TrainingEngine:
         scale = self._loss_scale()
         while self.state.global_step < training.max_steps:
             self.control = self.callback_handler.on_step_begin(self.args, self.state, self.control)
-            micro_batches = [next(batches) for _ in range(training.gradient_accumulation_steps)]
+            # a stage may change the accumulation count (its batch size): the stream knows each step's
+            micro_batches = [next(batches) for _ in range(run.stream.accumulation_at(self.state.global_step))]
             num_items = self._count_targets(micro_batches)
             step_loss = torch.zeros((), device=accelerator.device)
             for index, batch in enumerate(micro_batches):

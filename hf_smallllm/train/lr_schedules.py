@@ -6,9 +6,14 @@ per-group ratios are preserved), after a linear warmup from 0:
 - `constant`: the peak lr after warmup;
 - `cosine_then_constant`: cosine decay to `min_lr_ratio` at `decay_until` (a fraction of training), then constant
   (Skywork-13B: 6e-4 -> 6e-5 over the first 2T tokens, then 6e-5).
+
+A staged recipe (recipe.py) follows the run-wide schedule over all its steps, except in stages with their own
+segment (`schedule` or `optimizer.lr` set in the stage): there the multiplier is the stage's schedule over the
+stage's steps, scaled by stage lr / optimizer.lr (Skywork-13B's stage 2: constant 6e-5 after stage 1's 6e-4 peak).
 """
 
 import math
+from bisect import bisect_right
 from functools import partial
 
 from torch.optim.lr_scheduler import LambdaLR
@@ -30,11 +35,30 @@ def lr_multiplier(step: int, kind: str, max_steps: int, warmup_steps: int = 0, m
     raise ValueError(f"unknown lr schedule {kind!r}")
 
 
-def build_lr_scheduler(optimizer, schedule, max_steps: int) -> LambdaLR:
-    """A LambdaLR for a recipe's `schedule` section."""
-    return LambdaLR(optimizer, partial(lr_multiplier, kind=schedule.type, max_steps=max_steps,
-                                       warmup_steps=schedule.warmup_steps, min_lr_ratio=schedule.min_lr_ratio,
-                                       decay_until=schedule.decay_until))
+def _section_multiplier(step: int, schedule, max_steps: int) -> float:
+    return lr_multiplier(step, schedule.type, max_steps, warmup_steps=schedule.warmup_steps,
+                         min_lr_ratio=schedule.min_lr_ratio, decay_until=schedule.decay_until)
 
 
-__all__ = ["build_lr_scheduler", "lr_multiplier"]
+def staged_lr_multiplier(step: int, schedule, max_steps: int, segments: tuple = ()) -> float:
+    """The multiplier at `step` of a run whose `segments` ((first step, steps, schedule, lr scale), sorted) replace
+    the run-wide `schedule` over their steps."""
+    index = bisect_right([segment[0] for segment in segments], step) - 1
+    if index >= 0:
+        first, steps, own, scale = segments[index]
+        if step < first + steps or index == len(segments) - 1 and step >= max_steps:
+            return scale * _section_multiplier(step - first, own, steps)
+    return _section_multiplier(step, schedule, max_steps)
+
+
+def build_lr_scheduler(optimizer, schedule, max_steps: int, stages=()) -> LambdaLR:
+    """A LambdaLR for a recipe's `schedule` section and, for a staged recipe, its `stage_plans` (recipe.Stage)
+    with their own segments (the peak lr of a segment relative to the optimizer's lr)."""
+    base_lr = optimizer.defaults["lr"]
+    segments = tuple((stage.first_step, stage.steps, stage.schedule, stage.lr / base_lr) for stage in stages
+                     if stage.schedule is not None)
+    return LambdaLR(optimizer, partial(staged_lr_multiplier, schedule=schedule, max_steps=max_steps,
+                                       segments=segments))
+
+
+__all__ = ["build_lr_scheduler", "lr_multiplier", "staged_lr_multiplier"]

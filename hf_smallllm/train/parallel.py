@@ -48,12 +48,13 @@ class ParallelPlan:
     parallelism: str  # single | ddp | fsdp2 | zero1 | zero2 | zero3
     sharded_by: str | None  # who applied the sharding: "accelerate", "hf_smallllm" (FSDP2 on CPU), None
     launcher: str  # python | torchrun | accelerate
-    micro_batch_rows: list[int]  # rows per micro-batch on each rank, per sequence-length phase
+    micro_batch_rows: list[int]  # rows per micro-batch on each rank, per sequence-length phase (of the first stage)
     seq_lens: list[int]
-    gradient_accumulation_steps: int
-    tokens_per_step: int
+    gradient_accumulation_steps: int  # of the first stage
+    tokens_per_step: int  # of the first stage
     device: str
     notes: list[str] = field(default_factory=list)  # fallbacks allowed by training.allow_fallback
+    stages: list[str] = field(default_factory=list)  # the per-rank layout of every stage of a staged recipe
 
     @property
     def sharded(self) -> bool:
@@ -69,7 +70,8 @@ class ParallelPlan:
         return (f"{self.parallelism}{by} on {self.world_size} process(es) = {self.nodes} node(s) x "
                 f"{self.ranks_per_node} rank(s) per node, {self.device}, launched by {self.launcher}; per rank: "
                 f"micro-batches of {rows} tokens, {self.gradient_accumulation_steps} accumulation step(s); "
-                f"{self.tokens_per_step:,d} tokens per optimizer step")
+                f"{self.tokens_per_step:,d} tokens per optimizer step"
+                + (f"; stages: {'; '.join(self.stages)}" if len(self.stages) > 1 else ""))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,8 +106,13 @@ def _refuse(message: str, allow_fallback: bool, notes: list[str]) -> None:
     notes.append(message)
 
 
-def plan_parallelism(accelerator, recipe, lengths) -> ParallelPlan:
-    """Decide what this run does (see the module docstring). `lengths` is the recipe's SequenceLengthSchedule."""
+def _micro_rows(tokens_per_step: int, seq_lens: list[int], accumulation: int, world: int) -> list[int]:
+    return [tokens_per_step // seq_len // (accumulation * world) for seq_len in seq_lens]
+
+
+def plan_parallelism(accelerator, recipe, layouts) -> ParallelPlan:
+    """Decide what this run does (see the module docstring). `layouts` is the stream's per-stage (name, tokens per
+    step, row lengths, accumulation)."""
     from accelerate.utils import DistributedType
 
     training = recipe.training
@@ -155,13 +162,17 @@ def plan_parallelism(accelerator, recipe, lengths) -> ParallelPlan:
 
     ranks_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world if world == 1 else 0)) or world
     nodes = max(1, world // ranks_per_node)
-    rows = [lengths.tokens_per_step // phase.seq_len // (training.gradient_accumulation_steps * world)
-            for phase in lengths.phases]
+    _, tokens, seq_lens, accumulation = layouts[0]
+    stages = []
+    for name, stage_tokens, stage_lens, stage_accumulation in layouts:
+        rows = ", ".join(f"{r} x {s}" for r, s in zip(_micro_rows(stage_tokens, stage_lens, stage_accumulation, world),
+                                                      stage_lens, strict=True))
+        stages.append(f"{name}: {rows} tokens x {stage_accumulation} = {stage_tokens:,d} per step")
     return ParallelPlan(world_size=world, ranks_per_node=ranks_per_node, nodes=nodes, parallelism=parallelism,
-                        sharded_by=sharded_by, launcher=launcher_name(), micro_batch_rows=rows,
-                        seq_lens=[phase.seq_len for phase in lengths.phases],
-                        gradient_accumulation_steps=training.gradient_accumulation_steps,
-                        tokens_per_step=lengths.tokens_per_step, device=str(accelerator.device), notes=notes)
+                        sharded_by=sharded_by, launcher=launcher_name(),
+                        micro_batch_rows=_micro_rows(tokens, seq_lens, accumulation, world), seq_lens=list(seq_lens),
+                        gradient_accumulation_steps=accumulation, tokens_per_step=tokens,
+                        device=str(accelerator.device), notes=notes, stages=stages)
 
 
 def check_shared_storage(output_dir: Path, paths: list[str | os.PathLike] = ()) -> None:

@@ -7,6 +7,12 @@ that holds it; unknown keys, wrong types and inconsistent values fail at load ti
 (`data.sources[1].weight`). Values can be overridden from the command line as `--set training.max_steps=50`
 (the value is parsed as YAML: numbers, booleans, lists).
 
+A recipe may also be cut into `stages` (TinyLlama v1.1's general pretraining, domain continual pretraining and
+cooldown; Skywork-13B's two stages): each stage runs `steps` optimizer steps and may set the keys in `STAGE_KEYS`
+(its batch, data mix, row length, packing, accumulation and lr segment); every key it leaves out is the base
+recipe's. A stage that sets `schedule` or `optimizer.lr` runs its own lr segment over its own steps; the others
+follow the run-wide `schedule`, which spans all stages. docs/pretraining.md describes the format.
+
 Shipped recipes live in `training/recipes/` and, for use after a wheel install, in
 `hf_smallllm/resources/recipes/`; `load_recipe("tiny-tinyllama")` finds a shipped recipe by name.
 """
@@ -19,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from ..data.documents import check_source_name
+from ..data.documents import DocumentFilter, check_source_name
 from ..errors import UsageFileNotFoundError, UsageValueError
 from ..families import PRESETS
 from .extensions import RECIPE_SECTIONS
@@ -32,6 +38,18 @@ PARALLELISMS = ("auto", "ddp", "fsdp2", "zero1", "zero2", "zero3")
 
 class RecipeError(UsageValueError):
     """A recipe that cannot run, with the path of the offending field (a `ValueError` too)."""
+
+
+# What a stage may set, per section (anything else is the same for the whole run). A key added here must be honoured
+# per stage by the engine (`Stage` carries the resolved sections; build_stream, the lr schedule and the step read
+# them): parallelism, precision and the model are built once per run, so they cannot change between stages.
+STAGE_KEYS = {
+    "data": ("mixture", "seq_len", "sequence_length", "tokens_per_step", "packing"),
+    "schedule": ("type", "warmup_steps", "min_lr_ratio", "decay_until"),
+    "optimizer": ("lr",),
+    "training": ("gradient_accumulation_steps",),
+}
+STAGE_FIELDS = ("name", "steps", *STAGE_KEYS)
 
 
 @dataclass
@@ -108,6 +126,39 @@ class TrainingSection:
 
 
 @dataclass
+class Stage:
+    """One stage of a run, resolved: the base recipe's sections with the stage's keys applied."""
+
+    name: str
+    first_step: int  # the run's step (0-based) where the stage begins
+    steps: int
+    data: "DataSection"
+    training: "TrainingSection"
+    schedule: "ScheduleSection | None"  # the stage's own lr segment, or None: the run-wide schedule goes on
+    lr: float  # peak lr of the stage's own segment (the run's optimizer.lr when it sets none)
+
+    @property
+    def seq_len_phases(self) -> list[dict]:
+        return seq_len_phases(self.data)
+
+    @property
+    def mixture_phases(self) -> list[dict]:
+        return mixture_phases(self.data)
+
+
+def seq_len_phases(data: "DataSection") -> list[dict]:
+    """The row-length phases of a data section: its `sequence_length`, or one phase of its `seq_len`."""
+    return data.sequence_length or [{"until": 1.0, "seq_len": data.seq_len}]
+
+
+def mixture_phases(data: "DataSection") -> list[dict]:
+    """The mixture phases of a data section: its `mixture`, or one phase of the sources' `weight`s."""
+    if data.mixture:
+        return data.mixture
+    return [{"until": 1.0, "weights": {s["name"]: s.get("weight", 1.0) for s in data.sources}}]
+
+
+@dataclass
 class Recipe:
     model: ModelSection = field(default_factory=ModelSection)
     tokenizer: str | None = None  # a tokenizer folder (AutoTokenizer.from_pretrained)
@@ -117,6 +168,7 @@ class Recipe:
     training: TrainingSection = field(default_factory=TrainingSection)
     stability: StabilitySection = field(default_factory=StabilitySection)
     extensions: dict = field(default_factory=dict)  # publish / domain_eval sections, passed through as dicts
+    stages: list[dict] = field(default_factory=list)  # as written; `stage_plans` resolves them
     source_path: str | None = None
 
     def to_dict(self) -> dict:
@@ -125,19 +177,24 @@ class Recipe:
         extensions = data.pop("extensions")
         data.update(extensions)
         data["optimizer"]["betas"] = list(data["optimizer"]["betas"])
+        if not data["stages"]:
+            del data["stages"]
         return data
 
     @property
+    def stage_plans(self) -> list[Stage]:
+        """The run's stages, resolved; a recipe without `stages` is one stage ("main") of the whole run."""
+        if not self.stages:
+            return [Stage("main", 0, self.training.max_steps, self.data, self.training, None, self.optimizer.lr)]
+        return resolve_stages(self)
+
+    @property
     def seq_len_phases(self) -> list[dict]:
-        if self.data.sequence_length:
-            return self.data.sequence_length
-        return [{"until": 1.0, "seq_len": self.data.seq_len}]
+        return seq_len_phases(self.data)
 
     @property
     def mixture_phases(self) -> list[dict]:
-        if self.data.mixture:
-            return self.data.mixture
-        return [{"until": 1.0, "weights": {s["name"]: s.get("weight", 1.0) for s in self.data.sources}}]
+        return mixture_phases(self.data)
 
 
 SECTIONS = {"model": ModelSection, "data": DataSection, "optimizer": OptimizerSection, "schedule": ScheduleSection,
@@ -183,7 +240,7 @@ def recipe_from_dict(raw: dict, source_path: str | None = None) -> Recipe:
     """Validate a parsed recipe mapping."""
     if not isinstance(raw, dict):
         raise RecipeError("a recipe must be a mapping of sections")
-    known = set(SECTIONS) | {"tokenizer"} | set(RECIPE_SECTIONS)
+    known = set(SECTIONS) | {"tokenizer", "stages"} | set(RECIPE_SECTIONS)
     unknown = set(raw) - known
     if unknown:
         raise RecipeError(f"unknown recipe sections {sorted(unknown)}; known: {sorted(known)}")
@@ -191,10 +248,121 @@ def recipe_from_dict(raw: dict, source_path: str | None = None) -> Recipe:
     tokenizer = raw.get("tokenizer")
     if isinstance(tokenizer, dict):
         tokenizer = tokenizer.get("path")
+    stages = raw.get("stages")
+    if stages is not None:
+        if not isinstance(stages, list) or not stages:
+            raise RecipeError("stages: a list of at least one stage (a mapping with 'steps'), or leave the key out")
+        total = _stage_steps(stages)
+        given = (raw.get("training") or {}).get("max_steps")
+        if given is not None and given != total:
+            raise RecipeError(f"training.max_steps={given} but the stages' steps sum to {total}: a staged run is as "
+                              "long as its stages (change stages[*].steps, or leave max_steps out)")
+        sections["training"].max_steps = total
     recipe = Recipe(tokenizer=tokenizer, extensions={k: raw[k] for k in RECIPE_SECTIONS if raw.get(k)},
-                    source_path=source_path, **sections)
+                    stages=copy.deepcopy(stages or []), source_path=source_path, **sections)
     validate(recipe)
     return recipe
+
+
+def _stage_steps(stages: list) -> int:
+    total = 0
+    for index, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            raise RecipeError(f"stages[{index}]: expected a mapping with 'steps', got {stage!r}")
+        steps = stage.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise RecipeError(f"stages[{index}].steps: a whole number of optimizer steps >= 1 is needed, got {steps!r}")
+        total += steps
+    return total
+
+
+def resolve_stages(recipe: Recipe) -> list[Stage]:
+    """The recipe's `stages` with every key checked (one line naming the field on a mistake)."""
+    resolved, first, names = [], 0, set()
+    for index, raw in enumerate(recipe.stages):
+        path = f"stages[{index}]"
+        unknown = sorted(set(raw) - set(STAGE_FIELDS))
+        if unknown:
+            raise RecipeError(f"{path}: unknown keys {unknown}; a stage has {list(STAGE_FIELDS)}")
+        name = raw.get("name", f"stage{index + 1}")
+        if not isinstance(name, str) or not name or name in names:
+            raise RecipeError(f"{path}.name: {name!r} must be a non-empty text, unique among the stages")
+        names.add(name)
+        sections = {}
+        for section, allowed in STAGE_KEYS.items():
+            values = raw.get(section) or {}
+            if not isinstance(values, dict):
+                raise RecipeError(f"{path}.{section}: expected a mapping, got {values!r}")
+            known = {f.name for f in dataclasses.fields(SECTIONS[section])}
+            for key in values:
+                if key not in known:
+                    raise RecipeError(f"{path}.{section}: unknown key {key!r}; a stage may set {section}.{{"
+                                      f"{', '.join(allowed)}}}")
+                if key not in allowed:
+                    raise RecipeError(f"{path}.{section}.{key}: the same for every stage (the engine builds it once "
+                                      f"per run); a stage may set {section}.{{{', '.join(allowed)}}}")
+            sections[section] = values
+        data_values = dataclasses.asdict(recipe.data)
+        if "seq_len" in sections["data"] or "sequence_length" in sections["data"]:
+            data_values.update(seq_len=None, sequence_length=None)  # the stage's row length replaces the base's
+        data = _build(DataSection, {**data_values, **sections["data"]}, f"{path}.data")
+        training = _build(TrainingSection, {**dataclasses.asdict(recipe.training), **sections["training"],
+                                            "max_steps": raw["steps"]}, f"{path}.training")
+        own_segment = bool(sections["schedule"] or sections["optimizer"])
+        schedule = (_build(ScheduleSection, {**dataclasses.asdict(recipe.schedule), **sections["schedule"]},
+                           f"{path}.schedule") if own_segment else None)
+        lr = float(sections["optimizer"].get("lr", recipe.optimizer.lr))
+        stage = Stage(name, first, raw["steps"], data, training, schedule, lr)
+        _validate_stage(stage, path)
+        resolved.append(stage)
+        first += stage.steps
+    return resolved
+
+
+def _validate_stage(stage: Stage, path: str) -> None:
+    from ..data.schedules import MixtureSchedule, SequenceLengthSchedule
+
+    data = stage.data
+    _validate_rows(data, f"{path}.data")
+    if stage.training.gradient_accumulation_steps < 1:
+        raise RecipeError(f"{path}.training.gradient_accumulation_steps must be at least 1")
+    names = [source["name"] for source in data.sources]
+    try:
+        MixtureSchedule(stage.mixture_phases, stage.steps, sources=names)
+    except ValueError as err:
+        raise RecipeError(f"{path}.data.mixture: {err}") from None
+    try:
+        SequenceLengthSchedule(stage.seq_len_phases, stage.steps, data.tokens_per_step)
+    except ValueError as err:
+        raise RecipeError(f"{path}.data: {err}") from None
+    if stage.lr <= 0:
+        raise RecipeError(f"{path}.optimizer.lr={stage.lr} must be positive")
+    if stage.schedule is not None:
+        _validate_schedule(stage.schedule, stage.steps, f"{path}.schedule", f"{path}.steps")
+
+
+def _validate_rows(data: "DataSection", path: str) -> None:
+    if (data.seq_len is None) == (data.sequence_length is None):
+        raise RecipeError(f"{path}: give exactly one of 'seq_len' or 'sequence_length' (a schedule)")
+    for phase in seq_len_phases(data):
+        if not isinstance(phase, dict) or not isinstance(phase.get("seq_len"), int) or phase["seq_len"] < 2:
+            raise RecipeError(f"{path}: every row length must be a whole number >= 2, got {phase!r}")
+        if data.tokens_per_step % phase["seq_len"]:
+            raise RecipeError(f"{path}.tokens_per_step={data.tokens_per_step} is not a multiple of the row length "
+                              f"{phase['seq_len']}")
+    if data.packing not in ("document", "causal"):
+        raise RecipeError(f"{path}.packing={data.packing!r}; choose 'document' or 'causal'")
+
+
+def _validate_schedule(schedule: "ScheduleSection", steps: int, path: str, steps_name: str) -> None:
+    if schedule.type not in LR_SCHEDULES:
+        raise RecipeError(f"{path}.type={schedule.type!r}; choose one of {LR_SCHEDULES}")
+    if not 0 <= schedule.min_lr_ratio <= 1:
+        raise RecipeError(f"{path}.min_lr_ratio={schedule.min_lr_ratio} must be in [0, 1]")
+    if not 0 < schedule.decay_until <= 1:
+        raise RecipeError(f"{path}.decay_until={schedule.decay_until} must be in (0, 1]")
+    if schedule.warmup_steps < 0 or schedule.warmup_steps >= steps:
+        raise RecipeError(f"{path}.warmup_steps={schedule.warmup_steps} must be in [0, {steps_name}={steps})")
 
 
 def validate(recipe: Recipe) -> None:
@@ -219,34 +387,28 @@ def validate(recipe: Recipe) -> None:
         if not source.get("paths") and not source.get("dataset") and not (source.get("prepared") or data.prepared):
             raise RecipeError(f"data.sources[{index}] ({source['name']}): give 'paths' or 'dataset' (or 'prepared' "
                               "token shards)")
+        filters = source.get("filters") or []
+        if not isinstance(filters, list):
+            raise RecipeError(f"data.sources[{index}].filters: a list of {{field, include|exclude}}, got {filters!r}")
+        for number, spec in enumerate(filters):
+            try:
+                DocumentFilter.from_spec(spec, f"data.sources[{index}].filters[{number}]")
+            except ValueError as err:
+                raise RecipeError(str(err)) from None
         weight = source.get("weight", 1.0)
         if not isinstance(weight, (int, float)) or weight < 0:
             raise RecipeError(f"data.sources[{index}].weight must be a number >= 0, got {weight!r}")
         names.append(source["name"])
     if len(set(names)) != len(names):
         raise RecipeError(f"data.sources: names must be unique, got {names}")
-    if (data.seq_len is None) == (data.sequence_length is None):
-        raise RecipeError("data: give exactly one of 'seq_len' or 'sequence_length' (a schedule)")
-    for phase in recipe.seq_len_phases:
-        if recipe.data.tokens_per_step % phase["seq_len"]:
-            raise RecipeError(f"data.tokens_per_step={data.tokens_per_step} is not a multiple of the row length "
-                              f"{phase['seq_len']}")
-    if data.packing not in ("document", "causal"):
-        raise RecipeError(f"data.packing={data.packing!r}; choose 'document' or 'causal'")
+    _validate_rows(data, "data")
     if opt.lr <= 0:
         raise RecipeError(f"optimizer.lr={opt.lr} must be positive")
     if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
         raise RecipeError(f"optimizer.betas={list(opt.betas)} must be two numbers in [0, 1)")
-    if schedule.type not in LR_SCHEDULES:
-        raise RecipeError(f"schedule.type={schedule.type!r}; choose one of {LR_SCHEDULES}")
-    if not 0 <= schedule.min_lr_ratio <= 1:
-        raise RecipeError(f"schedule.min_lr_ratio={schedule.min_lr_ratio} must be in [0, 1]")
-    if not 0 < schedule.decay_until <= 1:
-        raise RecipeError(f"schedule.decay_until={schedule.decay_until} must be in (0, 1]")
-    if schedule.warmup_steps < 0 or schedule.warmup_steps >= training.max_steps:
-        raise RecipeError(f"schedule.warmup_steps={schedule.warmup_steps} must be in [0, training.max_steps)")
     if training.max_steps < 1:
         raise RecipeError(f"training.max_steps={training.max_steps} must be at least 1")
+    _validate_schedule(schedule, training.max_steps, "schedule", "training.max_steps")
     if training.gradient_accumulation_steps < 1:
         raise RecipeError("training.gradient_accumulation_steps must be at least 1")
     if training.precision not in PRECISIONS:
@@ -256,6 +418,8 @@ def validate(recipe: Recipe) -> None:
     if training.save_steps < 1 or training.logging_steps < 1:
         raise RecipeError("training.save_steps and training.logging_steps must be at least 1")
     _validate_stability(recipe.stability, opt, training)
+    if recipe.stages:
+        resolve_stages(recipe)
 
 
 def _validate_stability(stability: StabilitySection, opt: OptimizerSection, training: TrainingSection) -> None:
@@ -332,5 +496,5 @@ def read_recipe_source(recipe, **find_options) -> tuple[str | None, Any]:
         raise RecipeError(f"{source_path}: not valid YAML ({err})") from err
 
 
-__all__ = ["Recipe", "RecipeError", "StabilitySection", "apply_overrides", "find_recipe", "load_recipe",
-           "read_recipe_source", "recipe_from_dict"]
+__all__ = ["STAGE_KEYS", "Recipe", "RecipeError", "StabilitySection", "Stage", "apply_overrides", "find_recipe",
+           "load_recipe", "read_recipe_source", "recipe_from_dict", "resolve_stages"]

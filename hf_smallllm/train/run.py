@@ -137,10 +137,16 @@ def _build_locked_run(recipe: Recipe, resume, extra_callbacks, accelerator, args
     tokenizer = load_tokenizer(recipe)
     model = build_model(recipe, tokenizer)
     stream = build_stream(recipe, tokenizer, world_size=accelerator.num_processes, rank=accelerator.process_index)
-    plan = plan_parallelism(accelerator, recipe, stream.lengths)
+    plan = plan_parallelism(accelerator, recipe, stream.layouts)
     if accelerator.is_main_process:
         logger.info("parallelism: %s", plan.describe())
     spike_skipper = build_stability(recipe, model, is_main_process=accelerator.is_main_process)
+    if plan.zero_stage is not None and {layout[3] for layout in stream.layouts} != {
+            training.gradient_accumulation_steps}:
+        # DeepSpeed's engine (and accelerate's accumulate()) hold the one count of training.gradient_accumulation_steps
+        raise RecipeError("stages[*].training.gradient_accumulation_steps: DeepSpeed keeps one accumulation count per "
+                          "run, training.gradient_accumulation_steps; leave it out of the stages (change "
+                          "tokens_per_step per stage instead), or use DDP or FSDP2")
     if spike_skipper is not None and plan.zero_stage is not None:
         raise RecipeError("stability.skip_loss_spikes does not work under DeepSpeed (its engine owns the "
                           "gradients); use DDP or FSDP2, or turn it off")
@@ -149,7 +155,7 @@ def _build_locked_run(recipe: Recipe, resume, extra_callbacks, accelerator, args
         apply_fsdp2(model)
     optimizer = build_optimizer(model, recipe.optimizer)
     # stepped by hand once per optimizer step (accelerate's wrapper would step it once per process)
-    lr_scheduler = build_lr_scheduler(optimizer, recipe.schedule, training.max_steps)
+    lr_scheduler = build_lr_scheduler(optimizer, recipe.schedule, training.max_steps, recipe.stage_plans)
     if plan.sharded_by == "hf_smallllm":
         wrapped = model
     else:

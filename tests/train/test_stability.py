@@ -184,7 +184,7 @@ def test_skywork_recipe_notes_where_its_stage2_share_and_warmup_come_from():
     from hf_smallllm.train.recipe import find_recipe
 
     recipe = load_recipe("published-skywork")
-    stage2 = recipe.mixture_phases[-1]
+    stage2 = recipe.stage_plans[-1].mixture_phases[-1]
     assert (stage2["weights"]["stem"] + stage2["end_weights"]["stem"]) / 2 == pytest.approx(0.25)
     assert recipe.schedule.warmup_steps == 2000
     text = find_recipe("published-skywork").read_text()
