@@ -20,7 +20,6 @@ import contextlib
 import functools
 import math
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +226,7 @@ class PaperComparison:
                          f"{delta} |")
         lines.append("")
         lines.append("\\* not stated in the source we read; assumed. — : not confirmed from a source / not run.")
+        lines += [f"- {row.benchmark}: {row.note}" for row in self.table.rows if row.note]
         if self.offline:
             lines.append("Offline stand-in data: these scores check the wiring and are not comparable to the paper's.")
         elif self.limit is not None:
@@ -264,8 +264,10 @@ def row_scores(table: PaperTable, results: dict, *, offline: bool) -> dict[str, 
 
 def run_paper_table(model, family: str, *, tokenizer=None, offline: bool = False, limit: int | float | None = None,
                     batch_size: int | str = 1, device: str | None = None, dtype: str = "auto",
-                    confirm_run_unsafe_code: bool = False, seed: int = 0) -> PaperComparison:
-    """Run the family's paper suite on `model` (path, Hub id, or loaded model with `tokenizer`) through lm-eval."""
+                    confirm_run_unsafe_code: bool = False, seed: int = 0,
+                    max_gen_toks: int | None = None) -> PaperComparison:
+    """Run the family's paper suite on `model` (path, Hub id, or loaded model with `tokenizer`) through lm-eval.
+    `max_gen_toks` caps generative tasks' answers (quick checks; the tasks' own budget otherwise)."""
     from .harness import run_benchmarks
 
     table = load_paper_table(family)
@@ -274,7 +276,8 @@ def run_paper_table(model, family: str, *, tokenizer=None, offline: bool = False
     with registered_suite(spec, manager) as name:
         results = run_benchmarks(model, [name], tokenizer=tokenizer, limit=limit, batch_size=batch_size,
                                  device=device, dtype=dtype, confirm_run_unsafe_code=confirm_run_unsafe_code,
-                                 seed=seed, manager=manager)
+                                 seed=seed, manager=manager,
+                                 gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
     skipped = {r.benchmark: "needs --confirm-run-unsafe-code" for r in table.rows
                if r.unsafe_code and not confirm_run_unsafe_code}
     return PaperComparison(table, row_scores(table, results, offline=offline), offline, limit, skipped)
