@@ -176,13 +176,14 @@ def results_table(results: dict) -> str:
 
 def summary(results: dict) -> dict[str, dict[str, float]]:
     """{task or group: {metric: value}} with lm-eval's `metric,filter` keys cut to the metric name; the standard
-    errors and aliases are dropped."""
+    errors, aliases and sample counts are dropped."""
     out = {}
     for section in ("results", "groups"):
         for task, metrics in results.get(section, {}).items():
             for key, value in metrics.items():
                 metric = key.split(",")[0]
-                if metric.endswith("_stderr") or metric in ("alias", "samples") or not isinstance(value, (int, float)):
+                if metric.endswith("_stderr") or metric in ("alias", "samples", "sample_len") \
+                        or not isinstance(value, (int, float)):
                     continue
                 out.setdefault(task, {})[metric] = value
     return out

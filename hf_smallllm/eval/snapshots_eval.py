@@ -31,7 +31,7 @@ from ..runfiles import atomic_path, write_json_atomic, write_text_atomic
 
 REVISIONS_DIR = "revisions"
 TABLE_NAME = "snapshots"  # snapshots.md / .csv / .json / .png in the output folder
-SOURCE_NAME = "hf-smallllm eval snapshots"  # marks the model-index results this module writes
+SOURCE_NAME = "hf-smallllm eval snapshots"  # marks the model-index results this module writes (metric_args)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -274,7 +274,10 @@ def model_index_results(table: SnapshotTable) -> list:
             results.append(EvalResult(
                 task_type="text-generation", dataset_type=dataset, dataset_name=dataset, metric_type=metric_type,
                 metric_value=float(value), metric_name=f"{label} at {result.revision} ({result.tokens:,} tokens)",
-                source_name=SOURCE_NAME,
+                # the Hub's schema has no field for "measured on which revision"; metric_args carries it, and marks
+                # the results this module wrote (source_name would need a source_url, which a local run lacks)
+                metric_args={"evaluated_by": SOURCE_NAME, "revision": result.revision, "step": result.step,
+                             "tokens": result.tokens},
             ))
     return results
 
@@ -291,7 +294,7 @@ def push_model_index(table: SnapshotTable, repo_id: str, *, endpoint: str | None
                                               token=token))
     except EntryNotFoundError:
         card = ModelCard("---\n{}\n---\n")
-    kept = [r for r in (card.data.eval_results or []) if r.source_name != SOURCE_NAME]
+    kept = [r for r in (card.data.eval_results or []) if (r.metric_args or {}).get("evaluated_by") != SOURCE_NAME]
     card.data.eval_results = kept + model_index_results(table)
     card.data.model_name = card.data.model_name or repo_id.split("/")[-1]
     info = HfApi(endpoint=endpoint, token=token).upload_file(

@@ -5,6 +5,7 @@ model-index."""
 import json
 
 import pytest
+import torch
 from huggingface_hub import HfApi, ModelCard
 
 import hf_smallllm.eval.snapshots_eval as snapshots_eval
@@ -13,7 +14,7 @@ from hf_smallllm.hub import publish_run
 from hf_smallllm.resources import CORPUS
 from hf_smallllm_cli import main
 
-from .conftest import STEPS, TOKENS_PER_STEP
+from .conftest import STEPS, TOKENS_PER_STEP, make_checkpoint
 
 SETTINGS = {"max_chars": 200, "max_documents": 2, "batch_size": 2, "device": "cpu", "progress": False}
 
@@ -23,6 +24,22 @@ def domain(tmp_path_factory):
     path = tmp_path_factory.mktemp("domain") / "kjv.txt"
     path.write_text((CORPUS / "validation" / "en_kjv.txt").read_text(encoding="utf-8")[:2000], encoding="utf-8")
     return {"kjv": str(path)}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, corpus_tokenizer):
+    """Three checkpoints of a tiny TinyLlama whose vocabulary fits the corpus tokenizer (the shared run fixture's
+    models have 256 entries, too few to score real text)."""
+    from hf_smallllm.families import FAMILIES, preset_config
+
+    root = tmp_path_factory.mktemp("eval-run")
+    for step in STEPS:
+        folder = make_checkpoint(root / f"checkpoint-{step}", step, corpus_tokenizer)
+        torch.manual_seed(step)
+        model = FAMILIES["tinyllama"].causal_lm_class(
+            preset_config("tinyllama", "tiny", vocab_size=len(corpus_tokenizer)))
+        model.save_pretrained(folder)
+    return root
 
 
 @pytest.fixture
@@ -46,6 +63,7 @@ def counting(monkeypatch):
     return measured
 
 
+@pytest.mark.slow
 def test_every_snapshot_once_resumable_and_pushed(hub, published, run_dir, domain, tmp_path, monkeypatch):
     endpoint, token = hub
     measured = counting(monkeypatch)
@@ -93,6 +111,7 @@ def test_every_snapshot_once_resumable_and_pushed(hub, published, run_dir, domai
     kjv = sorted((r for r in results if r.metric_type == "perplexity"), key=lambda r: r.metric_value)
     assert {r.metric_value for r in kjv} == {r.metrics["ppl/kjv"] for r in table.results}
     assert any("step20" in r.metric_name for r in results)
+    assert {r.metric_args["step"] for r in results} == set(STEPS)
     assert before.split("---", 2)[2].strip() in str(card)  # the body of the card is unchanged
 
 
