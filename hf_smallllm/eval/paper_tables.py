@@ -156,14 +156,16 @@ def suite_spec(table: PaperTable, *, offline: bool = False, include_unsafe: bool
     Rows whose task executes code are left out unless `include_unsafe`."""
     manager = manager or paper_task_manager()
     members: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for row in table.rows:
         if row.unsafe_code and not include_unsafe:
             continue
         for name in (row.offline_names() if offline else [row.task]):
-            if name in seen:  # two rows of one task (Skywork's MMLU is in one table only, but be safe)
+            if name in seen:  # one task in two rows: one run serves both, if their shots agree
+                if seen[name] != row.shots:
+                    raise ValueError(f"{table.family}: {name} appears with {seen[name]} and {row.shots} shots")
                 continue
-            seen.add(name)
+            seen[name] = row.shots
             if name not in manager.all_tasks:
                 raise UsageValueError(f"{table.family}: task {name!r} ({row.benchmark}) is not known to lm-eval")
             kind = "group" if name in manager.all_groups else "task"

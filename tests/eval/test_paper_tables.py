@@ -127,3 +127,15 @@ def test_cli_prints_the_table_without_a_model(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", "paper", "--family", "nope"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.slow
+def test_cli_runs_a_suite_offline_and_writes_json(trained_checkpoint, tmp_path, capsys):
+    output = tmp_path / "geb.json"
+    assert main(["eval", "paper", "--family", "geb", "--model", str(trained_checkpoint), "--offline", "--limit", "1",
+                 "--device", "cpu", "--output", str(output)]) == 0
+    assert "| general benchmarks | MMLU | mmlu | 5* | acc | 31.20 |" in capsys.readouterr().out
+    data = json.loads(output.read_text())
+    assert data["offline"] and data["model"] == str(trained_checkpoint)
+    assert [row["benchmark"] for row in data["rows"]] == ["MMLU", "C-Eval", "CMMLU"]
+    assert all(0 <= row["ours"] <= 100 for row in data["rows"])
