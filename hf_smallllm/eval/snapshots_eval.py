@@ -117,9 +117,15 @@ def find_snapshots(source: str | os.PathLike, *, endpoint: str | None = None, to
         found = [SnapshotToEvaluate(s.path.name, s.step, s.tokens, folder=s.path) for s in run_snapshots(path)]
         where = f"run folder {path}"
     else:
-        found = [SnapshotToEvaluate(s.branch, s.step, s.tokens, commit=s.commit)
-                 for s in list_snapshots(str(source), branch_template=branch_template, endpoint=endpoint, token=token,
-                                         exact_tokens=True)]
+        from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+
+        try:
+            listed = list_snapshots(str(source), branch_template=branch_template, endpoint=endpoint, token=token,
+                                    exact_tokens=True)
+        except (RepositoryNotFoundError, HFValidationError) as err:
+            raise UsageValueError(f"{str(source)!r} is neither a run folder nor a Hub repo this token can read") \
+                from err
+        found = [SnapshotToEvaluate(s.branch, s.step, s.tokens, commit=s.commit) for s in listed]
         where = f"repo {source}"
     if not found:
         raise UsageValueError(f"no snapshots in {where} (checkpoint-N folders, or snapshot branches)")

@@ -9,6 +9,7 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 
 import hf_smallllm.eval.snapshots_eval as snapshots_eval
+from hf_smallllm.errors import UsageValueError
 from hf_smallllm.eval.snapshots_eval import evaluate_snapshots, push_model_index
 from hf_smallllm.hub import publish_run
 from hf_smallllm.resources import CORPUS
@@ -148,3 +149,13 @@ def test_cli_on_a_run_folder(run_dir, domain, tmp_path, capsys):
     assert not (output / "snapshots.png").exists()
     assert main(["eval", "snapshots", str(run_dir), "--push-model-index", "--output", str(output)]) == 2
     assert "needs a Hub repo id" in capsys.readouterr().err
+
+
+def test_a_source_that_is_neither_a_run_nor_a_repo_is_one_line(hub, tmp_path):
+    endpoint, token = hub
+    with pytest.raises(UsageValueError, match="neither a run folder nor a Hub repo"):
+        evaluate_snapshots("tests/no-such-repo", tmp_path, endpoint=endpoint, token=token, progress=False)
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    with pytest.raises(UsageValueError, match="no snapshots in run folder"):
+        evaluate_snapshots(empty, tmp_path / "out", progress=False)
