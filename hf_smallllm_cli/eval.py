@@ -6,10 +6,11 @@ and writes its JSON atomically (`hf_smallllm.runfiles`).
 
 import argparse
 
-from ._options import MODEL_DTYPES, HelpFormatter, check_positive, named, print_help_and_fail
+from ._options import FAMILY_NAMES, MODEL_DTYPES, HelpFormatter, check_positive, named, print_help_and_fail
 
 COMMAND = "eval"
-HELP = "evaluate models: domain perplexity, contamination check, lm-eval benchmarks, long-text perplexity"
+HELP = ("evaluate models: domain perplexity, contamination check, lm-eval benchmarks, the papers' tables, "
+        "snapshots, long-text perplexity")
 DESCRIPTION = """Evaluate saved models: any folder or Hub id AutoModelForCausalLM loads, this package's five families
 included. Each subcommand prints a Markdown table and writes JSON; `hf-smallllm eval SUBCOMMAND --help` explains
 its options, docs/evaluation.md the methods behind them."""
@@ -111,6 +112,53 @@ def register(parser):
     bench.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling and generation")
     _model_options(bench, batch_size=4)
     bench.add_argument("--output", default="bench_results.json", help="JSON file with lm-eval's results")
+
+    paper = add("paper", "a family paper's benchmark table through lm-eval, ours beside the paper's numbers",
+                run_paper,
+                "Runs the benchmarks the family's paper reports, with the paper's shots and metrics, through lm-eval's "
+                "registered tasks (which read the real data sets from the Hub or the datasets cache) and prints our "
+                "score beside the paper's. The paper's numbers, with their arXiv table and source, are data in "
+                "hf_smallllm/resources/paper_tables/FAMILY.yaml; a number no source we read confirmed is shown as —. "
+                "Without --model: prints the table and the settings only. --offline runs the same task "
+                "configurations on tiny bundled stand-in data (a wiring check; scores are not comparable).")
+    paper.add_argument("--family", required=True, choices=FAMILY_NAMES, help="whose paper")
+    paper.add_argument("--model", default=None, help="model folder or Hub id (without it: print the table only)")
+    paper.add_argument("--tokenizer", default=None, help="tokenizer folder or Hub id (without it: the model's)")
+    paper.add_argument("--offline", action="store_true", help="bundled stand-in data instead of the real data sets")
+    paper.add_argument("--limit", type=float, default=None,
+                       help="documents per task (a fraction below 1); for quick checks only")
+    paper.add_argument("--confirm-run-unsafe-code", action="store_true",
+                       help="also run rows that execute model-written code (HumanEval); see docs/evaluation.md")
+    paper.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling and generation")
+    _model_options(paper, batch_size=4)
+    paper.add_argument("--output", default=None, help="JSON file with the comparison (without it: none)")
+
+    snaps = add("snapshots", "evaluate every snapshot of a run folder or Hub repo: domain perplexity plus tasks",
+                run_snapshots,
+                "Measures each revision (a Hub repo's snapshot branches, or a run folder's checkpoint-N folders): "
+                "domain perplexity on --domain files (default: the bundled validation domains) and any --tasks "
+                "through lm-eval. Each revision's result is written to OUTPUT/revisions/ as soon as it is measured, "
+                "so a rerun with the same settings skips what is done. Writes OUTPUT/snapshots.md, .csv, .json and "
+                "a plot of each metric against training tokens (snapshots.png). --push-model-index writes the "
+                "results into the repo's model card metadata (model-index).")
+    snaps.add_argument("source", metavar="REPO_OR_RUN", help="a Hub repo id, or a local run folder")
+    snaps.add_argument("--output", default="snapshot_eval", help="folder for per-revision results, table and plot")
+    snaps.add_argument("--domain", action="append", metavar="NAME=FILE",
+                       help="a domain file (repeatable; without it: the five bundled validation domains)")
+    snaps.add_argument("--tasks", default="", help="comma-separated lm-eval tasks (without it: perplexity only)")
+    snaps.add_argument("--num-fewshot", type=int, default=None,
+                       help="few-shot examples (without it: each task's default)")
+    snaps.add_argument("--limit", type=float, default=None, help="documents per task (a fraction below 1)")
+    snaps.add_argument("--max-chars", type=int, default=None,
+                       help="characters per document (without it: max_position_embeddings // 3)")
+    snaps.add_argument("--max-documents", type=int, default=None, help="documents per domain (without it: all)")
+    snaps.add_argument("--branch-template", default=None,
+                       help="snapshot branch naming (without it: the OLMo and TinyLlama names are recognised)")
+    snaps.add_argument("--endpoint", default=None, help="Hub endpoint (without it: HF_ENDPOINT or the Hub)")
+    snaps.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    snaps.add_argument("--push-model-index", action="store_true",
+                       help="write the results into the repo model card's model-index (needs a Hub repo and token)")
+    _model_options(snaps, batch_size=4)
 
     tasks = add("tasks", "list the shipped lm-eval tasks, or print their folder (lm-eval's --include_path)", run_tasks,
                 "The shipped task folder works as lm-eval's --include_path as it is: "
@@ -248,6 +296,61 @@ def run_bench(args) -> int:
     print(results_table(results))
     write_json_atomic(args.output, {"model": args.model, "summary": summary(results),
                                     "lm_eval": results_json(results)})
+    return 0
+
+
+def _limit(value):
+    from hf_smallllm.errors import UsageValueError
+
+    if value is None:
+        return None
+    if value <= 0:
+        raise UsageValueError(f"--limit must be positive, got {value}")
+    return int(value) if value >= 1 else value
+
+
+def run_paper(args) -> int:
+    from hf_smallllm.eval.paper_tables import PaperComparison, load_paper_table, run_paper_table
+    from hf_smallllm.runfiles import write_json_atomic
+
+    check_positive("--batch-size", args.batch_size, allow_none=False)
+    limit = _limit(args.limit)
+    if args.model is None:
+        print(PaperComparison(load_paper_table(args.family), {}, offline=False, limit=None).to_markdown())
+        return 0
+    comparison = run_paper_table(args.model, args.family, tokenizer=args.tokenizer, offline=args.offline,
+                                 limit=limit, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                                 confirm_run_unsafe_code=args.confirm_run_unsafe_code, seed=args.seed)
+    print(comparison.to_markdown())
+    if args.output:
+        write_json_atomic(args.output, {"model": args.model, **comparison.to_dict()})
+    return 0
+
+
+def run_snapshots(args) -> int:
+    import os
+
+    from hf_smallllm.errors import UsageValueError
+    from hf_smallllm.eval.snapshots_eval import evaluate_snapshots, push_model_index
+
+    check_positive("--batch-size", args.batch_size, allow_none=False)
+    check_positive("--max-chars", args.max_chars)
+    check_positive("--max-documents", args.max_documents)
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise UsageValueError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
+    if args.push_model_index and os.path.isdir(args.source):
+        raise UsageValueError("--push-model-index needs a Hub repo id; a run folder has no model card on the Hub")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    table = evaluate_snapshots(args.source, args.output, domains=args.domain, tasks=tasks, max_chars=args.max_chars,
+                               max_documents=args.max_documents, limit=_limit(args.limit),
+                               num_fewshot=args.num_fewshot, batch_size=args.batch_size, device=args.device,
+                               dtype=args.dtype, endpoint=args.endpoint, branch_template=args.branch_template,
+                               plot=not args.no_plot)
+    print(table.to_markdown())
+    print(f"\ntable, CSV, JSON{'' if args.no_plot else ' and plot'} in {args.output}")
+    if args.push_model_index:
+        commit = push_model_index(table, args.source, endpoint=args.endpoint)
+        print(f"model-index of {args.source} updated (commit {commit})")
     return 0
 
 

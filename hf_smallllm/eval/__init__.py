@@ -15,6 +15,8 @@ perplexity, Skywork's contamination check, and benchmarks through lm-eval with s
 | `harness.py` | lm-eval glue and the shipped local tasks |
 | `code_execution.py` | running HumanEval programs (opt-in) and pass@k |
 | `benchmark_data.py` | how the shipped benchmark files are built |
+| `paper_tables.py` | the papers' benchmark tables (data in `resources/paper_tables/`) run through lm-eval |
+| `snapshots_eval.py` | every snapshot of a run or Hub repo: perplexity and tasks, resumable, table, plot, model-index |
 """
 
 from .contamination import ContaminationReport, SplitLoss, compare_splits, contamination_check, load_qa_texts

@@ -84,14 +84,17 @@ def _code_execution_allowed(allowed: bool):
                 os.environ[ALLOW_ENV] = previous
 
 
-def run_benchmarks(model, tasks: Sequence[str] | str, *, tokenizer=None, num_fewshot: int | None = None,
+def run_benchmarks(model, tasks: Sequence[str | dict] | str, *, tokenizer=None, num_fewshot: int | None = None,
                    limit: int | float | None = None, batch_size: int | str = 1, device: str | None = None,
                    dtype: str = "auto", include_path: Sequence[str | Path] = (), confirm_run_unsafe_code: bool = False,
                    log_samples: bool = False, seed: int = 0, apply_chat_template: bool = False,
                    max_length: int | None = None, gen_kwargs: dict | None = None,
-                   model_args: dict | None = None) -> dict:
+                   model_args: dict | None = None, manager=None) -> dict:
     """Evaluate `model` (a path, Hub id, or loaded model with `tokenizer`) on lm-eval tasks, the shipped local ones
     included; returns lm-eval's results dict (`results`, `groups`, `configs`, `n-shot`, ...).
+
+    tasks: names, or lm-eval inline configs (dicts, e.g. a group of registered tasks with overrides, as
+        `hf_smallllm.eval.paper_tables` builds them; then pass the `manager` that knows the tasks they name).
 
     limit: at most this many documents per task (a fraction for a share), for quick checks; scores with a limit
         are not comparable to published ones.
@@ -104,13 +107,14 @@ def run_benchmarks(model, tasks: Sequence[str] | str, *, tokenizer=None, num_few
     tasks = [t for t in tasks if t]
     if not tasks:
         raise UsageValueError("no tasks given")
-    lm = load_lm(model, tokenizer, batch_size=batch_size, device=device, dtype=dtype, max_length=max_length,
-                 **(model_args or {}))
-    manager = task_manager(tasks, [TASKS_DIR, *include_path])
-    unknown = [t for t in tasks if t not in manager.all_tasks]
+    names = [t for t in tasks if isinstance(t, str)]
+    manager = manager or task_manager(names, [TASKS_DIR, *include_path])
+    unknown = [t for t in names if t not in manager.task_index]  # the index holds groups registered later too
     if unknown:
         raise UsageValueError(f"unknown lm-eval task(s): {', '.join(unknown)}; local tasks: "
                          f"{', '.join(local_task_names())} (plus lm-eval's built-in tasks)")
+    lm = load_lm(model, tokenizer, batch_size=batch_size, device=device, dtype=dtype, max_length=max_length,
+                 **(model_args or {}))
     with _code_execution_allowed(confirm_run_unsafe_code):
         results = lm_eval.simple_evaluate(
             model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
@@ -172,13 +176,14 @@ def results_table(results: dict) -> str:
 
 def summary(results: dict) -> dict[str, dict[str, float]]:
     """{task or group: {metric: value}} with lm-eval's `metric,filter` keys cut to the metric name; the standard
-    errors and aliases are dropped."""
+    errors, aliases and sample counts are dropped."""
     out = {}
     for section in ("results", "groups"):
         for task, metrics in results.get(section, {}).items():
             for key, value in metrics.items():
                 metric = key.split(",")[0]
-                if metric.endswith("_stderr") or metric in ("alias", "samples") or not isinstance(value, (int, float)):
+                if metric.endswith("_stderr") or metric in ("alias", "samples", "sample_len") \
+                        or not isinstance(value, (int, float)):
                     continue
                 out.setdefault(task, {})[metric] = value
     return out
