@@ -39,17 +39,18 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 class SnapshotToEvaluate:
     """One revision: a snapshot branch of a Hub repo, or a checkpoint folder of a local run."""
 
-    revision: str  # branch name, or the checkpoint folder's name
-    step: int
+    revision: str  # branch name, the checkpoint folder's name, or a sub-folder snapshot's path (Skywork's)
+    step: int | None  # None: a sub-folder snapshot, named by its tokens only
     tokens: int
     commit: str | None = None  # the branch's commit (Hub)
     folder: Path | None = None  # the checkpoint folder (local run)
+    subfolder: str | None = None  # the snapshot's folder inside the repo (Hub, sub-folder snapshots)
 
 
 @dataclass
 class SnapshotResult:
     revision: str
-    step: int
+    step: int | None
     tokens: int
     metrics: dict[str, float]  # "ppl/<domain>", "ppl/average", "<task>/<metric>"
     commit: str | None = None
@@ -125,7 +126,8 @@ def find_snapshots(source: str | os.PathLike, *, endpoint: str | None = None, to
         except (RepositoryNotFoundError, HFValidationError) as err:
             raise UsageValueError(f"{str(source)!r} is neither a run folder nor a Hub repo this token can read") \
                 from err
-        found = [SnapshotToEvaluate(s.branch, s.step, s.tokens, commit=s.commit) for s in listed]
+        found = [SnapshotToEvaluate(s.subfolder or s.branch, s.step, s.tokens, commit=s.commit, subfolder=s.subfolder)
+                 for s in listed]
         where = f"repo {source}"
     if not found:
         raise UsageValueError(f"no snapshots in {where} (checkpoint-N folders, or snapshot branches)")
@@ -202,12 +204,14 @@ def evaluate_snapshots(source: str | os.PathLike, output_dir: str | os.PathLike,
         result = _read_result(path, settings)
         if result is None:
             if progress:
-                print(f"[{index + 1}/{len(snapshots)}] {snapshot.revision}: step {snapshot.step}, "
-                      f"{snapshot.tokens:,} tokens", flush=True)
+                step = "" if snapshot.step is None else f"step {snapshot.step}, "
+                print(f"[{index + 1}/{len(snapshots)}] {snapshot.revision}: {step}{snapshot.tokens:,} tokens",
+                      flush=True)
             folder = snapshot.folder
             if folder is None:
-                folder, _ = download_snapshot(str(source), revision=snapshot.commit or snapshot.revision,
-                                              endpoint=endpoint, token=token, cache_dir=cache_dir)
+                revision = snapshot.commit or (None if snapshot.subfolder else snapshot.revision)
+                folder, _ = download_snapshot(str(source), revision=revision, endpoint=endpoint, token=token,
+                                              cache_dir=cache_dir, subfolder=snapshot.subfolder)
             metrics = measure_snapshot(folder, domains=domains, tasks=tasks, max_chars=max_chars,
                                        max_documents=max_documents, limit=limit, num_fewshot=num_fewshot,
                                        batch_size=batch_size, device=device, dtype=dtype, progress=progress)

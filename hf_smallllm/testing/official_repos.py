@@ -176,6 +176,10 @@ def write_official_repo(family: str, folder: str | os.PathLike, *, weight_format
         raise ValueError(f"weight_format={weight_format!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
     folder = Path(folder)
     package = folder.with_name(folder.name + ".package")
+    tokenizer_files = folder.with_name(folder.name + ".tokenizer")
+    write_official_tokenizer(family, tokenizer_files, sentencepiece_model)
+    # the embedding matches the tokenizer, so the repository can be evaluated on text
+    config_overrides.setdefault("vocab_size", _tokenizer_size(family, tokenizer_files))
     torch.manual_seed(seed)
     config = preset_config(family, "tiny", **config_overrides)
     model = FAMILIES[family].causal_lm_class(config).eval()
@@ -197,9 +201,21 @@ def write_official_repo(family: str, folder: str | os.PathLike, *, weight_format
         {**GENERATION[family], "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
          "pad_token_id": config.pad_token_id}, indent=2))
     _resave_weights(folder, weight_format, shard_bytes)
-    write_official_tokenizer(family, folder, sentencepiece_model)
+    for path in tokenizer_files.iterdir():
+        path.replace(folder / path.name)
     shutil.rmtree(package)
+    tokenizer_files.rmdir()
     return folder
+
+
+def _tokenizer_size(family: str, folder: Path) -> int:
+    official = FAMILIES[family].official
+    if official.tokenizer_class is None:  # GPT-2 files; <|endoftext|> is id 0, as the tiny BTLM's BOS/EOS
+        return len(json.loads((folder / "vocab.json").read_text(encoding="utf-8")))
+    import sentencepiece
+
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(folder / official.tokenizer_model_file))
+    return processor.get_piece_size() + len(official.tokenizer_added_tokens)
 
 
 __all__ = ["OFFICIAL_REPOS", "TRIPWIRE_ENV", "WEIGHT_FORMATS", "train_sentencepiece_model", "training_texts",

@@ -248,3 +248,17 @@ def test_tinyllama_milestone_repositories_are_listed_without_network(capsys):
     assert "PY007/TinyLlama-1.1B-intermediate-step-480k-1T" in capsys.readouterr().out
     assert main(["snapshots"]) == 2
     assert "give a Hub repo (owner/name) or --family" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_snapshots_measures_skywork_subfolder_snapshots(official_hub, hub, tmp_path):
+    from hf_smallllm.eval.snapshots_eval import evaluate_snapshots
+
+    endpoint, token = hub
+    table = evaluate_snapshots(SKYWORK_INTERMEDIATE, tmp_path / "out", domains=None, max_documents=2,
+                               max_chars=400, endpoint=endpoint, token=token, cache_dir=str(tmp_path / "cache"),
+                               plot=False, progress=False)
+    assert [(r.revision, r.step, r.tokens) for r in table.results] == [
+        ("model_hubs/Skywork-13B-Base-0.5T", None, 500 * 10**9), ("model_hubs/Skywork-13B-Base-1T", None, 10**12)]
+    first, second = (r.metrics["ppl/average"] for r in table.results)
+    assert first != second and first > 1  # two different random models, each measured
