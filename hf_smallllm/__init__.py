@@ -47,8 +47,10 @@ from .models import (  # noqa: E402
     TinyLlamaModel,
     TinyLlamaPreTrainedModel,
 )
+from .models.peft_smallllm import install_peft_defaults  # noqa: E402
 
 register()
+install_peft_defaults()  # PEFT's default target modules for every smallllm_* model type, once peft is imported
 
 __version__ = "0.1.0"
 

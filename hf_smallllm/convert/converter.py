@@ -29,7 +29,6 @@ from transformers import AutoConfig
 from ..errors import UsageFileNotFoundError, UsageValueError
 from ..families import FAMILIES, family_of, preset_config
 from ..models.configuration_smallllm import SmallLLMConfig
-from ..models.remote_code import add_remote_code
 from . import configs
 from .checkpoint_files import (
     CheckpointReader,
@@ -49,6 +48,7 @@ from .formats import (
     run_package,
 )
 from .plan import FROM_PACKAGE, TO_PACKAGE, model_tensors, plan_conversion, run_plan
+from .remote_code import add_remote_code
 from .verify import (
     DEFAULT_LENGTH,
     DEFAULT_TOLERANCE,

@@ -1,6 +1,6 @@
 """The checkpoint formats conversions read and write, and how to run each one for the logit check.
 
-A `Layout` ties together a layout's table (`hf_smallllm.models.layouts_smallllm`: tensor names, config fields), how
+A `Layout` ties together a layout's table (`hf_smallllm.layouts`: tensor names, config fields), how
 its config.json is written (`configs.py`, from the same table) and a `runner`: the model that computes logits from a
 checkpoint in that layout, as the layout's own code would. `native_model` builds the stock transformers twin of a
 package model in memory (parity tests, benchmarks).
@@ -32,9 +32,9 @@ import torch
 from transformers import GlmForCausalLM, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
+from .. import layouts as tables
 from ..errors import UsageValueError
 from ..families import FAMILIES, family_of
-from ..models import layouts_smallllm as tables
 from ..models.configuration_smallllm import SmallLLMConfig
 from ..models.modeling_smallllm import SmallLLMForCausalLM
 from . import configs

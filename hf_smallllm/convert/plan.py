@@ -1,6 +1,6 @@
 """Planning and streaming one conversion: every key and shape is accounted for before a tensor is read.
 
-`plan_conversion` expands a layout's tensor table (`hf_smallllm.models.layouts_smallllm`) for a config (one rule per
+`plan_conversion` expands a layout's tensor table (`hf_smallllm.layouts`) for a config (one rule per
 layer), works out which rules the config needs (from the tensors the target model has, built on the meta device), the
 exact shape every source tensor must have, and the steps that turn source tensors into output tensors. Anything
 wrong in the source (missing, unexpected or mis-shaped tensors) is collected and raised together as a
@@ -26,8 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import UsageValueError
+from ..layouts import Layout, TensorRule
 from ..models.attention_smallllm import alibi_slopes
-from ..models.layouts_smallllm import Layout, TensorRule
 from .checkpoint_files import TensorInfo
 from .transforms import TRANSFORMS, owned
 

@@ -160,8 +160,8 @@ def register() -> None:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
     from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 
+    from ..layouts import OFFICIAL_LAYOUTS, weight_transforms
     from ..models import SmallLLMConfig, SmallLLMForCausalLM, SmallLLMModel
-    from ..models.layouts_smallllm import OFFICIAL_LAYOUTS, weight_transforms
 
     pairs = [(SmallLLMConfig, SmallLLMModel, SmallLLMForCausalLM)] + [
         (f.config_class, f.model_class, f.causal_lm_class) for f in FAMILIES.values()

@@ -346,6 +346,12 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
     # ALiBi slopes are stored when a checkpoint has them (BTLM's do) and computed when it has not.
     _keys_to_ignore_on_load_missing = [r"alibi\.slopes"]
 
+    def __init__(self, config: SmallLLMConfig, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        # PEFT's default LoRA targets for the smallllm_* model types. `import hf_smallllm` installs them; a folder
+        # loaded as remote code has no such import, so building a model does it (idempotent, never imports peft).
+        install_peft_defaults()
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # muP scales the init of each matrix by its width multiplier (mup_smallllm.py); `init_scheme="lit_gpt"` is
@@ -562,10 +568,6 @@ def remote_code_auto_map(model: SmallLLMPreTrainedModel) -> dict[str, str]:
     else:
         entries["AutoModel"] = reference(type(model))
     return entries
-
-
-# PEFT's default LoRA targets for the smallllm_* model types, in this process too when this file runs as remote code.
-install_peft_defaults()
 
 
 __all__ = [
