@@ -26,6 +26,7 @@ transformers' own and the package's (TinyLlama, ChuXin and Skywork publish them)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -393,9 +394,9 @@ def weight_transforms(layout: Layout) -> list:
     the block prefix (`transformer.h.` -> `model.layers.`) becomes one renaming, every other one-to-one rule a renaming
     of the name after the layer index (or of the whole name outside the blocks), and every rule with a tensor
     transform a converter on the name after the layer index."""
-    from transformers.core_model_loading import Chunk, Transpose, WeightConverter, WeightRenaming
+    from transformers.core_model_loading import Chunk, ConversionOps, Transpose, WeightConverter, WeightRenaming
 
-    operations = {
+    operations: dict[str, Callable[[], list[ConversionOps]]] = {
         "transpose": lambda: [Transpose(0, 1)],
         "split_rows": lambda: [Chunk(dim=0)],  # equal parts: q/k/v of a multi-head model, k/v, gate/up
         "transpose_split_rows": lambda: [Transpose(0, 1), Chunk(dim=0)],

@@ -21,7 +21,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: importing the models imports torch
+    from ..models import SmallLLMConfig, SmallLLMForCausalLM, SmallLLMPreTrainedModel
 
 # Where the class names of a record resolve: the shipped model files.
 MODELS_PACKAGE = "hf_smallllm.models"
@@ -80,25 +83,25 @@ class Family:
     gguf: GGUFFormat | None = None  # how llama.cpp runs it (None: no llama.cpp architecture expresses it)
 
     @property
-    def config_class(self) -> type:
+    def config_class(self) -> type[SmallLLMConfig]:
         return _model_attribute(self.config_class_name)
 
     @property
-    def model_class(self) -> type:
+    def model_class(self) -> type[SmallLLMPreTrainedModel]:
         return _model_attribute(self.model_class_name)
 
     @property
-    def causal_lm_class(self) -> type:
+    def causal_lm_class(self) -> type[SmallLLMForCausalLM]:
         return _model_attribute(self.causal_lm_class_name)
 
-    def preset(self, preset: str = "published", **overrides: Any):
+    def preset(self, preset: str = "published", **overrides: Any) -> SmallLLMConfig:
         """The config at `preset`, with keyword overrides applied last."""
         if preset not in self.presets:
             raise ValueError(f"unknown preset {preset!r} for {self.name}; choose one of {', '.join(self.presets)}.")
         return self.config_class(**{**self.presets[preset], **overrides})
 
 
-def _model_attribute(name: str) -> type:
+def _model_attribute(name: str) -> Any:
     return getattr(importlib.import_module(MODELS_PACKAGE), name)
 
 

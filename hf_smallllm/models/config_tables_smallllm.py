@@ -87,10 +87,17 @@ class ConfigTransform:
     `write(config, spec)` returns the value to store, or `OMIT`."""
 
     def read(self, config, spec: ConfigField, value, kwargs: dict) -> None:
-        setattr(config, spec.field, value)
+        setattr(config, _field(spec), value)
 
     def write(self, config, spec: ConfigField):
-        return getattr(config, spec.field)
+        return getattr(config, _field(spec))
+
+
+def _field(spec: ConfigField) -> str:
+    """The package field of a key that carries one (a table error otherwise, caught by tests/convert/test_layouts)."""
+    if spec.field is None:
+        raise ValueError(f"config.json key {spec.key!r}: transform {spec.transform!r} needs a package field")
+    return spec.field
 
 
 OMIT = object()
