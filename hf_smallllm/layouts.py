@@ -9,26 +9,32 @@ what it cannot express (`Requirement`s). Everything else is generated from the t
   `hf_smallllm.families.register`), so `BTLMForCausalLM.from_pretrained(official_folder)` converts on load;
 - reading an official config.json (`read_config_fields`, called by the BTLM and GEB config classes, and by
   `hf_smallllm.convert.configs` for Llama-named files);
-- the converter's key tables (`hf_smallllm.convert.plan` expands `tensors` per layer and runs the transforms of
-  `hf_smallllm.convert.transforms`) and writing config.json (`hf_smallllm.convert.configs.write_config`).
+- the converter's key tables (`hf_smallllm.convert.plan` expands `tensors` per layer and runs their transforms)
+  and writing config.json (`hf_smallllm.convert.configs.write_config`).
 
 Only the config tables ship as remote code (the config classes read official config.json files through them); this
 module does not ship, so a saved checkpoint carries no tensor tables. It sits beside `families` in the layering: the
-families name their layouts, and `register()` installs the on-load conversions generated here. Tensor transforms are
-names here; `convert.transforms` implements them on tensors and `weight_transforms` maps them to transformers'
-operations.
+families name their layouts, and `register()` installs the on-load conversions generated here. Each tensor transform
+is one object here that converts both ways on tensors (the converter, `convert.plan`) and gives transformers' on-load
+operations (`weight_transforms`).
 
 Sources of the facts: docs/architectures.md 1.3 (BTLM), 5.2 (GEB / ChatGLM3), 3.3 (lit-gpt); the Llama names are
 transformers' own and the package's (TinyLlama, ChuXin and Skywork publish them); GLM is transformers'
-`GlmForCausalLM`, the native model for GEB-shaped checkpoints (fused `gate_up_proj`, gate first).
+`GlmForCausalLM`, the native model for GEB-shaped checkpoints (fused `gate_up_proj`, gate first). GPT-2 `Conv1D`
+stores [in, out] (1.3); BTLM's `c_attn` columns are q | k | v (1.3); ChatGLM's `key_value` rows are all K heads then
+all V heads and `dense_h_to_4h` is gate then up (5.2); lit-gpt's fused `attn.attn` rows are grouped per key/value head
+as [that group's q heads | its k head | its v head] (3.3, `lit_gpt/model.py` views the output as (groups,
+q_per_kv + 2, head_size)).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from .models.config_tables_smallllm import (
     BTLM_CONFIG,
@@ -43,14 +49,134 @@ LAYER = "model.layers.{layer}."
 DEFAULT_ROPE_THETA = 10000.0
 
 
+# ------------------------------------------------------------------------------------------------ tensor transforms
+class TensorTransform:
+    """How one foreign tensor becomes package tensors and back, and what transformers does on load instead.
+
+    `to_package` splits or reorders a foreign tensor into package tensors of the given shapes; `from_package` is its
+    exact inverse (pure data movement, no arithmetic), which is what makes round trips bitwise. The shape a foreign
+    tensor must have is `from_package` applied to meta tensors of the expected package shapes, so no table repeats a
+    size. `on_load` gives transformers' `ConversionOps` doing `to_package` while `from_pretrained` loads (a fresh list
+    per call: transformers mutates them), or None where transformers has no equivalent."""
+
+    name = "identity"
+
+    def to_package(self, fused: torch.Tensor, shapes: Sequence[torch.Size], config) -> list[torch.Tensor]:
+        return [fused]
+
+    def from_package(self, parts: Sequence[torch.Tensor], config) -> torch.Tensor:
+        return parts[0]
+
+    def on_load(self) -> list | None:
+        return []
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class _Transpose(TensorTransform):
+    """GPT-2 `Conv1D` weight [in, out] <-> nn.Linear weight [out, in]."""
+
+    name = "transpose"
+
+    def to_package(self, fused, shapes, config):
+        return [fused.t()]
+
+    def from_package(self, parts, config):
+        return parts[0].t()
+
+    def on_load(self):
+        from transformers.core_model_loading import Transpose
+
+        return [Transpose(0, 1)]
+
+
+class _SplitRows(TensorTransform):
+    """Tensors stacked along dim 0 (output features), in the order of the table's targets. On load, transformers
+    cuts equal parts: q/k/v of a multi-head model, k/v, gate/up."""
+
+    name = "split_rows"
+
+    def to_package(self, fused, shapes, config):
+        return list(torch.split(fused, [shape[0] for shape in shapes], dim=0))
+
+    def from_package(self, parts, config):
+        return torch.cat(list(parts), dim=0)
+
+    def on_load(self):
+        from transformers.core_model_loading import Chunk
+
+        return [Chunk(dim=0)]
+
+
+class _TransposeSplitRows(TensorTransform):
+    """A `Conv1D` weight [in, sum(out)] whose output columns stack several projections (BTLM's `c_attn`)."""
+
+    name = "transpose_split_rows"
+
+    def to_package(self, fused, shapes, config):
+        return SPLIT_ROWS.to_package(fused.t(), shapes, config)
+
+    def from_package(self, parts, config):
+        return SPLIT_ROWS.from_package(parts, config).t()
+
+    def on_load(self):
+        return TRANSPOSE.on_load() + SPLIT_ROWS.on_load()
+
+
+class _GroupedQKV(TensorTransform):
+    """lit-gpt's fused QKV: per key/value group, that group's query heads, then one key head, then one value head.
+    Works for weights [rows, in] and biases [rows]. Query head h belongs to group h // (heads / kv_heads), the same
+    grouping as transformers' `repeat_kv`, so no head is reordered across groups. lit-gpt checkpoints have no
+    config.json, so nothing loads them with `from_pretrained`: no on-load equivalent."""
+
+    name = "grouped_qkv"
+
+    def to_package(self, fused, shapes, config):
+        groups, q_per_kv, head_dim = _group_sizes(config)
+        trailing = fused.shape[1:]
+        blocks = fused.reshape(groups, q_per_kv + 2, head_dim, *trailing)  # [groups, q_per_kv + 2, head_dim, ...]
+        q = blocks[:, :q_per_kv].reshape(groups * q_per_kv * head_dim, *trailing)
+        k = blocks[:, q_per_kv].reshape(groups * head_dim, *trailing)
+        v = blocks[:, q_per_kv + 1].reshape(groups * head_dim, *trailing)
+        return [q, k, v]
+
+    def from_package(self, parts, config):
+        groups, q_per_kv, head_dim = _group_sizes(config)
+        q, k, v = parts
+        trailing = q.shape[1:]
+        q = q.reshape(groups, q_per_kv, head_dim, *trailing)
+        k = k.reshape(groups, 1, head_dim, *trailing)
+        v = v.reshape(groups, 1, head_dim, *trailing)
+        return torch.cat([q, k, v], dim=1).reshape(groups * (q_per_kv + 2) * head_dim, *trailing)
+
+    def on_load(self):
+        return None
+
+
+def _group_sizes(config) -> tuple[int, int, int]:
+    groups = config.num_key_value_heads
+    return groups, config.num_attention_heads // groups, config.head_dim
+
+
+IDENTITY = TensorTransform()
+TRANSPOSE = _Transpose()
+SPLIT_ROWS = _SplitRows()
+TRANSPOSE_SPLIT_ROWS = _TransposeSplitRows()
+GROUPED_QKV = _GroupedQKV()
+# every tensor transform, by name (messages, tests)
+TENSOR_TRANSFORMS: dict[str, TensorTransform] = {t.name: t for t in (
+    IDENTITY, TRANSPOSE, SPLIT_ROWS, TRANSPOSE_SPLIT_ROWS, GROUPED_QKV)}
+
+
 # ------------------------------------------------------------------------------------------------------- the types
 @dataclass(frozen=True)
 class TensorRule:
-    """One foreign tensor and the package tensor(s) it holds, through a named tensor transform."""
+    """One foreign tensor and the package tensor(s) it holds, through a tensor transform (below)."""
 
     source: str
     targets: tuple[str, ...]
-    transform: str = "identity"  # identity | transpose | split_rows | transpose_split_rows | grouped_qkv
+    transform: TensorTransform = IDENTITY
 
 
 @dataclass(frozen=True)
@@ -86,6 +212,11 @@ class Layout:
     config_table: ConfigTable = ConfigTable()  # its config.json (none: lit-gpt checkpoints have no config)
     loads_into: tuple[str, ...] = ()  # package model_types whose `from_pretrained` converts this layout on load
     requires: tuple[Requirement, ...] = ()
+    native_class: str | None = None  # the transformers class whose native format this is ("LlamaForCausalLM")
+    remote_code: str | None = None  # where the official modeling code named by its config.json's auto_map lives
+    config_read_by_class: bool = False  # the family's config class reads its config.json (else via LlamaConfig)
+    # what computes logits from a checkpoint in this layout for the logit check (`convert.formats.RUNNERS`)
+    runner: str = ""
 
     @property
     def config(self) -> tuple[ConfigField, ...]:
@@ -100,7 +231,7 @@ class Layout:
         return self.config_table.renamed_fields
 
 
-def _rule(source: str, *targets: str, transform: str = "identity") -> TensorRule:
+def _rule(source: str, *targets: str, transform: TensorTransform = IDENTITY) -> TensorRule:
     return TensorRule(source, tuple(targets), transform)
 
 
@@ -189,6 +320,8 @@ _ROPE = Requirement("position_embedding_type", ("rope",), "the layout uses RoPE"
 LLAMA = Layout(
     name="llama",
     title="Llama",
+    native_class="LlamaForCausalLM",
+    runner="transformers LlamaForCausalLM",
     # the package's own names: every rule is the identity
     tensors=tuple(_rule(key, key) for key in _LLAMA_TENSORS),
     # checkpoints saved by transformers < 4.31 carry the rotary table of every layer
@@ -208,6 +341,8 @@ LLAMA = Layout(
 SKYWORK_OFFICIAL = Layout(
     name="skywork-official",
     title="Skywork official",
+    remote_code="https://huggingface.co/Skywork/Skywork-13B-base",
+    runner="transformers LlamaForCausalLM",  # the same math as Skywork's remote code
     tensors=LLAMA.tensors,
     dropped=LLAMA.dropped,
     config_table=SKYWORK_CONFIG,
@@ -227,25 +362,28 @@ _BTLM = "transformer.h.{layer}."
 BTLM_OFFICIAL = Layout(
     name="btlm-official",
     title="BTLM official",
+    remote_code="https://huggingface.co/cerebras/btlm-3b-8k-base",
+    config_read_by_class=True,
+    runner="BTLM reference forward on the official tensors",
     tensors=(
         _rule("transformer.wte.weight", "model.embed_tokens.weight"),
         _rule(_BTLM + "ln_1.weight", LAYER + "input_layernorm.weight"),
         _rule(_BTLM + "ln_1.bias", LAYER + "input_layernorm.bias"),
         # Conv1D [in, 3 * hidden], columns q | k | v
         _rule(_BTLM + "attn.c_attn.weight", LAYER + "self_attn.q_proj.weight", LAYER + "self_attn.k_proj.weight",
-              LAYER + "self_attn.v_proj.weight", transform="transpose_split_rows"),
+              LAYER + "self_attn.v_proj.weight", transform=TRANSPOSE_SPLIT_ROWS),
         _rule(_BTLM + "attn.c_attn.bias", LAYER + "self_attn.q_proj.bias", LAYER + "self_attn.k_proj.bias",
-              LAYER + "self_attn.v_proj.bias", transform="split_rows"),
-        _rule(_BTLM + "attn.c_proj.weight", LAYER + "self_attn.o_proj.weight", transform="transpose"),
+              LAYER + "self_attn.v_proj.bias", transform=SPLIT_ROWS),
+        _rule(_BTLM + "attn.c_proj.weight", LAYER + "self_attn.o_proj.weight", transform=TRANSPOSE),
         _rule(_BTLM + "attn.c_proj.bias", LAYER + "self_attn.o_proj.bias"),
         _rule(_BTLM + "ln_2.weight", LAYER + "post_attention_layernorm.weight"),
         _rule(_BTLM + "ln_2.bias", LAYER + "post_attention_layernorm.bias"),
         # SiLU goes on c_fc2, so c_fc2 is the gate and c_fc the up projection (docs/architectures.md 1.4)
-        _rule(_BTLM + "mlp.c_fc.weight", LAYER + "mlp.up_proj.weight", transform="transpose"),
+        _rule(_BTLM + "mlp.c_fc.weight", LAYER + "mlp.up_proj.weight", transform=TRANSPOSE),
         _rule(_BTLM + "mlp.c_fc.bias", LAYER + "mlp.up_proj.bias"),
-        _rule(_BTLM + "mlp.c_fc2.weight", LAYER + "mlp.gate_proj.weight", transform="transpose"),
+        _rule(_BTLM + "mlp.c_fc2.weight", LAYER + "mlp.gate_proj.weight", transform=TRANSPOSE),
         _rule(_BTLM + "mlp.c_fc2.bias", LAYER + "mlp.gate_proj.bias"),
-        _rule(_BTLM + "mlp.c_proj.weight", LAYER + "mlp.down_proj.weight", transform="transpose"),
+        _rule(_BTLM + "mlp.c_proj.weight", LAYER + "mlp.down_proj.weight", transform=TRANSPOSE),
         _rule(_BTLM + "mlp.c_proj.bias", LAYER + "mlp.down_proj.bias"),
         _rule("transformer.ln_f.weight", "model.norm.weight"),
         _rule("transformer.ln_f.bias", "model.norm.bias"),
@@ -275,6 +413,9 @@ _GEB = "transformer.encoder.layers.{layer}."
 GEB_OFFICIAL = Layout(
     name="geb-official",
     title="GEB official",
+    remote_code="https://huggingface.co/GEB-AGI/geb-1.3b",
+    config_read_by_class=True,
+    runner="transformers GlmForCausalLM on the official tensors",
     tensors=(
         _rule("transformer.embedding.word_embeddings.weight", "model.embed_tokens.weight"),
         _rule(_GEB + "input_layernorm.weight", LAYER + "input_layernorm.weight"),
@@ -283,18 +424,18 @@ GEB_OFFICIAL = Layout(
         _rule(_GEB + "self_attention.query.bias", LAYER + "self_attn.q_proj.bias"),
         # all K heads, then all V heads
         _rule(_GEB + "self_attention.key_value.weight", LAYER + "self_attn.k_proj.weight",
-              LAYER + "self_attn.v_proj.weight", transform="split_rows"),
+              LAYER + "self_attn.v_proj.weight", transform=SPLIT_ROWS),
         _rule(_GEB + "self_attention.key_value.bias", LAYER + "self_attn.k_proj.bias",
-              LAYER + "self_attn.v_proj.bias", transform="split_rows"),
+              LAYER + "self_attn.v_proj.bias", transform=SPLIT_ROWS),
         _rule(_GEB + "self_attention.dense.weight", LAYER + "self_attn.o_proj.weight"),
         _rule(_GEB + "self_attention.dense.bias", LAYER + "self_attn.o_proj.bias"),
         _rule(_GEB + "post_attention_layernorm.weight", LAYER + "post_attention_layernorm.weight"),
         _rule(_GEB + "post_attention_layernorm.bias", LAYER + "post_attention_layernorm.bias"),
         # SwiGLU halves: SiLU(first) * second
         _rule(_GEB + "mlp.dense_h_to_4h.weight", LAYER + "mlp.gate_proj.weight", LAYER + "mlp.up_proj.weight",
-              transform="split_rows"),
+              transform=SPLIT_ROWS),
         _rule(_GEB + "mlp.dense_h_to_4h.bias", LAYER + "mlp.gate_proj.bias", LAYER + "mlp.up_proj.bias",
-              transform="split_rows"),
+              transform=SPLIT_ROWS),
         _rule(_GEB + "mlp.dense_4h_to_h.weight", LAYER + "mlp.down_proj.weight"),
         _rule(_GEB + "mlp.dense_4h_to_h.bias", LAYER + "mlp.down_proj.bias"),
         _rule("transformer.encoder.final_layernorm.weight", "model.norm.weight"),
@@ -322,13 +463,14 @@ _LIT = "transformer.h.{layer}."
 LITGPT = Layout(
     name="litgpt",
     title="lit-gpt",
+    runner="lit-gpt reference forward on the checkpoint tensors",
     tensors=(
         _rule("transformer.wte.weight", "model.embed_tokens.weight"),
         _rule(_LIT + "norm_1.weight", LAYER + "input_layernorm.weight"),
         _rule(_LIT + "attn.attn.weight", LAYER + "self_attn.q_proj.weight", LAYER + "self_attn.k_proj.weight",
-              LAYER + "self_attn.v_proj.weight", transform="grouped_qkv"),
+              LAYER + "self_attn.v_proj.weight", transform=GROUPED_QKV),
         _rule(_LIT + "attn.attn.bias", LAYER + "self_attn.q_proj.bias", LAYER + "self_attn.k_proj.bias",
-              LAYER + "self_attn.v_proj.bias", transform="grouped_qkv"),
+              LAYER + "self_attn.v_proj.bias", transform=GROUPED_QKV),
         _rule(_LIT + "attn.proj.weight", LAYER + "self_attn.o_proj.weight"),
         _rule(_LIT + "attn.proj.bias", LAYER + "self_attn.o_proj.bias"),
         _rule(_LIT + "norm_2.weight", LAYER + "post_attention_layernorm.weight"),
@@ -346,11 +488,13 @@ LITGPT = Layout(
 GLM = Layout(
     name="glm",
     title="GLM",
+    native_class="GlmForCausalLM",
+    runner="transformers GlmForCausalLM",
     tensors=tuple(
         _rule(key, key) for key in _LLAMA_TENSORS if ".mlp.gate_proj." not in key and ".mlp.up_proj." not in key
     ) + (
         _rule(LAYER + "mlp.gate_up_proj.weight", LAYER + "mlp.gate_proj.weight", LAYER + "mlp.up_proj.weight",
-              transform="split_rows"),
+              transform=SPLIT_ROWS),
     ),
     config_table=ConfigTable((
         *(spec for spec in LLAMA.config if spec.key not in ("mlp_bias", "attention_bias", "rope_parameters")),
@@ -385,6 +529,33 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
     LLAMA, SKYWORK_OFFICIAL, BTLM_OFFICIAL, GEB_OFFICIAL, LITGPT, GLM, GEB_OFFICIAL_AS_GLM)}
 
 
+# ------------------------------------------------------------------------------------ llama.cpp GGUF architectures
+@dataclass(frozen=True)
+class GGUFArchitecture:
+    """How llama.cpp's graph of one architecture computes a package model (`convert.gguf` writes the file from this):
+    which projections it fuses, how it places positions, which norm and biases it has, and what it folds into the
+    weights. Sources: llama.cpp's graphs in `src/models/{llama,chatglm,jais}.cpp`, as vendored by llama-cpp-python
+    0.3.36 (the module docstring of `convert/gguf.py` walks through them)."""
+
+    name: str  # llama.cpp's `general.architecture`
+    positions: str  # "rope" (RoPE, RMSNorm) or "alibi" (ALiBi slopes from one max bias, LayerNorm)
+    full_rotary: bool = True  # RoPE rotates the whole head (llama) or the part `rope.dimension_count` says (chatglm)
+    fused_qkv: bool = False  # one `attn_qkv` tensor, the attention scale folded into its query rows (jais)
+    fused_gate_up: bool = False  # one `ffn_up` holding the gate rows, then the up rows (chatglm)
+    biases: str = "any"  # "any", "qkv" (only q/k/v may have biases: chatglm) or "all" (every linear layer: jais)
+    square_attention: bool = False  # heads x head_dim must equal the width (the output projection is square)
+    folds_mup: bool = False  # muP's embedding and logit multipliers folded into `token_embd` / `output` (jais)
+    writes_output: bool = False  # writes `output` even when the head is tied to the embedding (jais)
+
+
+GGUF_ARCHITECTURES: dict[str, GGUFArchitecture] = {arch.name: arch for arch in (
+    GGUFArchitecture("llama", "rope"),
+    GGUFArchitecture("chatglm", "rope", full_rotary=False, fused_gate_up=True, biases="qkv", square_attention=True),
+    GGUFArchitecture("jais", "alibi", fused_qkv=True, biases="all", square_attention=True, folds_mup=True,
+                     writes_output=True),
+)}
+
+
 # ------------------------------------------------------------------------------ transformers' conversion on load
 def weight_transforms(layout: Layout) -> list:
     """transformers' `WeightRenaming`s / `WeightConverter`s for loading `layout` with `from_pretrained` (a fresh list
@@ -394,18 +565,13 @@ def weight_transforms(layout: Layout) -> list:
     the block prefix (`transformer.h.` -> `model.layers.`) becomes one renaming, every other one-to-one rule a renaming
     of the name after the layer index (or of the whole name outside the blocks), and every rule with a tensor
     transform a converter on the name after the layer index."""
-    from transformers.core_model_loading import Chunk, ConversionOps, Transpose, WeightConverter, WeightRenaming
+    from transformers.core_model_loading import WeightConverter, WeightRenaming
 
-    operations: dict[str, Callable[[], list[ConversionOps]]] = {
-        "transpose": lambda: [Transpose(0, 1)],
-        "split_rows": lambda: [Chunk(dim=0)],  # equal parts: q/k/v of a multi-head model, k/v, gate/up
-        "transpose_split_rows": lambda: [Transpose(0, 1), Chunk(dim=0)],
-    }
     renamings, converters, prefixes = [], [], {}
     for rule in layout.tensors:
         if "{layer}" not in rule.source:
             if rule.source != rule.targets[0] or len(rule.targets) > 1:
-                if rule.transform != "identity":
+                if rule.transform is not IDENTITY:
                     raise ValueError(f"{layout.name}: {rule.source} has a transform outside the blocks")
                 renamings.append(WeightRenaming(f"^{_escape(rule.source)}$", rule.targets[0]))
             continue
@@ -413,14 +579,15 @@ def weight_transforms(layout: Layout) -> list:
         target_parts = [target.split("{layer}.") for target in rule.targets]
         prefixes[source_prefix] = target_parts[0][0]
         suffixes = [suffix for _, suffix in target_parts]
-        if rule.transform == "identity":
+        operations = rule.transform.on_load()
+        if operations is None:
+            raise ValueError(f"{layout.name}: transform {rule.transform!r} has no on-load equivalent")
+        if not operations:  # the identity: at most a rename
             if source_suffix != suffixes[0]:
                 renamings.append(WeightRenaming(rf"\.{_escape(source_suffix)}$", "." + suffixes[0]))
-        elif rule.transform in operations:
-            converters.append(WeightConverter(source_suffix, suffixes if len(suffixes) > 1 else suffixes[0],
-                                              operations=operations[rule.transform]()))
         else:
-            raise ValueError(f"{layout.name}: transform {rule.transform!r} has no on-load equivalent")
+            converters.append(WeightConverter(source_suffix, suffixes if len(suffixes) > 1 else suffixes[0],
+                                              operations=operations))
     block_renamings = [WeightRenaming(f"^{_escape(source)}", target) for source, target in prefixes.items()
                        if source != target]
     return block_renamings + renamings + converters
@@ -443,8 +610,17 @@ __all__ = [
     "LLAMA",
     "OFFICIAL_LAYOUTS",
     "SKYWORK_OFFICIAL",
+    "GGUF_ARCHITECTURES",
+    "GROUPED_QKV",
+    "IDENTITY",
     "QUANTITIES",
+    "SPLIT_ROWS",
+    "TENSOR_TRANSFORMS",
+    "TRANSPOSE",
+    "TRANSPOSE_SPLIT_ROWS",
+    "TensorTransform",
     "DerivedTensor",
+    "GGUFArchitecture",
     "Layout",
     "Requirement",
     "TensorRule",
