@@ -3,7 +3,8 @@
 A family's facts live in `families/<name>.py` and nowhere else: its config and model classes, named presets, the
 layout it publishes, its tokenizer preset, chat format, snapshot-branch naming, model-card template and citation.
 Every place that needs a per-family fact reads it from `FAMILIES[name]`; adding a sixth family is one new file here
-(plus its model classes in `models/` and its tests), found by `_discover()` without editing this one.
+plus its model file in `models/` (whose `__all__` the package exports), found by `_discover()` without editing this
+one or any list elsewhere (tests/families/test_battery.py adds one).
 
 Layering. This package sits right above `models/` and below everything else (`convert`, `tokenization`, `sft`,
 `hub`, `cli`, ...). `models/` ships to the Hub as remote code, so it cannot read these records; the records in turn
@@ -51,7 +52,7 @@ class GGUFFormat:
     """What the family becomes in a llama.cpp GGUF file (`convert.gguf`): the llama.cpp architecture whose graph
     computes it, and the llama.cpp tokenizer model (and byte-level pre-tokenizer) of its published tokenizer."""
 
-    architecture: str  # "llama", "chatglm", "jais"
+    architecture: str  # a key of `hf_smallllm.layouts.GGUF_ARCHITECTURES`: "llama", "chatglm", "jais"
     tokenizer: str  # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
     pre_tokenizer: str | None = None  # llama.cpp's name of the byte-level split rules ("deepseek-llm", "gpt-2")
 
