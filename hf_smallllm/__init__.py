@@ -20,67 +20,16 @@ class _DropBitsandbytesKernelNotice(_logging.Filter):
 _logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropBitsandbytesKernelNotice())
 
 # imported after the filter above: the models import PEFT, which imports bitsandbytes
+from . import models as _models  # noqa: E402
 from .families import FAMILIES, FAMILY_NAMES, PRESETS, family_of, preset_config, register  # noqa: E402
-from .models import (  # noqa: E402
-    BTLMConfig,
-    BTLMForCausalLM,
-    BTLMModel,
-    BTLMPreTrainedModel,
-    ChuXinConfig,
-    ChuXinForCausalLM,
-    ChuXinModel,
-    ChuXinPreTrainedModel,
-    GEBConfig,
-    GEBForCausalLM,
-    GEBModel,
-    GEBPreTrainedModel,
-    SkyworkConfig,
-    SkyworkForCausalLM,
-    SkyworkModel,
-    SkyworkPreTrainedModel,
-    SmallLLMConfig,
-    SmallLLMForCausalLM,
-    SmallLLMModel,
-    SmallLLMPreTrainedModel,
-    TinyLlamaConfig,
-    TinyLlamaForCausalLM,
-    TinyLlamaModel,
-    TinyLlamaPreTrainedModel,
-)
+from .models.peft_smallllm import install_peft_defaults  # noqa: E402
 
 register()
+install_peft_defaults()  # PEFT's default target modules for every smallllm_* model type, once peft is imported
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FAMILIES",
-    "FAMILY_NAMES",
-    "PRESETS",
-    "BTLMConfig",
-    "BTLMForCausalLM",
-    "BTLMModel",
-    "BTLMPreTrainedModel",
-    "ChuXinConfig",
-    "ChuXinForCausalLM",
-    "ChuXinModel",
-    "ChuXinPreTrainedModel",
-    "GEBConfig",
-    "GEBForCausalLM",
-    "GEBModel",
-    "GEBPreTrainedModel",
-    "SkyworkConfig",
-    "SkyworkForCausalLM",
-    "SkyworkModel",
-    "SkyworkPreTrainedModel",
-    "SmallLLMConfig",
-    "SmallLLMForCausalLM",
-    "SmallLLMModel",
-    "SmallLLMPreTrainedModel",
-    "TinyLlamaConfig",
-    "TinyLlamaForCausalLM",
-    "TinyLlamaModel",
-    "TinyLlamaPreTrainedModel",
-    "family_of",
-    "preset_config",
-    "register",
-]
+# every model class, as `hf_smallllm.models` exports them (the shared core and each family's, found by file)
+globals().update({name: getattr(_models, name) for name in _models.__all__})
+
+__all__ = ["FAMILIES", "FAMILY_NAMES", "PRESETS", *_models.__all__, "family_of", "preset_config", "register"]

@@ -1,12 +1,34 @@
 """Options and checks that several subcommands share. Standard library only: this runs while parsing.
 
-Choices the library also knows (family names, dtypes) are written out here because reading them from `hf_smallllm`
-would import torch; tests/test_cli_imports.py checks that they match the library's.
+Importing `hf_smallllm` imports torch, so choices the library also knows are found without it: the family names from
+the registry's files (`family_names`), the dtypes written out here; tests/test_cli_imports.py checks that both match
+the library's.
 """
 
 import argparse
+import ast
+import importlib.util
+from pathlib import Path
 
-FAMILY_NAMES = ("tinyllama", "geb", "chuxin", "btlm", "skywork")  # = hf_smallllm.FAMILY_NAMES
+
+def family_names() -> tuple[str, ...]:
+    """The families of `hf_smallllm.families`, in its listing order, read without importing the package: the registry
+    has one `families/<name>.py` per family (it refuses a file not named after its family) and lists them in `ORDER`,
+    then by name."""
+    spec = importlib.util.find_spec("hf_smallllm")  # locates the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    folder = Path(list(spec.submodule_search_locations)[0]) / "families"
+    names = sorted(path.stem for path in folder.glob("*.py") if not path.name.startswith("_"))
+    order: tuple[str, ...] = ()
+    for node in ast.parse((folder / "__init__.py").read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "ORDER" for t in node.targets):
+            order = tuple(ast.literal_eval(node.value))
+    rank = {name: index for index, name in enumerate(order)}
+    return tuple(sorted(names, key=lambda name: (rank.get(name, len(rank)), name)))
+
+
+FAMILY_NAMES = family_names()  # = hf_smallllm.FAMILY_NAMES
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")  # "auto": the checkpoint's own dtype
 
 

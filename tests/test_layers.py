@@ -23,7 +23,7 @@ PACKAGE = "hf_smallllm"
 LAYERS = [
     {"errors", "runfiles", "resources"},  # standard library only: anything may import them
     {"models"},  # ships as remote code: torch, transformers and its siblings only
-    {"families", "__init__"},  # one record per family; the package's __init__ registers them
+    {"families", "__init__", "layouts"},  # family records, the layout registry; the package's __init__ registers them
     {"convert", "tokenization", "data"},
     {"inference"},
     {"eval", "hub"},

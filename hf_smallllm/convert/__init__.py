@@ -2,7 +2,7 @@
 models and the package's own layout (see docs/conversion.md), and the GGUF export for llama.cpp (`gguf.py`).
 
 The layouts themselves (tensor names, fusions, drops, config fields) are tables next to the models
-(`hf_smallllm.models.layouts_smallllm`); this package plans, streams, writes and verifies conversions from them.
+(`hf_smallllm.layouts`); this package plans, streams, writes and verifies conversions from them.
 """
 
 from .configs import InexpressibleConfigError

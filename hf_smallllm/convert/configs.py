@@ -1,6 +1,6 @@
 """Config translation between the package's config classes and the official / native config.json files.
 
-Both directions come from the layout tables (`hf_smallllm.models.layouts_smallllm`): reading an official config.json
+Both directions come from the layout tables (`hf_smallllm.layouts`): reading an official config.json
 is the family config class's job for BTLM and GEB (their `__post_init__` applies the table's config fields); Llama-named
 files (TinyLlama, ChuXin, Skywork) go through transformers' `LlamaConfig`, which also normalises legacy rope fields,
 and then the Llama table. Writing (`write_config`) is the table's fields in the published order, refusing a config the
@@ -28,17 +28,9 @@ from typing import Any
 from transformers import GenerationConfig, GlmConfig, LlamaConfig
 
 from ..errors import UsageValueError
+from ..layouts import GLM, LLAMA, Layout, implied_fields, unmet_requirements
+from ..models.config_tables_smallllm import CONFIG_TRANSFORMS, DEFAULT_ROPE_THETA, write_config_fields
 from ..models.configuration_smallllm import SmallLLMConfig
-from ..models.layouts_smallllm import (
-    CONFIG_TRANSFORMS,
-    DEFAULT_ROPE_THETA,
-    GLM,
-    LLAMA,
-    Layout,
-    implied_fields,
-    unmet_requirements,
-    write_config_fields,
-)
 
 SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 # keys of a config.json that say where it came from rather than what the model is
@@ -174,7 +166,7 @@ def write_config(config: SmallLLMConfig, table: Layout) -> dict[str, Any]:
     reasons = unmet_requirements(config, table)
     if reasons:
         raise InexpressibleConfigError(table.title, reasons)
-    return write_config_fields(config, table)
+    return write_config_fields(config, table.config_table)
 
 
 _NATIVE_CONFIG_CLASSES = {LLAMA.name: LlamaConfig, GLM.name: GlmConfig}

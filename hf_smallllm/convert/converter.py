@@ -28,8 +28,8 @@ from transformers import AutoConfig
 
 from ..errors import UsageFileNotFoundError, UsageValueError
 from ..families import FAMILIES, family_of, preset_config
+from ..layouts import LITGPT, Layout
 from ..models.configuration_smallllm import SmallLLMConfig
-from ..models.remote_code import add_remote_code
 from . import configs
 from .checkpoint_files import (
     CheckpointReader,
@@ -39,16 +39,17 @@ from .checkpoint_files import (
     staged_output,
 )
 from .formats import (
-    LITGPT_LAYOUT,
     NATIVE_LAYOUTS,
     OFFICIAL_FORMATS,
-    Layout,
     causal_lm_class,
+    config_json_for,
     native_layout_for,
     official_format_for,
     run_package,
+    runner_for,
 )
 from .plan import FROM_PACKAGE, TO_PACKAGE, model_tensors, plan_conversion, run_plan
+from .remote_code import add_remote_code
 from .verify import (
     DEFAULT_LENGTH,
     DEFAULT_TOLERANCE,
@@ -167,7 +168,7 @@ def _convert(
     cast = _dtype(dtype)
     infos = reader.infos()
     package_shapes, tied = model_tensors(causal_lm_class(config), config)
-    plan = plan_conversion(table_layout.table, config, direction, infos, package_shapes, tied, dtype=cast,
+    plan = plan_conversion(table_layout, config, direction, infos, package_shapes, tied, dtype=cast,
                            location=str(reader.location))
     config.dtype = _checkpoint_dtype(infos, cast)
 
@@ -242,7 +243,7 @@ def official_to_package(
     layout = official.layout
     return _convert(
         reader=CheckpointReader.open(source), output=Path(output), table_layout=layout, direction=TO_PACKAGE,
-        config=config, source=_Side(source, _runner_label(layout), layout.runner),
+        config=config, source=_Side(source, layout.runner, runner_for(layout)),
         write_support=_write_support(config, generation, source, notes),
         source_format=f"{official.family} {layout.name}", target_format="package", target_label=_PACKAGE_LABEL,
         target_runner=run_package, notes=notes, **_common(dtype, max_shard_size, verify, tolerance, verify_length,
@@ -266,7 +267,7 @@ def package_to_official(
     layout = OFFICIAL_FORMATS[family].layout
     reader = CheckpointReader.open(source)
     config.dtype = _checkpoint_dtype(reader.infos(), _dtype(dtype))
-    config_json = layout.write_config(config)
+    config_json = config_json_for(layout, config)
     notes = []
     if layout.remote_code:
         notes.append(f"config.json's auto_map names {family}'s remote code, which is not included: copy its "
@@ -293,7 +294,7 @@ def package_to_native(
     reader = CheckpointReader.open(source)
     config.dtype = _checkpoint_dtype(reader.infos(), _dtype(dtype))
     layout = native_layout_for(config, target)
-    config_json = layout.write_config(config)
+    config_json = config_json_for(layout, config)
     notes = []
     if config.uses_mup:
         notes.append("the muP base widths (mup_base_*) are training metadata without a native field; they are not "
@@ -310,8 +311,8 @@ def _from_package(source: Path, reader, output, layout: Layout, config, config_j
         reader=reader, output=Path(output), table_layout=layout, direction=FROM_PACKAGE, config=config,
         source=_Side(source, _PACKAGE_LABEL, run_package),
         write_support=_write_support(config_json, generation, source, notes),
-        source_format="package", target_format=target_format, target_label=_runner_label(layout),
-        target_runner=layout.runner, notes=notes, **common,
+        source_format="package", target_format=target_format, target_label=layout.runner,
+        target_runner=runner_for(layout), notes=notes, **common,
     )
 
 
@@ -348,8 +349,8 @@ def litgpt_to_package(
                      + ", ".join(f"{k}={v}" for k, v in sorted(reader.extras.items())))
     generation = configs.generation_config_for(config, None)
     return _convert(
-        reader=reader, output=Path(output), table_layout=LITGPT_LAYOUT, direction=TO_PACKAGE, config=config,
-        source=_Side(checkpoint, _runner_label(LITGPT_LAYOUT), LITGPT_LAYOUT.runner),
+        reader=reader, output=Path(output), table_layout=LITGPT, direction=TO_PACKAGE, config=config,
+        source=_Side(checkpoint, LITGPT.runner, runner_for(LITGPT)),
         write_support=_write_support(config, generation, tokenizer_folder, notes),
         source_format="litgpt", target_format="package", target_label=_PACKAGE_LABEL, target_runner=run_package,
         notes=notes, **_common(dtype, max_shard_size, verify, tolerance, verify_length, overwrite, progress),
@@ -358,18 +359,6 @@ def litgpt_to_package(
 
 # ----------------------------------------------------------------------------------------------------------- helpers
 _PACKAGE_LABEL = "hf_smallllm model"
-_RUNNER_LABELS = {
-    "llama": "transformers LlamaForCausalLM",
-    "skywork-official": "transformers LlamaForCausalLM",
-    "glm": "transformers GlmForCausalLM",
-    "geb-official": "transformers GlmForCausalLM on the official tensors",
-    "btlm-official": "BTLM reference forward on the official tensors",
-    "litgpt": "lit-gpt reference forward on the checkpoint tensors",
-}
-
-
-def _runner_label(layout: Layout) -> str:
-    return _RUNNER_LABELS[layout.name]
 
 
 def load_package_config(path: Path) -> SmallLLMConfig:

@@ -1,9 +1,10 @@
 """The checkpoint formats conversions read and write, and how to run each one for the logit check.
 
-A `Layout` ties together a layout's table (`hf_smallllm.models.layouts_smallllm`: tensor names, config fields), how
-its config.json is written (`configs.py`, from the same table) and a `runner`: the model that computes logits from a
-checkpoint in that layout, as the layout's own code would. `native_model` builds the stock transformers twin of a
-package model in memory (parity tests, benchmarks).
+Every layout is one `hf_smallllm.layouts.Layout` (tensor names, config table, requirements, and what runs it); this
+module holds the code that a layout's data names: how its config.json is written and read (`config_json_for`,
+`read_config_for`, from the same table) and its runner (`RUNNERS`, by `Layout.runner`): the model that computes logits
+from a checkpoint in that layout, as the layout's own code would. `native_model` builds the stock transformers twin of
+a package model in memory (parity tests, benchmarks).
 
 | layout           | weights / config                               | runner (what "the model" is in the logit check) |
 |------------------|------------------------------------------------|-------------------------------------------------|
@@ -32,9 +33,9 @@ import torch
 from transformers import GlmForCausalLM, LlamaForCausalLM
 from transformers.utils import logging as hf_logging
 
+from .. import layouts as tables
 from ..errors import UsageValueError
 from ..families import FAMILIES, family_of
-from ..models import layouts_smallllm as tables
 from ..models.configuration_smallllm import SmallLLMConfig
 from ..models.modeling_smallllm import SmallLLMForCausalLM
 from . import configs
@@ -45,25 +46,6 @@ from .references import btlm_official_logits, litgpt_logits
 # runner(checkpoint path, package config, input ids, weight_dtype) -> float32 logits. `weight_dtype` rounds the
 # weights to that dtype before computing in float32, so a check of a cast conversion compares like with like.
 Runner = Callable[[Path, SmallLLMConfig, torch.Tensor, "torch.dtype | None"], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A layout's table (what it is) with what running and writing it takes here."""
-
-    table: tables.Layout
-    write_config: Callable[[SmallLLMConfig], dict[str, Any]] | None
-    runner: Runner
-    remote_code: str | None = None  # where the modeling code named by its auto_map lives
-    read_config: Callable[[dict[str, Any], type[SmallLLMConfig]], SmallLLMConfig] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.table.name
-
-    @property
-    def model_types(self) -> tuple[str, ...]:  # `model_type` of its config.json, for layouts a family publishes
-        return self.table.model_types
 
 
 def causal_lm_class(config: SmallLLMConfig) -> type[SmallLLMForCausalLM]:
@@ -110,7 +92,8 @@ def _run_native(table: tables.Layout):
         native = configs.native_config(config, table)
         native._attn_implementation = "eager"
         with _quiet_loading():
-            model = NATIVE_MODEL_CLASSES[table.name].from_pretrained(path, config=native, dtype=torch.float32)
+            model_class = NATIVE_MODEL_CLASSES[table.native_class]
+            model = model_class.from_pretrained(path, config=native, dtype=torch.float32)
         return _model_logits(model, input_ids, weight_dtype)
 
     return run
@@ -143,48 +126,52 @@ def run_litgpt(path: Path, config: SmallLLMConfig, input_ids, weight_dtype=None)
     return litgpt_logits(_rounded(CheckpointReader.open(path).load_all(), weight_dtype), config, input_ids)
 
 
-NATIVE_MODEL_CLASSES = {tables.LLAMA.name: LlamaForCausalLM, tables.GLM.name: GlmForCausalLM}
+NATIVE_MODEL_CLASSES = {"LlamaForCausalLM": LlamaForCausalLM, "GlmForCausalLM": GlmForCausalLM}
+# what computes logits from a checkpoint in a layout (`Layout.runner` says what it is)
+RUNNERS: dict[str, Runner] = {
+    tables.LLAMA.runner: run_llama,
+    tables.GLM.runner: run_glm,
+    tables.GEB_OFFICIAL.runner: run_geb_official,
+    tables.BTLM_OFFICIAL.runner: run_btlm_official,
+    tables.LITGPT.runner: run_litgpt,
+}
 
 
-def _native_config_json(table: tables.Layout):
-    architecture = NATIVE_MODEL_CLASSES[table.name].__name__
-    return lambda config: configs.native_config_dict(configs.native_config(config, table), architecture)
+def runner_for(layout: tables.Layout) -> Runner:
+    return RUNNERS[layout.runner]
 
 
-def _official_config_json(table: tables.Layout):
-    return lambda config: configs.write_config(config, table)
+def config_json_for(layout: tables.Layout, config: SmallLLMConfig) -> dict[str, Any]:
+    """The config.json a conversion to `layout` writes: a complete native one (Llama, GLM) or the official table's."""
+    if layout.native_class is not None:
+        return configs.native_config_dict(configs.native_config(config, layout), layout.native_class)
+    return configs.write_config(config, layout)
 
 
-LLAMA_LAYOUT = Layout(tables.LLAMA, _native_config_json(tables.LLAMA), run_llama,
-                      read_config=configs.read_llama_named)
-SKYWORK_LAYOUT = Layout(tables.SKYWORK_OFFICIAL, _official_config_json(tables.SKYWORK_OFFICIAL), run_llama,
-                        remote_code="https://huggingface.co/Skywork/Skywork-13B-base",
-                        read_config=configs.read_llama_named)
-BTLM_LAYOUT = Layout(tables.BTLM_OFFICIAL, _official_config_json(tables.BTLM_OFFICIAL), run_btlm_official,
-                     remote_code="https://huggingface.co/cerebras/btlm-3b-8k-base",
-                     read_config=configs.read_with_config_class)
-GEB_LAYOUT = Layout(tables.GEB_OFFICIAL, _official_config_json(tables.GEB_OFFICIAL), run_geb_official,
-                    remote_code="https://huggingface.co/GEB-AGI/geb-1.3b", read_config=configs.read_with_config_class)
-GLM_LAYOUT = Layout(tables.GLM, _native_config_json(tables.GLM), run_glm)
-LITGPT_LAYOUT = Layout(tables.LITGPT, None, run_litgpt)
+def read_config_for(layout: tables.Layout) -> Callable[[dict[str, Any], type[SmallLLMConfig]], SmallLLMConfig]:
+    """How an official config.json of `layout` is read: by the family config class (BTLM, GEB), else through
+    transformers' LlamaConfig."""
+    return configs.read_with_config_class if layout.config_read_by_class else configs.read_llama_named
+
 
 # native transformers models that a package config may be exported to, in order of preference
-NATIVE_LAYOUTS = {"llama": LLAMA_LAYOUT, "glm": GLM_LAYOUT}
+NATIVE_LAYOUTS = {layout.name: layout for layout in (tables.LLAMA, tables.GLM)}
 # the layouts families publish, by the name a family record gives (`Family.official.layout`)
-PUBLISHED_LAYOUTS = {layout.name: layout for layout in (LLAMA_LAYOUT, SKYWORK_LAYOUT, BTLM_LAYOUT, GEB_LAYOUT)}
+PUBLISHED_LAYOUTS = {layout.name: layout for layout in (
+    tables.LLAMA, tables.SKYWORK_OFFICIAL, tables.BTLM_OFFICIAL, tables.GEB_OFFICIAL)}
 
 
-def native_layout_for(config: SmallLLMConfig, target: str = "auto") -> Layout:
+def native_layout_for(config: SmallLLMConfig, target: str = "auto") -> tables.Layout:
     """The native layout a package config exports to: the first of `NATIVE_LAYOUTS` (or `target`) that can express
     it; otherwise `InexpressibleConfigError` with every layout's reasons."""
     reasons = []
     for name, layout in NATIVE_LAYOUTS.items():
         if target not in ("auto", name):
             continue
-        found = tables.unmet_requirements(config, layout.table)
+        found = tables.unmet_requirements(config, layout)
         if not found:
             return layout
-        reasons.append(str(configs.InexpressibleConfigError(layout.table.title, found)))
+        reasons.append(str(configs.InexpressibleConfigError(layout.title, found)))
     raise configs.InexpressibleConfigError("native transformers", [f"{family_of(config)}: " + " | ".join(reasons)])
 
 
@@ -195,10 +182,10 @@ def native_model(model: SmallLLMForCausalLM, target: str = "auto", *, empty_init
     `empty_init` builds it on the meta device and takes the tensors (`assign=True`), so a published-size pair costs
     one copy of the weights for the unfused tensors."""
     config = model.config
-    table = native_layout_for(config, target).table
+    table = native_layout_for(config, target)
     native_config = configs.native_config(config, table)
     native_config._attn_implementation = config._attn_implementation
-    model_class = NATIVE_MODEL_CLASSES[table.name]
+    model_class = NATIVE_MODEL_CLASSES[table.native_class]
     if empty_init:
         from accelerate import init_empty_weights
 
@@ -213,11 +200,12 @@ def native_model(model: SmallLLMForCausalLM, target: str = "auto", *, empty_init
 
 
 @dataclass(frozen=True)
-class OfficialFormat:
-    """What a family publishes on the Hub: its record's `official` facts with the layout resolved."""
+class PublishedCheckpoint:
+    """What a family publishes on the Hub: its record's `official` facts (`families.OfficialFormat`) with the layout
+    resolved."""
 
     family: str
-    layout: Layout
+    layout: tables.Layout
     config_json_ids_trusted: bool = True  # False: its config.json's bos/eos/pad ids are known wrong
 
     @property
@@ -226,16 +214,16 @@ class OfficialFormat:
 
     @property
     def read_config(self) -> Callable[[dict[str, Any], type[SmallLLMConfig]], SmallLLMConfig]:
-        return self.layout.read_config
+        return read_config_for(self.layout)
 
 
-OFFICIAL_FORMATS: dict[str, OfficialFormat] = {
-    name: OfficialFormat(name, PUBLISHED_LAYOUTS[family.official.layout], family.official.config_json_ids_trusted)
+OFFICIAL_FORMATS: dict[str, PublishedCheckpoint] = {
+    name: PublishedCheckpoint(name, PUBLISHED_LAYOUTS[family.official.layout], family.official.config_json_ids_trusted)
     for name, family in FAMILIES.items()
 }
 
 
-def official_format_for(model_type: str | None, family: str | None) -> OfficialFormat:
+def official_format_for(model_type: str | None, family: str | None) -> PublishedCheckpoint:
     """The official format of a folder whose config.json has `model_type`, or of `family` when given."""
     if model_type and model_type.startswith("smallllm"):
         raise UsageValueError(f"config.json has model_type {model_type!r}: this is already an hf_smallllm checkpoint")
@@ -259,21 +247,18 @@ def official_format_for(model_type: str | None, family: str | None) -> OfficialF
 
 
 __all__ = [
-    "BTLM_LAYOUT",
-    "GEB_LAYOUT",
-    "GLM_LAYOUT",
-    "LITGPT_LAYOUT",
-    "LLAMA_LAYOUT",
     "NATIVE_LAYOUTS",
+    "NATIVE_MODEL_CLASSES",
     "OFFICIAL_FORMATS",
     "PUBLISHED_LAYOUTS",
-    "SKYWORK_LAYOUT",
-    "NATIVE_MODEL_CLASSES",
-    "Layout",
-    "OfficialFormat",
+    "RUNNERS",
+    "PublishedCheckpoint",
     "causal_lm_class",
+    "config_json_for",
     "native_layout_for",
     "native_model",
     "official_format_for",
+    "read_config_for",
     "run_package",
+    "runner_for",
 ]

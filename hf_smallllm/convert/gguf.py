@@ -54,6 +54,7 @@ import torch
 
 from ..errors import UsageFileExistsError, UsageFileNotFoundError, UsageValueError
 from ..families import FAMILIES, family_of
+from ..layouts import GGUF_ARCHITECTURES, GGUFArchitecture
 from ..models.configuration_smallllm import SmallLLMConfig
 from .configs import InexpressibleConfigError
 from .gguf_file import InvalidGGUFError, check_gguf_file_complete, check_output_file
@@ -91,10 +92,34 @@ def _alibi_max_bias(slopes: torch.Tensor, num_heads: int) -> float | None:
     return None
 
 
-def _common_reasons(config: SmallLLMConfig, architecture: str) -> list[str]:
+def _reasons(config: SmallLLMConfig, arch: GGUFArchitecture) -> list[str]:
+    """Every feature of `config` that llama.cpp's `arch` graph cannot compute (empty: it can)."""
+    name = arch.name
     reasons = []
     if config.hidden_act != "silu":
-        reasons.append(f"hidden_act={config.hidden_act!r} (llama.cpp's {architecture} gates with SiLU)")
+        reasons.append(f"hidden_act={config.hidden_act!r} (llama.cpp's {name} gates with SiLU)")
+    if arch.positions == "rope":
+        reasons += _rope_reasons(config, name, arch.full_rotary)
+    else:
+        if config.position_embedding_type != "alibi":
+            reasons.append(f"position_embedding_type={config.position_embedding_type!r} ({name} uses ALiBi)")
+        if config.alibi_scaling is not None:
+            reasons.append(f"alibi_scaling={config.alibi_scaling} (llama.cpp computes ALiBi slopes from one max bias; "
+                           "dividing them by a position-interpolation factor has no equivalent)")
+        if config.norm_type != "layernorm":
+            reasons.append(f"norm_type={config.norm_type!r} ({name} uses LayerNorm with bias)")
+    if arch.biases == "qkv" and (config.attention_out_bias or config.mlp_bias):
+        reasons.append(f"biases on the attention output or the MLP ({name} has biases on q/k/v only)")
+    if arch.biases == "all":
+        missing = [n for n in ("attention_bias", "attention_out_bias", "mlp_bias") if not getattr(config, n)]
+        if missing:
+            reasons.append(f"{', '.join(missing)} = False ({name} requires biases on every linear layer; zero biases "
+                           "would be needed)")
+    if arch.square_attention and config.num_attention_heads * config.head_dim != config.hidden_size:
+        what = "output projection is square" if arch.biases == "qkv" else "attention projections are square"
+        possessive = name + ("'" if name.endswith("s") else "'s")
+        reasons.append(f"num_attention_heads * head_dim = {config.num_attention_heads * config.head_dim} != "
+                       f"hidden_size={config.hidden_size} ({possessive} {what})")
     return reasons
 
 
@@ -117,53 +142,16 @@ def _rope_reasons(config: SmallLLMConfig, architecture: str, full_rotary: bool) 
     return reasons
 
 
-def _llama_reasons(config: SmallLLMConfig) -> list[str]:
-    return _common_reasons(config, "llama") + _rope_reasons(config, "llama", full_rotary=True)
-
-
-def _chatglm_reasons(config: SmallLLMConfig) -> list[str]:
-    reasons = _common_reasons(config, "chatglm") + _rope_reasons(config, "chatglm", full_rotary=False)
-    if config.attention_out_bias or config.mlp_bias:
-        reasons.append("biases on the attention output or the MLP (chatglm has biases on q/k/v only)")
-    if config.num_attention_heads * config.head_dim != config.hidden_size:
-        reasons.append(f"num_attention_heads * head_dim = {config.num_attention_heads * config.head_dim} != "
-                       f"hidden_size={config.hidden_size} (chatglm's output projection is square)")
-    return reasons
-
-
-def _jais_reasons(config: SmallLLMConfig) -> list[str]:
-    reasons = _common_reasons(config, "jais")
-    if config.position_embedding_type != "alibi":
-        reasons.append(f"position_embedding_type={config.position_embedding_type!r} (jais uses ALiBi)")
-    if config.alibi_scaling is not None:
-        reasons.append(f"alibi_scaling={config.alibi_scaling} (llama.cpp computes ALiBi slopes from one max bias; "
-                       "dividing them by a position-interpolation factor has no equivalent)")
-    if config.norm_type != "layernorm":
-        reasons.append(f"norm_type={config.norm_type!r} (jais uses LayerNorm with bias)")
-    missing = [name for name in ("attention_bias", "attention_out_bias", "mlp_bias") if not getattr(config, name)]
-    if missing:
-        reasons.append(f"{', '.join(missing)} = False (jais requires biases on every linear layer; zero biases "
-                       "would be needed)")
-    if config.num_attention_heads * config.head_dim != config.hidden_size:
-        reasons.append(f"num_attention_heads * head_dim = {config.num_attention_heads * config.head_dim} != "
-                       f"hidden_size={config.hidden_size} (jais' attention projections are square)")
-    return reasons
-
-
-_REASONS: dict[str, Callable[[SmallLLMConfig], list[str]]] = {
-    "llama": _llama_reasons, "chatglm": _chatglm_reasons, "jais": _jais_reasons}
-
-
 def architecture_for(config: SmallLLMConfig) -> str:
     """The llama.cpp architecture for `config`: its family's (`Family.gguf`), or for a generic `smallllm` config the
     first of llama, chatglm, jais that can express it. Raises `InexpressibleConfigError` naming every feature that
     stands in the way."""
     record = FAMILIES.get(family_of(config))
     gguf = record.gguf if record is not None else None
-    candidates = [gguf.architecture] if gguf is not None else list(_REASONS)
+    candidates = [gguf.architecture] if gguf is not None else list(GGUF_ARCHITECTURES)
     reasons = []
     for architecture in candidates:
-        problems = _REASONS[architecture](config)
+        problems = _reasons(config, GGUF_ARCHITECTURES[architecture])
         if not problems:
             return architecture
         reasons.append(f"{architecture}: " + "; ".join(problems))
@@ -191,6 +179,7 @@ class PlannedTensor:
 
 def plan_tensors(config: SmallLLMConfig, architecture: str, state: dict[str, torch.Tensor]) -> list[PlannedTensor]:
     """Every GGUF tensor of `architecture` and how it is computed from the package state dict `state`."""
+    arch = GGUF_ARCHITECTURES[architecture]
 
     def get(key: str) -> torch.Tensor:
         return state[key].float()
@@ -208,8 +197,8 @@ def plan_tensors(config: SmallLLMConfig, architecture: str, state: dict[str, tor
 
     tied = not has("lm_head.weight")
     head_key = "model.embed_tokens.weight" if tied else "lm_head.weight"
-    embed_scale = config.mup_embeddings_scale if architecture == "jais" else 1.0
-    logit_scale = config.output_logits_multiplier if architecture == "jais" else 1.0
+    embed_scale = config.mup_embeddings_scale if arch.folds_mup else 1.0
+    logit_scale = config.output_logits_multiplier if arch.folds_mup else 1.0
     tensors = [PlannedTensor("token_embd.weight", (lambda: get("model.embed_tokens.weight") * embed_scale)
                              if embed_scale != 1.0 else (lambda: get("model.embed_tokens.weight")), True)]
     for i in range(config.num_hidden_layers):
@@ -218,7 +207,7 @@ def plan_tensors(config: SmallLLMConfig, architecture: str, state: dict[str, tor
         tensors.append(PlannedTensor(b + "attn_norm.weight", lambda k=p + "input_layernorm.weight": get(k), False))
         if has(p + "input_layernorm.bias"):
             tensors.append(PlannedTensor(b + "attn_norm.bias", lambda k=p + "input_layernorm.bias": get(k), False))
-        if architecture == "jais":
+        if arch.fused_qkv:
             # 1/d is built in: multiply q by (our scale) * d, which is 1 for muP's 1/d and sqrt(d) for 1/sqrt(d)
             q_scale = config.attention_scaling * head_dim
             for suffix in ("weight", "bias"):
@@ -243,7 +232,7 @@ def plan_tensors(config: SmallLLMConfig, architecture: str, state: dict[str, tor
         if has(p + "post_attention_layernorm.bias"):
             tensors.append(PlannedTensor(b + "ffn_norm.bias",
                                          lambda k=p + "post_attention_layernorm.bias": get(k), False))
-        if architecture == "chatglm":  # SwiGLU over the halves of one projection: gate first, then up
+        if arch.fused_gate_up:  # SwiGLU over the halves of one projection: gate first, then up
             tensors.append(PlannedTensor(b + "ffn_up.weight", lambda m=mlp: torch.cat(
                 [get(m + "gate_proj.weight"), get(m + "up_proj.weight")]), True))
         else:
@@ -259,7 +248,7 @@ def plan_tensors(config: SmallLLMConfig, architecture: str, state: dict[str, tor
     if has("model.norm.bias"):
         tensors.append(PlannedTensor("output_norm.bias", lambda: get("model.norm.bias"), False))
     # llama/chatglm read a missing `output` as the tied embedding; jais needs its own (and carries the logit scale)
-    if not tied or architecture == "jais":
+    if not tied or arch.writes_output:
         tensors.append(PlannedTensor("output.weight", (lambda: get(head_key) * logit_scale) if logit_scale != 1.0
                                      else (lambda: get(head_key)), True, is_output=True))
     return tensors
@@ -307,7 +296,7 @@ def _write_metadata(writer, config: SmallLLMConfig, architecture: str, outtype: 
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_key_length(config.head_dim)
     writer.add_value_length(config.head_dim)
-    if architecture == "jais":
+    if GGUF_ARCHITECTURES[architecture].positions == "alibi":
         writer.add_layer_norm_eps(config.norm_eps)
         writer.add_max_alibi_bias(max_alibi_bias)
         return
@@ -432,7 +421,7 @@ def package_to_gguf(
 
     state = CheckpointReader.open(source).load_all()
     max_alibi_bias = None
-    if architecture == "jais":
+    if GGUF_ARCHITECTURES[architecture].positions == "alibi":
         from ..models.attention_smallllm import alibi_slopes
 
         stored = [v for k, v in state.items() if k.endswith("slopes")]

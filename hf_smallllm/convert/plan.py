@@ -1,6 +1,6 @@
 """Planning and streaming one conversion: every key and shape is accounted for before a tensor is read.
 
-`plan_conversion` expands a layout's tensor table (`hf_smallllm.models.layouts_smallllm`) for a config (one rule per
+`plan_conversion` expands a layout's tensor table (`hf_smallllm.layouts`) for a config (one rule per
 layer), works out which rules the config needs (from the tensors the target model has, built on the meta device), the
 exact shape every source tensor must have, and the steps that turn source tensors into output tensors. Anything
 wrong in the source (missing, unexpected or mis-shaped tensors) is collected and raised together as a
@@ -26,10 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import UsageValueError
+from ..layouts import Layout, TensorRule
 from ..models.attention_smallllm import alibi_slopes
-from ..models.layouts_smallllm import Layout, TensorRule
 from .checkpoint_files import TensorInfo
-from .transforms import TRANSFORMS, owned
 
 TO_PACKAGE = "to_package"
 FROM_PACKAGE = "from_package"
@@ -38,6 +37,13 @@ FROM_PACKAGE = "from_package"
 def _stored_alibi_slopes(config) -> torch.Tensor:
     # BTLM stores the unscaled slopes as a [heads, 1] parameter; `alibi_scaling` is applied in the forward pass
     return alibi_slopes(config.num_attention_heads).view(-1, 1)
+
+
+def owned(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous tensor with storage of its own: safetensors refuses tensors that share memory (split views do),
+    and a view would keep the whole fused source tensor alive."""
+    tensor = tensor.contiguous()
+    return tensor.clone() if tensor._is_view() else tensor
 
 
 # `DerivedTensor.compute` (a layout table's name) -> config -> tensor
@@ -147,7 +153,7 @@ def plan_conversion(
 
     def foreign_shape(rule: _ConcreteRule) -> torch.Size:
         parts = [torch.empty(package_shapes[t], device="meta") for t in rule.targets]
-        return TRANSFORMS[rule.transform].from_package(parts, config).shape
+        return rule.transform.from_package(parts, config).shape
 
     # What the source must hold: key -> shape, and how each key is used.
     required: dict[str, torch.Size] = {}
@@ -237,7 +243,7 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 
 def _split_step(rule: _ConcreteRule, package_shapes, config, dtype):
     shapes = [package_shapes[t] for t in rule.targets]
-    transform = TRANSFORMS[rule.transform]
+    transform = rule.transform
 
     def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         return [owned(_cast(t, dtype)) for t in transform.to_package(tensors[0], shapes, config)]
@@ -246,7 +252,7 @@ def _split_step(rule: _ConcreteRule, package_shapes, config, dtype):
 
 
 def _fuse_step(rule: _ConcreteRule, config, dtype):
-    transform = TRANSFORMS[rule.transform]
+    transform = rule.transform
 
     def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         return [owned(_cast(transform.from_package(tensors, config), dtype))]
@@ -272,7 +278,7 @@ def export_state_dict(table: Layout, config, state: dict[str, torch.Tensor]) -> 
     for rule in _expand(table.tensors, config.num_hidden_layers):
         if all(target in state for target in rule.targets):
             parts = [state[target] for target in rule.targets]
-            exported[rule.source] = TRANSFORMS[rule.transform].from_package(parts, config)
+            exported[rule.source] = rule.transform.from_package(parts, config)
             used.update(rule.targets)
     left = sorted(set(state) - used)
     if left:

@@ -3,7 +3,8 @@
 A family's facts live in `families/<name>.py` and nowhere else: its config and model classes, named presets, the
 layout it publishes, its tokenizer preset, chat format, snapshot-branch naming, model-card template and citation.
 Every place that needs a per-family fact reads it from `FAMILIES[name]`; adding a sixth family is one new file here
-(plus its model classes in `models/` and its tests), found by `_discover()` without editing this one.
+plus its model file in `models/` (whose `__all__` the package exports), found by `_discover()` without editing this
+one or any list elsewhere (tests/families/test_battery.py adds one).
 
 Layering. This package sits right above `models/` and below everything else (`convert`, `tokenization`, `sft`,
 `hub`, `cli`, ...). `models/` ships to the Hub as remote code, so it cannot read these records; the records in turn
@@ -21,7 +22,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: importing the models imports torch
+    from ..models import SmallLLMConfig, SmallLLMForCausalLM, SmallLLMPreTrainedModel
 
 # Where the class names of a record resolve: the shipped model files.
 MODELS_PACKAGE = "hf_smallllm.models"
@@ -58,7 +62,7 @@ class GGUFFormat:
     """What the family becomes in a llama.cpp GGUF file (`convert.gguf`): the llama.cpp architecture whose graph
     computes it, and the llama.cpp tokenizer model (and byte-level pre-tokenizer) of its published tokenizer."""
 
-    architecture: str  # "llama", "chatglm", "jais"
+    architecture: str  # a key of `hf_smallllm.layouts.GGUF_ARCHITECTURES`: "llama", "chatglm", "jais"
     tokenizer: str  # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
     pre_tokenizer: str | None = None  # llama.cpp's name of the byte-level split rules ("deepseek-llm", "gpt-2")
 
@@ -94,25 +98,25 @@ class Family:
     gguf: GGUFFormat | None = None  # how llama.cpp runs it (None: no llama.cpp architecture expresses it)
 
     @property
-    def config_class(self) -> type:
+    def config_class(self) -> type[SmallLLMConfig]:
         return _model_attribute(self.config_class_name)
 
     @property
-    def model_class(self) -> type:
+    def model_class(self) -> type[SmallLLMPreTrainedModel]:
         return _model_attribute(self.model_class_name)
 
     @property
-    def causal_lm_class(self) -> type:
+    def causal_lm_class(self) -> type[SmallLLMForCausalLM]:
         return _model_attribute(self.causal_lm_class_name)
 
-    def preset(self, preset: str = "published", **overrides: Any):
+    def preset(self, preset: str = "published", **overrides: Any) -> SmallLLMConfig:
         """The config at `preset`, with keyword overrides applied last."""
         if preset not in self.presets:
             raise ValueError(f"unknown preset {preset!r} for {self.name}; choose one of {', '.join(self.presets)}.")
         return self.config_class(**{**self.presets[preset], **overrides})
 
 
-def _model_attribute(name: str) -> type:
+def _model_attribute(name: str) -> Any:
     return getattr(importlib.import_module(MODELS_PACKAGE), name)
 
 
@@ -174,8 +178,8 @@ def register() -> None:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
     from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 
+    from ..layouts import OFFICIAL_LAYOUTS, weight_transforms
     from ..models import SmallLLMConfig, SmallLLMForCausalLM, SmallLLMModel
-    from ..models.layouts_smallllm import OFFICIAL_LAYOUTS, weight_transforms
 
     pairs = [(SmallLLMConfig, SmallLLMModel, SmallLLMForCausalLM)] + [
         (f.config_class, f.model_class, f.causal_lm_class) for f in FAMILIES.values()

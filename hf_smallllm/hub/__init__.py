@@ -6,7 +6,7 @@ remote-code packaging, listing and loading snapshots, and a local Hub-protocol s
     model = load_snapshot("me/tiny", step=100)
 """
 
-from ..models.remote_code import add_remote_code
+from ..convert.remote_code import add_remote_code
 from .callback import HubPublishCallback
 from .model_card import render_model_card
 from .publish import HubPublisher, PublishError, PublishResult, RevisionCollisionError, publish_run

@@ -178,7 +178,7 @@ def render_model_card(folder: str | Path, repo_id: str, *, family: str | None = 
     if not isinstance(metrics, list):
         metrics = read_metrics(metrics)
     if family is None:
-        from ..models.remote_code import auto_classes_for
+        from ..convert.remote_code import auto_classes_for
 
         config_class = auto_classes_for(config.get("model_type", ""))["AutoConfig"]
         family = next((f.name for f in FAMILIES.values() if f.config_class is config_class), GENERIC_TEMPLATE)

@@ -25,8 +25,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..convert.remote_code import add_remote_code
 from ..errors import UsageFileNotFoundError
-from ..models.remote_code import add_remote_code
 from .model_card import SnapshotRow, render_model_card
 from .revisions import (
     BranchTemplate,

@@ -30,6 +30,8 @@ from transformers.utils import logging
 if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
 
+    from .modeling_smallllm import SmallLLMAttention  # the layer that calls these functions (annotations only)
+
 logger = logging.get_logger(__name__)
 
 
@@ -43,7 +45,7 @@ def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def eager_attention_forward(
-    module: nn.Module,
+    module: "SmallLLMAttention",
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -160,7 +162,7 @@ class SmallLLMAlibi(nn.Module):
 
 
 def alibi_flash_attention_forward(
-    module: nn.Module,
+    module: "SmallLLMAttention",
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -281,7 +283,7 @@ class _AlibiBlockwiseAttention(torch.autograd.Function):
 
 
 def alibi_blockwise_attention_forward(
-    module: nn.Module,
+    module: "SmallLLMAttention",
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -298,6 +300,8 @@ def alibi_blockwise_attention_forward(
     documents (`attention_mask` None)."""
     if attention_mask is not None:
         raise ValueError("the blockwise ALiBi path handles unpadded causal rows only; pass the dense mask path")
+    if alibi_slopes is None:
+        raise ValueError("the blockwise ALiBi path needs alibi_slopes")
     key = repeat_kv(key, module.num_key_value_groups)
     value = repeat_kv(value, module.num_key_value_groups)
     num_heads, query_length, kv_length = query.shape[1], query.shape[-2], key.shape[-2]
@@ -318,7 +322,7 @@ def alibi_blockwise_attention_forward(
 
 # ------------------------------------------------------------------------------------ the attention implementations
 def sdpa_attention_forward(
-    module: nn.Module, query, key, value, attention_mask, alibi_slopes: torch.Tensor | None = None, **kwargs
+    module: "SmallLLMAttention", query, key, value, attention_mask, alibi_slopes: torch.Tensor | None = None, **kwargs
 ) -> tuple[torch.Tensor, None]:
     """transformers' sdpa attention; ALiBi given as slopes (a long unpadded row, no mask) goes block by block."""
     if alibi_slopes is not None:
@@ -328,7 +332,7 @@ def sdpa_attention_forward(
 
 
 def flash_attention_forward(
-    module: nn.Module, query, key, value, attention_mask, alibi_slopes: torch.Tensor | None = None, **kwargs
+    module: "SmallLLMAttention", query, key, value, attention_mask, alibi_slopes: torch.Tensor | None = None, **kwargs
 ) -> tuple[torch.Tensor, None]:
     """transformers' flash-attn path; with ALiBi slopes, which it would drop, `alibi_flash_attention_forward`."""
     if alibi_slopes is not None:

@@ -9,22 +9,22 @@ x 2.22 / 10 (the official config.json spells alpha 2.2200000000000003, the same 
 init std 0.073.
 
 The published config.json uses GPT-2 names (`n_embd`, `n_layer`, ...) and two spellings of the muP fields; its
-table (`layouts_smallllm.BTLM_OFFICIAL`, which also writes it back) is read here, so an official folder loads
+table (`config_tables_smallllm.BTLM_CONFIG`, which also writes it back) is read here, so an official folder loads
 directly, and the GPT-2 names stay readable as attributes (`config.n_embd`).
 """
 
 from typing import Any
 
+from .config_tables_smallllm import BTLM_CONFIG, read_config_fields
 from .configuration_smallllm import SmallLLMConfig
-from .layouts_smallllm import BTLM_OFFICIAL, read_config_fields
 
 
 class BTLMConfig(SmallLLMConfig):
     """BTLM-3B-8K: 32 layers, width 2560, 32 heads of 80, SwiGLU 6826, LayerNorm, ALiBi, muP, tied embeddings."""
 
     model_type = "smallllm_btlm"
-    official_model_types = BTLM_OFFICIAL.model_types
-    attribute_map = {**SmallLLMConfig.attribute_map, **BTLM_OFFICIAL.renamed_fields}
+    official_model_types = BTLM_CONFIG.model_types
+    attribute_map = {**SmallLLMConfig.attribute_map, **BTLM_CONFIG.renamed_fields}
 
     vocab_size: int = 50257
     hidden_size: int = 2560
@@ -52,7 +52,7 @@ class BTLMConfig(SmallLLMConfig):
     mup_scale_qk_dot_by_d: bool = True
 
     def __post_init__(self, **kwargs: Any):
-        super().__post_init__(**read_config_fields(self, BTLM_OFFICIAL, kwargs))
+        super().__post_init__(**read_config_fields(self, BTLM_CONFIG, kwargs))
 
 
 __all__ = ["BTLMConfig"]

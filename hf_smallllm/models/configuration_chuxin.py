@@ -6,8 +6,8 @@ special-token ids: the published config.json says BOS 1 / EOS 2, but its tokeniz
 DeepSeek's 100000 / 100001 (EOS doubles as padding). The tokenizer's ids are the ones the weights were trained with.
 """
 
+from .config_tables_smallllm import LLAMA_CONFIG
 from .configuration_smallllm import SmallLLMConfig
-from .layouts_smallllm import LLAMA
 
 
 class ChuXinConfig(SmallLLMConfig):
@@ -15,7 +15,7 @@ class ChuXinConfig(SmallLLMConfig):
 
     model_type = "smallllm_chuxin"
     # ChuXin publishes transformers' Llama layout: read as this class on purpose (no model-type mismatch warning).
-    official_model_types = LLAMA.model_types
+    official_model_types = LLAMA_CONFIG.model_types
 
     vocab_size: int = 102400
     hidden_size: int = 2048

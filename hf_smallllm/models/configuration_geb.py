@@ -8,21 +8,21 @@ RoPE rotates the first half of each head with adjacent dimensions paired, and th
 BOS 1 / EOS 2 / PAD 0 are ChatGLM3's (the tail of GEB's final config.json could not be read).
 
 The official config.json uses ChatGLM field names (`num_layers`, `padded_vocab_size`, `ffn_hidden_size`,
-`kv_channels`, `layernorm_epsilon`, ...); its table (`layouts_smallllm.GEB_OFFICIAL`, which also writes it back) is
+`kv_channels`, `layernorm_epsilon`, ...); its table (`config_tables_smallllm.GEB_CONFIG`, which also writes it back) is
 read here, so an official folder loads directly.
 """
 
 from typing import Any
 
+from .config_tables_smallllm import GEB_CONFIG, read_config_fields
 from .configuration_smallllm import SmallLLMConfig
-from .layouts_smallllm import GEB_OFFICIAL, read_config_fields
 
 
 class GEBConfig(SmallLLMConfig):
     """GEB-1.3B: 24 layers, width 2048, GQA 16/4 with head size 128, half-rotary interleaved RoPE, 64,896 vocab."""
 
     model_type = "smallllm_geb"
-    official_model_types = GEB_OFFICIAL.model_types
+    official_model_types = GEB_CONFIG.model_types
 
     vocab_size: int = 64896
     hidden_size: int = 2048
@@ -51,7 +51,7 @@ class GEBConfig(SmallLLMConfig):
         return super()._without_official_code(config_dict)
 
     def __post_init__(self, **kwargs: Any):
-        kwargs = read_config_fields(self, GEB_OFFICIAL, kwargs)
+        kwargs = read_config_fields(self, GEB_CONFIG, kwargs)
         # ChatGLM rotates half of each head (`rotary_dim = kv_channels // 2`).
         kwargs.setdefault("partial_rotary_factor", 0.5)
         super().__post_init__(**kwargs)

@@ -5,8 +5,8 @@ embedding
 has 65,519 rows although the paper's vocabulary table adds up to 65,536 (the 17 reserved entries are not shipped).
 """
 
+from .config_tables_smallllm import LLAMA_CONFIG, SKYWORK_CONFIG
 from .configuration_smallllm import SmallLLMConfig
-from .layouts_smallllm import LLAMA, SKYWORK_OFFICIAL
 
 
 class SkyworkConfig(SmallLLMConfig):
@@ -14,7 +14,7 @@ class SkyworkConfig(SmallLLMConfig):
 
     model_type = "smallllm_skywork"
     # Skywork's own config (remote code) and Llama-layout copies of it are read as this class on purpose.
-    official_model_types = SKYWORK_OFFICIAL.model_types + LLAMA.model_types
+    official_model_types = SKYWORK_CONFIG.model_types + LLAMA_CONFIG.model_types
 
     vocab_size: int = 65519
     hidden_size: int = 4608

@@ -238,10 +238,13 @@ class SmallLLMConfig(PreTrainedConfig):
 
     def _validate_sizes(self, head_dim_given: bool) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "max_position_embeddings"):
+                     "max_position_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
+        kv_heads = self.num_key_value_heads
+        if not isinstance(kv_heads, int) or isinstance(kv_heads, bool) or kv_heads <= 0:
+            raise ValueError(f"num_key_value_heads={kv_heads!r} must be a positive integer.")
         if head_dim_given and (
             not isinstance(self.head_dim, int) or isinstance(self.head_dim, bool) or self.head_dim <= 0
         ):
@@ -251,7 +254,7 @@ class SmallLLMConfig(PreTrainedConfig):
                 f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}; "
                 "change one of them or set head_dim explicitly."
             )
-        if self.num_attention_heads % self.num_key_value_heads != 0:
+        if self.num_attention_heads % kv_heads != 0:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} is not divisible by "
                 f"num_key_value_heads={self.num_key_value_heads}: every key/value head must serve the same number "
@@ -272,7 +275,7 @@ class SmallLLMConfig(PreTrainedConfig):
             if self.alibi_scaling is not None:
                 raise ValueError("alibi_scaling is only valid with position_embedding_type='alibi'.")
             validate_rope_parameters(self.rope_parameters)
-            factor = self.rope_parameters.get("partial_rotary_factor", 1.0)
+            factor = self.rope_settings.get("partial_rotary_factor", 1.0)
             if not 0.0 < factor <= 1.0:
                 raise ValueError(f"partial_rotary_factor={factor} must be in (0, 1].")
             if int(self.head_dim * factor) % 2 != 0:
@@ -337,14 +340,29 @@ class SmallLLMConfig(PreTrainedConfig):
     @property
     def attention_scaling(self) -> float:
         """Softmax scale of the attention scores: 1/d with muP's `scale_qk_dot_by_d`, else 1/sqrt(d)."""
-        return 1.0 / self.head_dim if self.mup_scale_qk_dot_by_d else 1.0 / math.sqrt(self.head_dim)
+        head_dim = self.resolved_head_dim
+        return 1.0 / head_dim if self.mup_scale_qk_dot_by_d else 1.0 / math.sqrt(head_dim)
 
     @property
     def rotary_dim(self) -> int:
         """Number of dimensions of each head that RoPE rotates (0 for ALiBi)."""
         if self.position_embedding_type != "rope":
             return 0
-        return int(self.head_dim * self.rope_parameters.get("partial_rotary_factor", 1.0))
+        return int(self.resolved_head_dim * self.rope_settings.get("partial_rotary_factor", 1.0))
+
+    @property
+    def resolved_head_dim(self) -> int:
+        """`head_dim` once `__post_init__` has derived it (typed `int`, where the field also admits None, unset)."""
+        if self.head_dim is None:
+            raise ValueError("head_dim is unset: SmallLLMConfig.__post_init__ derives it from hidden_size")
+        return self.head_dim
+
+    @property
+    def rope_settings(self) -> dict:
+        """`rope_parameters` of a RoPE model (an ALiBi config has none; asking for them is a ValueError)."""
+        if self.rope_parameters is None:
+            raise ValueError(f"position_embedding_type={self.position_embedding_type!r} has no rope_parameters")
+        return self.rope_parameters
 
 
 def _check_number(name: str, value: Any, allowed: str, ok) -> None:

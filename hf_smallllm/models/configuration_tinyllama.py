@@ -4,8 +4,8 @@ Defaults from TinyLlama's lit-gpt config `tiny_LLaMA_1b` and the Hugging Face co
 `TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T` (arXiv 2401.02385; docs/architectures.md section 3.1).
 """
 
+from .config_tables_smallllm import LLAMA_CONFIG
 from .configuration_smallllm import SmallLLMConfig
-from .layouts_smallllm import LLAMA
 
 
 class TinyLlamaConfig(SmallLLMConfig):
@@ -13,7 +13,7 @@ class TinyLlamaConfig(SmallLLMConfig):
 
     model_type = "smallllm_tinyllama"
     # TinyLlama publishes transformers' Llama layout: read as this class on purpose (no model-type mismatch warning).
-    official_model_types = LLAMA.model_types
+    official_model_types = LLAMA_CONFIG.model_types
 
     vocab_size: int = 32000
     hidden_size: int = 2048

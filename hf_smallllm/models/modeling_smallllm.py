@@ -97,7 +97,7 @@ class SmallLLMRotaryEmbedding(nn.Module):
         self.config = config
         self.interleaved = config.rope_layout == "interleaved"
 
-        self.rope_type = config.rope_parameters["rope_type"]
+        self.rope_type = config.rope_settings["rope_type"]
         rope_init_fn: Callable = self.compute_default_rope_parameters
         if self.rope_type != "default":
             rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
@@ -109,7 +109,7 @@ class SmallLLMRotaryEmbedding(nn.Module):
     @staticmethod
     def compute_default_rope_parameters(config: SmallLLMConfig, device=None, **kwargs) -> tuple[torch.Tensor, float]:
         """Unscaled RoPE frequencies over the rotary dimensions (head_dim x partial_rotary_factor)."""
-        base = config.rope_parameters["rope_theta"]
+        base = config.rope_settings["rope_theta"]
         dim = config.rotary_dim
         exponents = torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim
         inv_freq = 1.0 / (base**exponents)
@@ -183,15 +183,16 @@ class SmallLLMAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
-        self.head_dim = config.head_dim
-        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.head_dim = config.resolved_head_dim
+        kv_heads = config.num_key_value_heads or config.num_attention_heads  # None: multi-head, as __post_init__ says
+        self.num_key_value_groups = config.num_attention_heads // kv_heads
         self.scaling = config.attention_scaling
         self.attention_dropout = config.attention_dropout
         self.rope_interleaved = config.rope_layout == "interleaved"
         self.is_causal = True
 
         q_size = config.num_attention_heads * self.head_dim
-        kv_size = config.num_key_value_heads * self.head_dim
+        kv_size = kv_heads * self.head_dim
         self.q_proj = nn.Linear(config.hidden_size, q_size, bias=config.attention_bias)
         self.k_proj = nn.Linear(config.hidden_size, kv_size, bias=config.attention_bias)
         self.v_proj = nn.Linear(config.hidden_size, kv_size, bias=config.attention_bias)
@@ -283,7 +284,7 @@ class SmallLLMDecoderLayer(GradientCheckpointingLayer):
 
 
 # ---------------------------------------------------------------------------------------------- packed sequences
-def position_ids_from_cu_seq_lens(cu_seq_lens: torch.Tensor, shape: torch.Size) -> torch.LongTensor:
+def position_ids_from_cu_seq_lens(cu_seq_lens: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Positions restarting at 0 at every boundary of `cu_seq_lens` ([0, end_1, end_2, ..., total]), as [batch, seq]."""
     cu_seq_lens = cu_seq_lens.to(torch.long)
     lengths = cu_seq_lens[1:] - cu_seq_lens[:-1]
@@ -292,7 +293,7 @@ def position_ids_from_cu_seq_lens(cu_seq_lens: torch.Tensor, shape: torch.Size) 
     return positions.view(shape)
 
 
-def packed_flash_kwargs(position_ids: torch.LongTensor, attention_mask, past_seen_tokens) -> dict:
+def packed_flash_kwargs(position_ids: torch.Tensor, attention_mask, past_seen_tokens) -> dict:
     """`flash_varlen_kwargs_from_position_ids` for an uncached, unpadded forward over packed documents; {} for
     anything else."""
     if (
@@ -305,7 +306,7 @@ def packed_flash_kwargs(position_ids: torch.LongTensor, attention_mask, past_see
     return {}
 
 
-def flash_varlen_kwargs_from_position_ids(position_ids: torch.LongTensor) -> dict:
+def flash_varlen_kwargs_from_position_ids(position_ids: torch.Tensor) -> dict:
     """cu_seq_lens / max_length for flash-attn's varlen kernel from per-document positions [batch, seq], flattened
     over the batch. A document starts where the position does not continue the previous one, and at every row start
     (transformers' own flash path only infers documents at batch size 1)."""
@@ -346,6 +347,12 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
     # ALiBi slopes are stored when a checkpoint has them (BTLM's do) and computed when it has not.
     _keys_to_ignore_on_load_missing = [r"alibi\.slopes"]
 
+    def __init__(self, config: SmallLLMConfig, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        # PEFT's default LoRA targets for the smallllm_* model types. `import hf_smallllm` installs them; a folder
+        # loaded as remote code has no such import, so building a model does it (idempotent, never imports peft).
+        install_peft_defaults()
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # muP scales the init of each matrix by its width multiplier (mup_smallllm.py); `init_scheme="lit_gpt"` is
@@ -364,7 +371,7 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
         lr / MLP multiplier, embeddings, norms and biases at lr; no weight decay on norms and biases."""
         return mup_param_groups(self, lr, weight_decay)
 
-    def save_pretrained(self, save_directory, *args, save_original_format: bool = False, **kwargs):
+    def save_pretrained(self, save_directory, *args, **kwargs):
         """Save in the package's own layout. transformers would otherwise write back the layout a checkpoint was
         converted from (e.g. BTLM's GPT-2 tensors) next to a config.json in ours.
 
@@ -374,7 +381,8 @@ class SmallLLMPreTrainedModel(PreTrainedModel):
         the saved class there; the map is completed with the config and both model classes of this module."""
         if self._auto_class is not None:
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **remote_code_auto_map(self)}
-        return super().save_pretrained(save_directory, *args, save_original_format=save_original_format, **kwargs)
+        kwargs.setdefault("save_original_format", False)
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class SmallLLMModel(SmallLLMPreTrainedModel):
@@ -390,6 +398,8 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
         )
         self.norm = build_norm(config)
         # positions: RoPE's cos/sin tables, or ALiBi's slopes
+        self.rotary_emb: SmallLLMRotaryEmbedding | None
+        self.alibi: SmallLLMAlibi | None
         if config.position_embedding_type == "rope":
             self.rotary_emb = SmallLLMRotaryEmbedding(config=config)
             self.alibi = None
@@ -407,7 +417,7 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
+        position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
@@ -417,7 +427,7 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
 
         if inputs_embeds is None:
-            inputs_embeds: torch.Tensor = self.embed_tokens(input_ids)
+            inputs_embeds = self.embed_tokens(input_ids)
         if self.config.mup_embeddings_scale != 1.0:  # muP's input multiplier
             inputs_embeds = inputs_embeds * self.config.mup_embeddings_scale
         batch_size, query_length = inputs_embeds.shape[:2]
@@ -451,11 +461,11 @@ class SmallLLMModel(SmallLLMPreTrainedModel):
         if is_flash_attention(self.config._attn_implementation) and may_be_packed and "cu_seq_lens_q" not in kwargs:
             kwargs.update(packed_flash_kwargs(position_ids.expand(batch_size, -1), attention_mask, past_seen_tokens))
 
+        position_embeddings = None
         if self.alibi is not None:  # what this attention implementation needs for ALiBi, once for every layer
             causal_mask, alibi_kwargs = self.alibi(inputs_embeds, causal_mask, past_seen_tokens, kv_length)
             kwargs.update(alibi_kwargs)
-            position_embeddings = None
-        else:
+        elif self.rotary_emb is not None:
             position_embeddings = self.rotary_emb(inputs_embeds, position_ids=position_ids)
 
         hidden_states = inputs_embeds
@@ -479,7 +489,8 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
-    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    # transformers annotates this as {name: (str, str)} but its own models, and its pipeline code, use lists
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}  # type: ignore[dict-item]
     # The class of `self.model`; each family points it at its own `...Model`.
     base_model_class: type[SmallLLMModel] = SmallLLMModel
 
@@ -521,21 +532,22 @@ class SmallLLMForCausalLM(SmallLLMPreTrainedModel, GenerationMixin):
             **kwargs,
         )
 
+        assert outputs.last_hidden_state is not None  # SmallLLMModel always returns it
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits_multiplier = self.config.output_logits_multiplier  # muP: alpha / width multiplier, else 1
         if labels is not None and self.config.loss_chunk_size:  # long rows: never hold [tokens, vocab] logits whole
-            loss = chunked_causal_lm_loss(
+            chunked_loss = chunked_causal_lm_loss(
                 hidden_states, self.lm_head, labels, self.config.loss_chunk_size,
                 logits_multiplier=logits_multiplier,
                 num_items_in_batch=kwargs.get("num_items_in_batch"), shift_labels=kwargs.get("shift_labels"),
             )
-            return CausalLMOutputWithPast(loss=loss, cache=outputs.cache,
+            return CausalLMOutputWithPast(loss=chunked_loss, cache=outputs.cache,
                                           hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         logits = self.lm_head(hidden_states)
         if logits_multiplier != 1.0:
             logits = logits * logits_multiplier
 
-        loss = None
+        loss: torch.Tensor | None = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
@@ -562,10 +574,6 @@ def remote_code_auto_map(model: SmallLLMPreTrainedModel) -> dict[str, str]:
     else:
         entries["AutoModel"] = reference(type(model))
     return entries
-
-
-# PEFT's default LoRA targets for the smallllm_* model types, in this process too when this file runs as remote code.
-install_peft_defaults()
 
 
 __all__ = [

@@ -24,10 +24,14 @@ This file ships to the Hub as remote code: it imports only torch, transformers a
 """
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers import initialization as init
+
+if TYPE_CHECKING:
+    from .modeling_smallllm import SmallLLMPreTrainedModel  # the model whose weights these functions set
 
 HIDDEN_MATRICES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj")
 FFN_OUTPUT_MATRICES = ("down_proj",)
@@ -84,7 +88,7 @@ def truncated_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
     return tensor
 
 
-def init_mup_weights(model: nn.Module, module: nn.Module) -> bool:
+def init_mup_weights(model: "SmallLLMPreTrainedModel", module: nn.Module) -> bool:
     """muP initialisation of one `module` of `model` (called from `_init_weights`, also for weights missing at
     `from_pretrained`). Returns False for modules it leaves to transformers' default init (norms, rotary buffers)."""
     config = model.config
@@ -107,8 +111,11 @@ def init_mup_weights(model: nn.Module, module: nn.Module) -> bool:
 # ---------------------------------------------------------------------------------------------- optimizer groups
 def unwrap_config_owner(model: nn.Module) -> nn.Module:
     """The module carrying `config` inside DDP/FSDP-style `module` wrappers (PEFT models forward `config` already)."""
-    while getattr(model, "config", None) is None and isinstance(getattr(model, "module", None), nn.Module):
-        model = model.module
+    while getattr(model, "config", None) is None:
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            break
+        model = inner
     return model
 
 

@@ -10,9 +10,10 @@ or a user's own config class) defined when the tables are filled. Entries a user
 
 peft takes seconds to import, so importing this file never imports it: the tables are filled at once when
 `peft.utils.constants` is already loaded, otherwise right after it loads (a `sys.meta_path` finder that only
-watches that one module name and removes itself once it has fired). This file ships as remote code (imported by
-`modeling_smallllm.py`), so a folder loaded with `trust_remote_code=True` in a process without hf_smallllm
-registers the same defaults; it imports only the standard library and its siblings.
+watches that one module name and removes itself once it has fired). Nothing is installed by importing this file:
+`import hf_smallllm` calls `install_peft_defaults()`, and so does building a model (`SmallLLMPreTrainedModel.
+__init__`), because a folder loaded with `trust_remote_code=True` in a process without hf_smallllm has no package
+import to do it. This file ships as remote code; it imports only the standard library and its siblings.
 """
 
 import importlib.abc

@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import save_file
 
 from hf_smallllm import FAMILIES, preset_config
+from hf_smallllm import layouts as tables
 from hf_smallllm.convert import InexpressibleConfigError
 from hf_smallllm.convert.configs import cleaned, read_llama_named, read_with_config_class, write_config
 from hf_smallllm.convert.formats import NATIVE_LAYOUTS, native_model
 from hf_smallllm.convert.plan import DERIVED_TENSORS, export_state_dict
-from hf_smallllm.convert.transforms import TRANSFORMS
-from hf_smallllm.models import layouts_smallllm as tables
+from hf_smallllm.models.config_tables_smallllm import CONFIG_TRANSFORMS
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
@@ -25,8 +25,8 @@ PUBLISHED = {"btlm": ("btlm-3b-8k-base.json", tables.BTLM_OFFICIAL, read_with_co
 
 @pytest.mark.parametrize("table", list(tables.LAYOUTS.values()), ids=list(tables.LAYOUTS))
 def test_every_name_in_a_table_resolves(table):
-    assert {rule.transform for rule in table.tensors} <= set(TRANSFORMS)
-    assert {spec.transform for spec in table.config} <= set(tables.CONFIG_TRANSFORMS)
+    assert {rule.transform for rule in table.tensors} <= set(tables.TENSOR_TRANSFORMS.values())
+    assert {spec.transform for spec in table.config} <= set(CONFIG_TRANSFORMS)
     assert {derived.compute for derived in table.derived} <= set(DERIVED_TENSORS)
     for requirement in table.requires:
         assert requirement.quantity in tables.QUANTITIES or hasattr(preset_config("tinyllama", "tiny"),

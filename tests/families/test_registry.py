@@ -21,7 +21,8 @@ OPTIONAL_FIELDS = {"branch_template", "snapshot_subfolder_template", "milestone_
 
 
 def test_the_five_families_in_their_listed_order():
-    assert FAMILY_NAMES == ("tinyllama", "geb", "chuxin", "btlm", "skywork")
+    # a family added later is listed after these (tests/families/test_battery.py adds one)
+    assert FAMILY_NAMES[:5] == ("tinyllama", "geb", "chuxin", "btlm", "skywork")
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)

@@ -11,7 +11,8 @@ Every `save_pretrained` of a model class writes both already (the families are r
 `families.register()`, and `modeling_smallllm.py` completes the map); `add_remote_code` does the same for a folder
 written without a model instance (conversions stream tensors and save only the config) and for publishing folders
 saved before that. Classes are found from `config.json`'s `model_type` through the Auto registries, never from a
-family name. Not shipped itself (no model file imports it); importing it imports `hf_smallllm`, which registers.
+family name. It lives in `convert` (beside the converter, its first user), not in `models/`: it is packaging, not
+shipped code. Importing it imports `hf_smallllm`, which registers.
 """
 
 from __future__ import annotations
