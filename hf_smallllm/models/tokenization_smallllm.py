@@ -17,7 +17,7 @@ This file ships as remote code next to the model files, so it imports only trans
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
 from transformers import PreTrainedTokenizerFast
@@ -58,19 +58,23 @@ def tokenizer_from_sentencepiece(model_file: str | os.PathLike, added_special_to
         # The published Llama-2-style models normalise nothing else; a model that does would need its charsmap.
         raise ValueError(f"{model_file}: SentencePiece normalisation ({normalizer_spec.name!r}) is not supported; "
                          "only the identity normalisation of Llama-2-style models is")
-    extracted = extractor.extract(models.BPE)
+    # returns the keyword arguments of a tokenizer class (vocab, merges, special tokens), whatever its annotation says
+    extracted = cast("dict[str, Any]", extractor.extract(models.BPE))
+    vocab: dict[str, int] = extracted["vocab"]
+    merges: list[tuple[str, str]] = extracted["merges"]
+    declared_tokens: list[AddedToken] = extracted["additional_special_tokens"]
     unk_id = extractor.proto.trainer_spec.unk_id
-    pieces = list(extracted["vocab"])
-    tokenizer = Tokenizer(models.BPE(vocab=extracted["vocab"], merges=extracted["merges"], unk_token=pieces[unk_id],
-                                     fuse_unk=True, byte_fallback=True, dropout=None))
+    pieces = list(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=pieces[unk_id], fuse_unk=True,
+                                     byte_fallback=True, dropout=None))
     tokenizer.normalizer = sentencepiece_normalizer() if normalizer_spec.add_dummy_prefix else (
         normalizers.Replace(" ", SPIECE_UNDERLINE))
     tokenizer.pre_tokenizer = None
     tokenizer.decoder = sentencepiece_decoder()
     # control and unknown pieces are special (never produced from text by BPE, matched whole)
-    unknown_and_control = [AddedToken(pieces[unk_id], special=True, normalized=False)]
-    declared = [token for token in extracted["additional_special_tokens"] if str(token) != pieces[unk_id]]
-    tokenizer.add_special_tokens(unknown_and_control + [token for token in declared if token.special])
+    unknown = AddedToken(pieces[unk_id], special=True, normalized=False)
+    declared = [token for token in declared_tokens if str(token) != pieces[unk_id]]
+    tokenizer.add_special_tokens([unknown] + [token for token in declared if token.special])
     tokenizer.add_tokens([token for token in declared if not token.special])  # user-defined pieces: matched whole
     tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in added_special_tokens])
     return tokenizer
@@ -85,8 +89,8 @@ class SentencePieceBPETokenizer(PreTrainedTokenizerFast):
     # Not the usual "vocab_file" key: for a repository without tokenizer.json, transformers replaces that entry with
     # the first match of "tokenizer.model" in the repository's file names, which is wrong for GEB's
     # "GEBtokenizer.model" (it matches inside the name).
-    vocab_files_names: ClassVar[dict[str, str]] = {"sentencepiece_file": "tokenizer.model"}
-    model_input_names: ClassVar[list[str]] = ["input_ids", "attention_mask"]
+    vocab_files_names = {"sentencepiece_file": "tokenizer.model"}
+    model_input_names = ["input_ids", "attention_mask"]
     added_special_tokens: ClassVar[tuple[str, ...]] = ()
     default_add_bos_token: ClassVar[bool] = True
     replaces: ClassVar[str] = ""  # the repository's class this one stands in for, for the notice below
