@@ -1,0 +1,102 @@
+"""Context parallelism (train/context_parallel.py): a sequence split over ranks gives the loss and gradients of the
+unsplit row. The split maths (positions, shifted labels, target counts, whole-sequence masks) are checked in one
+process; the real engine (DeepSpeed's Ulysses all-to-all on gloo) runs every family's attention on 2 and 4 CPU
+ranks against the unsplit run (tests/train/distributed_worker.py `context_parallel`)."""
+
+import json
+
+import pytest
+import torch
+
+from hf_smallllm import preset_config
+from hf_smallllm.data.packing import pack_rows
+from hf_smallllm.train.context_parallel import (
+    ContextParallelError,
+    check_context_parallel,
+    context_parallel_refusal,
+    count_targets,
+    document_causal_mask,
+    shard_batch,
+)
+
+from .test_distributed import WORKER, torchrun
+
+
+def _packed_batch(rows=2, length=16, eos=2, seed=0):
+    import numpy as np
+
+    ids = np.random.default_rng(seed).integers(3, 50, (rows, length))
+    ids[:, 5] = eos
+    ids[1, 11] = eos
+    batch = {k: torch.from_numpy(v) for k, v in pack_rows(ids, "document", eos).items()}
+    batch["cu_seq_lens_q"] = torch.tensor([0, 6, 16])
+    return batch
+
+
+def test_shards_keep_global_positions_and_labels_shifted_over_the_whole_row():
+    batch = _packed_batch()
+    shards = [shard_batch(batch, rank, 4) for rank in range(4)]
+    assert all(s["input_ids"].shape == (2, 4) for s in shards)
+    assert torch.equal(torch.cat([s["position_ids"] for s in shards], 1), batch["position_ids"])
+    assert torch.equal(torch.cat([s["input_ids"] for s in shards], 1), batch["input_ids"])
+    # the target of a slice's last token is the next slice's first token
+    assert int(shards[0]["shift_labels"][0, -1]) == int(batch["labels"][0, 4])
+    assert all("cu_seq_lens_q" not in s for s in shards)  # whole-row boundaries are recomputed after the gather
+    assert sum(count_targets(s) for s in shards) == count_targets(batch)
+
+
+def test_a_local_shift_would_lose_the_targets_at_every_cut():
+    """What the global shift is for: labels cut first and shifted per slice drop one target per cut."""
+    batch = _packed_batch()
+    local = [{"labels": batch["labels"][:, r * 4:(r + 1) * 4]} for r in range(4)]
+    assert sum(count_targets(s) for s in local) < count_targets(batch)
+
+
+def test_whole_sequence_mask_is_causal_within_documents():
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0]])
+    mask = document_causal_mask(positions)[0, 0]
+    assert mask.shape == (6, 6)
+    assert bool(mask[2, 0]) and not bool(mask[3, 2]) and bool(mask[4, 3]) and not bool(mask[5, 4])
+    assert not bool(mask[0, 1])  # causal
+
+
+@pytest.mark.parametrize("overrides, size, feature", [
+    ({}, 3, "attention heads are not divisible by 3"),
+    ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}}, 2, "rope_type='dynamic'"),
+    ({"attn_implementation": "flex_attention"}, 2, "flex_attention"),
+], ids=["heads", "dynamic-rope", "flex"])
+def test_refusals_name_the_feature_in_one_line(overrides, size, feature):
+    config = preset_config("tinyllama", "tiny", **overrides)
+    message = context_parallel_refusal(config, size)
+    assert feature in message and "\n" not in message
+    with pytest.raises(ContextParallelError, match="context parallelism"):
+        check_context_parallel(config, size, world_size=6)
+
+
+def test_dynamic_alibi_is_refused_and_fixed_alibi_runs():
+    dynamic = preset_config("btlm", "tiny", alibi_scaling={"type": "linear", "train_seq_len": 32})
+    assert "dynamic ALiBi" in context_parallel_refusal(dynamic, 2)
+    assert context_parallel_refusal(preset_config("btlm", "tiny", alibi_scaling={"type": "linear", "factor": 2.0}),
+                                    2) is None
+
+
+def test_layout_checks():
+    config = preset_config("chuxin", "tiny")
+    with pytest.raises(ContextParallelError, match="does not divide the 3 process"):
+        check_context_parallel(config, 2, world_size=3)
+    with pytest.raises(ContextParallelError, match="row length 30"):
+        check_context_parallel(config, 4, world_size=4, seq_lens=[32, 30])
+    check_context_parallel(config, 4, world_size=8, seq_lens=[32, 64])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_split_sequence_matches_unsplit_run_on_gloo(ranks, tmp_path):
+    out = tmp_path / "report.json"
+    torchrun(WORKER, "context_parallel", str(out), nproc=ranks, timeout=900)
+    report = json.loads(out.read_text())
+    assert len(report) == 8
+    for case, result in report.items():
+        assert result["split_targets"] == result["targets"], case
+        assert result["loss_diff"] <= 1e-5, (case, result)
+        assert result["grad_diff"] <= 1e-5, (case, result)
