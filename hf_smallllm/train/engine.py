@@ -28,6 +28,7 @@ from transformers.trainer_callback import (
     TrainerState,
 )
 
+from .context_parallel import count_targets, shard_batch
 from .run import Run
 from .stability import drop_gradients
 
@@ -83,7 +84,7 @@ class TrainingEngine:
 
     # ------------------------------------------------------------------ one step
     def _count_targets(self, micro_batches) -> torch.Tensor:
-        local = sum(int((batch["labels"][:, 1:] != -100).sum()) for batch in micro_batches)
+        local = sum(count_targets(batch) for batch in micro_batches)  # of a context-parallel slice: its own
         total = torch.tensor(local, device=self.accelerator.device)
         return self.accelerator.reduce(total, reduction="sum")
 
@@ -129,6 +130,9 @@ class TrainingEngine:
         while self.state.global_step < training.max_steps:
             self.control = self.callback_handler.on_step_begin(self.args, self.state, self.control)
             micro_batches = [next(batches) for _ in range(training.gradient_accumulation_steps)]
+            if run.plan.context_parallel > 1:  # this rank's slice of every row (train/context_parallel.py)
+                context, rank = run.plan.context_parallel, accelerator.process_index
+                micro_batches = [shard_batch(batch, rank % context, context) for batch in micro_batches]
             num_items = self._count_targets(micro_batches)
             step_loss = torch.zeros((), device=accelerator.device)
             for index, batch in enumerate(micro_batches):

@@ -100,3 +100,22 @@ def test_split_sequence_matches_unsplit_run_on_gloo(ranks, tmp_path):
         assert result["split_targets"] == result["targets"], case
         assert result["loss_diff"] <= 1e-5, (case, result)
         assert result["grad_diff"] <= 1e-5, (case, result)
+
+
+@pytest.mark.slow
+def test_pretraining_with_context_parallel_matches_one_process(tiny_recipe, tmp_path):
+    """The engine end to end: `training.context_parallel: 2` on 2 gloo ranks (one data-parallel group, each rank
+    half of every packed row) trains like one process reading whole rows: same losses and weights."""
+    from hf_smallllm.train import run_pretraining
+
+    from .test_distributed import assert_same_run, write_recipe
+
+    single_path, single = write_recipe(tiny_recipe, tmp_path, "single", max_steps=3, save_steps=3)
+    run_pretraining(single)
+    split_path, split = write_recipe(single, tmp_path, "split", context_parallel=2)
+    torchrun("training/pretrain.py", "--recipe", str(split_path))
+    assert_same_run(tmp_path / "split", tmp_path / "single", 3, loss_tol=1e-5, weight_tol=1e-5)
+    plan = json.loads((tmp_path / "split" / "run.json").read_text())["parallel"]
+    assert plan["context_parallel"] == 2 and plan["micro_batch_rows"] == [2]
+    state = json.loads((tmp_path / "split" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["num_input_tokens_seen"] == 3 * 256  # each token counted once, not once per rank
