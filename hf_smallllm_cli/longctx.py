@@ -11,7 +11,9 @@ COMMAND = "longctx"
 HELP = "long-context evaluation: passkey / needle-in-a-haystack retrieval and loss-by-position curves"
 DESCRIPTION = """Long-context evaluation of saved models (any folder AutoModelForCausalLM loads). `passkey` hides a
 number at several depths of filler text of exact token lengths and checks that greedy generation repeats it;
-`position-loss` plots the next-token loss against position on bundled held-out text, past the training length.
+`position-loss` plots the next-token loss against position on bundled held-out text, past the training length;
+`needle` scores needle-in-a-haystack retrieval over length x depth (heat map); `memory-plan` prints the memory per
+GPU of long-context training stages.
 Config fields can be overridden at load time with --set, e.g. --set 'alibi_scaling={type: linear, train_seq_len:
 2048}' or --set 'rope_parameters={rope_type: dynamic, factor: 4.0, rope_theta: 10000.0}'. See docs/long_context.md."""
 
@@ -50,6 +52,21 @@ def register(parser):
     curve.add_argument("--output-dir", default="longctx_position_loss",
                        help="folder for position_loss.json and position_loss.png")
     curve.set_defaults(func=run_position_loss)
+
+    memory = subparsers.add_parser("memory-plan", formatter_class=formatter,
+                                   help="memory per GPU of long-context training stages, smallest cluster per stage",
+                                   description="Memory per GPU (weights, optimizer shards, checkpointed activations, "
+                                               "attention workspace, loss chunk) of a family's preset at each stage "
+                                               "length on each cluster size, at the smallest context-parallel size "
+                                               "that fits; a Markdown table (hf_smallllm.train.memory_plan).")
+    memory.add_argument("--family", default="chuxin", help="model family")
+    memory.add_argument("--preset", default="published", help="preset of the family")
+    memory.add_argument("--lengths", type=_int_list, default=[32768, 131072, 1048576],
+                        help="comma-separated stage lengths in tokens")
+    memory.add_argument("--gpus", type=_int_list, default=[8, 32, 64], help="comma-separated cluster sizes")
+    memory.add_argument("--gpu-gib", type=float, default=79.6, help="memory per GPU (H100-80GB reports 79.6 GiB)")
+    memory.add_argument("--loss-chunk-size", type=int, default=8192, help="the recipe's loss_chunk_size")
+    memory.set_defaults(func=run_memory_plan)
 
 
 def _model_options(parser):
@@ -158,6 +175,20 @@ def run_position_loss(args) -> int:
     plot_loss_by_position(curves, output_dir / "position_loss.png", train_length=train_length)
     write_json_atomic(output_dir / "position_loss.json", {"train_length": train_length, "models": results})
     print(f"wrote {output_dir / 'position_loss.json'} and {output_dir / 'position_loss.png'}")
+    return 0
+
+
+def run_memory_plan(args) -> int:
+    from hf_smallllm import preset_config
+    from hf_smallllm.errors import UsageValueError
+    from hf_smallllm.train.memory_plan import plan_markdown
+
+    try:
+        config = preset_config(args.family, args.preset, loss_chunk_size=args.loss_chunk_size,
+                               max_position_embeddings=max(args.lengths))
+    except (KeyError, ValueError) as err:
+        raise UsageValueError(f"--family/--preset: {err}") from err
+    print(plan_markdown(config, args.lengths, args.gpus, args.gpu_gib, name=f"{args.family} {args.preset}"))
     return 0
 
 
