@@ -119,3 +119,32 @@ def test_pretraining_with_context_parallel_matches_one_process(tiny_recipe, tmp_
     assert plan["context_parallel"] == 2 and plan["micro_batch_rows"] == [2]
     state = json.loads((tmp_path / "split" / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["num_input_tokens_seen"] == 3 * 256  # each token counted once, not once per rank
+
+
+@pytest.mark.slow
+def test_tiny_long_chuxin_stages_on_two_ranks_match_one_process(tokenizer_dir, tmp_path):
+    """The shipped tiny-long-chuxin recipe (three stages, rows split over 2 ranks) at small lengths: the sequence
+    length changes mid-run, each stage's rows are split, and the run equals one process reading whole rows."""
+    import yaml
+
+    from hf_smallllm.train import run_pretraining
+    from hf_smallllm.train.recipe import load_recipe
+
+    from .test_distributed import assert_same_run
+
+    overrides = {"tokenizer": str(tokenizer_dir), "training.max_steps": 5, "training.save_steps": 5,
+                 "training.logging_steps": 1, "schedule.warmup_steps": 1, "training.progress_bar": False,
+                 "training.tensorboard": False, "data.tokens_per_step": 512,
+                 "data.sequence_length": [{"until": 0.4, "seq_len": 64}, {"until": 0.8, "seq_len": 128},
+                                          {"until": 1.0, "seq_len": 512}]}
+    shipped = load_recipe("tiny-long-chuxin")
+    assert shipped.training.context_parallel == 2 and len(shipped.data.sequence_length) == 3
+    split = load_recipe(shipped, {**overrides, "training.output_dir": str(tmp_path / "split")})
+    path = tmp_path / "split.yaml"
+    path.write_text(yaml.safe_dump(split.to_dict()))
+    torchrun("training/pretrain.py", "--recipe", str(path))
+    run_pretraining(load_recipe(shipped, {**overrides, "training.output_dir": str(tmp_path / "single"),
+                                          "training.context_parallel": 1}))
+    assert_same_run(tmp_path / "split", tmp_path / "single", 5, loss_tol=1e-5, weight_tol=1e-5)
+    plan = json.loads((tmp_path / "split" / "run.json").read_text())["parallel"]
+    assert plan["seq_lens"] == [64, 128, 512] and plan["context_parallel"] == 2
