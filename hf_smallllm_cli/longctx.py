@@ -8,7 +8,8 @@ overrides, e.g. to compare an ALiBi model with and without `alibi_scaling` or a 
 import argparse
 
 COMMAND = "longctx"
-HELP = "long-context evaluation: passkey / needle-in-a-haystack retrieval and loss-by-position curves"
+HELP = ("long-context evaluation (passkey, needle in a haystack, loss by position) and the memory plan of "
+        "long-context training")
 DESCRIPTION = """Long-context evaluation of saved models (any folder AutoModelForCausalLM loads). `passkey` hides a
 number at several depths of filler text of exact token lengths and checks that greedy generation repeats it;
 `position-loss` plots the next-token loss against position on bundled held-out text, past the training length;
@@ -38,6 +39,19 @@ def register(parser):
     passkey.add_argument("--seed", type=int, default=0, help="seed of the random keys")
     passkey.add_argument("--output-dir", default="longctx_passkey", help="folder for passkey.json and passkey.png")
     passkey.set_defaults(func=run_passkey)
+
+    needle = subparsers.add_parser("needle", formatter_class=formatter,
+                                   help="needle in a haystack: answer recall per context length and depth (heat map)",
+                                   description="Needle in a haystack (Kamradt 2023): a sentence hidden at each depth "
+                                               "of bundled prose; the share of its answer's words the model repeats, "
+                                               "per (context length, depth); Markdown table, JSON and a heat map.")
+    _model_options(needle)
+    needle.add_argument("--lengths", type=_int_list, default=[1024, 2048, 4096],
+                        help="comma-separated prompt lengths in tokens")
+    needle.add_argument("--depths", type=_float_list, default=[0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],
+                        help="comma-separated needle depths in [0, 1] (fraction of the haystack before the needle)")
+    needle.add_argument("--output-dir", default="longctx_needle", help="folder for needle.json and needle.png")
+    needle.set_defaults(func=run_needle)
 
     curve = subparsers.add_parser("position-loss", formatter_class=formatter,
                                   help="next-token loss against position (PNG), past the training length",
@@ -146,6 +160,28 @@ def run_passkey(args) -> int:
         plot_passkey_grid(report, output_dir / f"{stem}.png", title=f"{name}: passkey accuracy {report.accuracy:.2f}")
     write_json_atomic(output_dir / "passkey.json", results)
     print(f"wrote {output_dir / 'passkey.json'} and the heatmaps next to it")
+    return 0
+
+
+def run_needle(args) -> int:
+    from pathlib import Path
+
+    from hf_smallllm.longctx import make_needle_samples, plot_needle_grid, score_needle
+    from hf_smallllm.runfiles import write_json_atomic
+
+    models = parse_models(args.model, args.overrides)
+    tokenizer = _tokenizer(args, models)
+    samples = make_needle_samples(tokenizer, args.lengths, args.depths)
+    output_dir = Path(args.output_dir)
+    results = {}
+    for name, path, overrides in models:
+        report = score_needle(_load(path, overrides, args), tokenizer, samples)
+        results[name] = {"path": path, "overrides": overrides, **report.to_dict()}
+        print(f"## {name}\n\n{report.to_markdown()}\n")
+        stem = "needle" if len(models) == 1 else f"needle_{_safe(name)}"
+        plot_needle_grid(report, output_dir / f"{stem}.png", title=f"{name}: needle in a haystack {report.score:.2f}")
+    write_json_atomic(output_dir / "needle.json", results)
+    print(f"wrote {output_dir / 'needle.json'} and the heat maps next to it")
     return 0
 
 
