@@ -235,14 +235,25 @@ def enable_context_parallel(model, size: int, seq_lens=()) -> UlyssesAttention |
     config = model.config
     check_context_parallel(config, size, dist.get_world_size(), seq_lens)
     try:
-        import deepspeed.comm
         from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF  # noqa: F401
     except ImportError as err:
         raise ContextParallelError(f"training.context_parallel needs DeepSpeed's Ulysses attention ({err}); "
                                    "pip install 'hf_smallllm[deepspeed]'") from err
+    group, rank = sequence_parallel_group(size)
+    return install_ulysses_attention(model, group, rank, size)
+
+
+def install_ulysses_attention(model, group, rank: int, size: int) -> UlyssesAttention:
+    """Route `model`'s attention through Ulysses over `group` (this process is `rank` of its `size` ranks), without
+    the checks of `enable_context_parallel`; with a group of one it runs the same code path on one device (the GPU
+    check does). The function is registered under `ATTENTION_NAME` in the package's attention registry, one per
+    process: the last model installed owns it."""
+    import deepspeed.comm
+    import torch.distributed as dist
+
     if not deepspeed.comm.is_initialized():  # Ulysses talks through deepspeed.comm, which wraps torch's group
         deepspeed.comm.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
-    group, rank = sequence_parallel_group(size)
+    config = model.config
     attention = UlyssesAttention(config, config._attn_implementation or "sdpa", group, rank, size)
     ATTENTION_FUNCTIONS[ATTENTION_NAME] = attention
     config._attn_implementation = ATTENTION_NAME
@@ -251,4 +262,4 @@ def enable_context_parallel(model, size: int, seq_lens=()) -> UlyssesAttention |
 
 __all__ = ["ATTENTION_NAME", "ENGINES", "ContextParallelError", "UlyssesAttention", "check_context_parallel",
            "context_parallel_refusal", "count_targets", "document_causal_mask", "enable_context_parallel",
-           "sequence_parallel_group", "shard_batch"]
+           "install_ulysses_attention", "sequence_parallel_group", "shard_batch"]

@@ -65,69 +65,11 @@ def pretrain(recipe_path: str, *options: str) -> None:
     run_pretraining(recipe_path, resume="--resume" in options, extra_callbacks=callbacks)
 
 
-CONTEXT_PARALLEL_CASES = [  # (id, family, attn_implementation, packing, config overrides)
-    ("tinyllama-gqa-sdpa-packed", "tinyllama", "sdpa", "document", {}),
-    ("tinyllama-gqa-eager-causal", "tinyllama", "eager", "causal", {}),
-    ("geb-half-rotary-interleaved-sdpa-packed", "geb", "sdpa", "document", {}),
-    ("chuxin-rope-base-chunked-loss-sdpa-packed", "chuxin", "sdpa", "document",
-     {"rope_theta": 160000.0, "loss_chunk_size": 16}),
-    ("chuxin-yarn-eager-packed", "chuxin", "eager", "document",
-     {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
-                          "original_max_position_embeddings": 16}}),
-    ("btlm-alibi-sdpa-causal", "btlm", "sdpa", "causal", {}),
-    ("btlm-alibi-factor-sdpa-packed", "btlm", "sdpa", "document", {"alibi_scaling": {"type": "linear", "factor": 2.0}}),
-    ("btlm-alibi-eager-packed", "btlm", "eager", "document", {}),
-]
-
-
 def context_parallel(out_path: str) -> None:
-    """Each case of CONTEXT_PARALLEL_CASES: the loss and gradients of 2 packed rows split over all ranks by
-    `enable_context_parallel` + `shard_batch` against the same model run unsplit in this process."""
-    import copy
+    """Every case of the context-parallel harness (hf_smallllm/testing/context_parallel_check.py) on these ranks."""
+    from hf_smallllm.testing.context_parallel_check import run
 
-    import numpy as np
-
-    from hf_smallllm import preset_config
-    from hf_smallllm.data.packing import pack_rows
-    from hf_smallllm.families import FAMILIES
-    from hf_smallllm.train.context_parallel import count_targets, enable_context_parallel, shard_batch
-
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    report = {}
-    for name, family, attn, packing, overrides in CONTEXT_PARALLEL_CASES:
-        torch.manual_seed(0)
-        config = preset_config(family, "tiny", attn_implementation=attn, max_position_embeddings=64, **overrides)
-        reference = FAMILIES[family].causal_lm_class(config).train()
-        split = copy.deepcopy(reference)
-        generator = np.random.default_rng(1)
-        ids = generator.integers(3, config.vocab_size, (2, 64))
-        ids[ids % 9 == 0] = config.eos_token_id  # documents of random lengths
-        batch = {k: torch.from_numpy(v) for k, v in pack_rows(ids, packing, config.eos_token_id).items()}
-        batch["labels"][0, 40:44] = -100  # ignored targets that straddle nothing in particular
-        total = count_targets(batch)
-        loss = reference(**batch, num_items_in_batch=total).loss
-        loss.backward()
-
-        enable_context_parallel(split, world, seq_lens=[64])
-        local = shard_batch(batch, rank, world)
-        count = torch.tensor(count_targets(local))
-        dist.all_reduce(count)
-        local_loss = split(**local, num_items_in_batch=count).loss
-        local_loss.backward()
-        summed = local_loss.detach().clone()
-        dist.all_reduce(summed)
-        grad_diff = 0.0
-        for (param_name, want), got in zip(reference.named_parameters(), split.parameters(), strict=True):
-            grad = got.grad.clone() if got.grad is not None else torch.zeros_like(got)
-            dist.all_reduce(grad)
-            grad_diff = max(grad_diff, float((grad - want.grad).abs().max()))
-        report[name] = {"loss": float(loss), "split_loss": float(summed), "loss_diff": abs(float(summed - loss)),
-                        "grad_diff": grad_diff, "targets": total, "split_targets": int(count)}
-    if rank == 0:
-        with open(out_path, "w") as f:
-            json.dump(report, f)
-    dist.destroy_process_group()
+    run(out_path, "cpu")
 
 
 if __name__ == "__main__":
