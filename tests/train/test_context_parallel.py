@@ -123,8 +123,9 @@ def test_pretraining_with_context_parallel_matches_one_process(tiny_recipe, tmp_
 
 @pytest.mark.slow
 def test_tiny_long_chuxin_stages_on_two_ranks_match_one_process(tokenizer_dir, tmp_path):
-    """The shipped tiny-long-chuxin recipe (three stages, rows split over 2 ranks) at small lengths: the sequence
-    length changes mid-run, each stage's rows are split, and the run equals one process reading whole rows."""
+    """The shipped tiny-long-chuxin recipe (three stages, rows split over 2 ranks) at small lengths, sharded with
+    FSDP2 as long-chuxin is on GPUs: the sequence length changes mid-run, each stage's rows are split, and the run
+    equals one process reading whole rows."""
     import yaml
 
     from hf_smallllm.train import run_pretraining
@@ -139,7 +140,8 @@ def test_tiny_long_chuxin_stages_on_two_ranks_match_one_process(tokenizer_dir, t
                                           {"until": 1.0, "seq_len": 512}]}
     shipped = load_recipe("tiny-long-chuxin")
     assert shipped.training.context_parallel == 2 and len(shipped.data.sequence_length) == 3
-    split = load_recipe(shipped, {**overrides, "training.output_dir": str(tmp_path / "split")})
+    split = load_recipe(shipped, {**overrides, "training.output_dir": str(tmp_path / "split"),
+                                  "training.parallelism": "fsdp2"})
     path = tmp_path / "split.yaml"
     path.write_text(yaml.safe_dump(split.to_dict()))
     torchrun("training/pretrain.py", "--recipe", str(path))
@@ -147,4 +149,4 @@ def test_tiny_long_chuxin_stages_on_two_ranks_match_one_process(tokenizer_dir, t
                                           "training.context_parallel": 1}))
     assert_same_run(tmp_path / "split", tmp_path / "single", 5, loss_tol=1e-5, weight_tol=1e-5)
     plan = json.loads((tmp_path / "split" / "run.json").read_text())["parallel"]
-    assert plan["seq_lens"] == [64, 128, 512] and plan["context_parallel"] == 2
+    assert plan["seq_lens"] == [64, 128, 512] and plan["context_parallel"] == 2 and plan["parallelism"] == "fsdp2"
