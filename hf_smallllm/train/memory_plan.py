@@ -174,13 +174,15 @@ def plan_markdown(config, seq_lens, clusters=CLUSTERS, budget_gib: float = H100_
                          f"{states:.1f} | {g['checkpoints']:.1f} | {g['layer_recompute'] + g['attention_workspace']:.1f}"
                          f" | {g['loss_chunk']:.1f} | {g['total']:.1f} | "
                          f"{'yes' if e.total / GIB <= budget_gib else 'no'} |")
-    lines += ["", "| stage | smallest cluster that fits |", "|---|---|"]
+    lines += ["", f"| stage | smallest cluster that fits | unsplit rows (context parallel 1) on {min(clusters)} GPUs, "
+              "GiB per GPU |", "|---|---|---:|"]
     for stage in plan:
         smallest = stage["smallest_cluster"]
         e = stage["layouts"].get(smallest)
+        unsplit = training_memory(config, stage["seq_len"], min(clusters), 1).total / GIB
         lines.append(f"| {_length(stage['seq_len'])} | "
                      + (f"{smallest} GPUs, context parallel {e.context_parallel}" if smallest else "none listed")
-                     + " |")
+                     + f" | {unsplit:.1f} |")
     return "\n".join(lines)
 
 

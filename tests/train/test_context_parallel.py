@@ -150,3 +150,21 @@ def test_tiny_long_chuxin_stages_on_two_ranks_match_one_process(tokenizer_dir, t
     assert_same_run(tmp_path / "split", tmp_path / "single", 5, loss_tol=1e-5, weight_tol=1e-5)
     plan = json.loads((tmp_path / "split" / "run.json").read_text())["parallel"]
     assert plan["seq_lens"] == [64, 128, 512] and plan["context_parallel"] == 2 and plan["parallelism"] == "fsdp2"
+
+
+@pytest.mark.slow
+def test_context_parallel_under_deepspeed_zero(tiny_recipe, tmp_path):
+    """ZeRO-1 (DeepSpeed's engine, launched by accelerate) with rows split over its 2 ranks trains like one process."""
+    pytest.importorskip("deepspeed")
+    from hf_smallllm.train import run_pretraining
+
+    from .test_deepspeed import accelerate_deepspeed
+    from .test_distributed import assert_same_run, write_recipe
+
+    _, single = write_recipe(tiny_recipe, tmp_path, "single", max_steps=3, save_steps=3)
+    run_pretraining(single)
+    split_path, _ = write_recipe(single, tmp_path, "zero", context_parallel=2)
+    accelerate_deepspeed(1, 2, "training/pretrain.py", "--recipe", str(split_path))
+    assert_same_run(tmp_path / "zero", tmp_path / "single", 3, loss_tol=1e-5, weight_tol=1e-5)
+    plan = json.loads((tmp_path / "zero" / "run.json").read_text())["parallel"]
+    assert plan["parallelism"] == "zero1" and plan["context_parallel"] == 2
