@@ -168,7 +168,8 @@ class UlyssesAttention:
         for name in WHOLE_ROW_KEYS:
             kwargs.pop(name, None)
         if "position_ids" not in kwargs:
-            raise ContextParallelError("context parallelism needs position_ids in every forward (shard_batch adds them)")
+            raise ContextParallelError("context parallelism needs position_ids in every forward (shard_batch "
+                                       "adds them)")
         return self._engine(query.shape[0])(module, query, key, value, None, **kwargs)
 
     def core_attention(self, module, query, key, value, attention_mask, position_ids=None, alibi_slopes=None,

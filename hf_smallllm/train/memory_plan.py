@@ -170,10 +170,10 @@ def plan_markdown(config, seq_lens, clusters=CLUSTERS, budget_gib: float = H100_
         for gpus, e in stage["layouts"].items():
             g = e.gib()
             states = g["weights"] + g["gradients"] + g["optimizer"] + g["gathered"]
+            working = g["layer_recompute"] + g["attention_workspace"]
             lines.append(f"| {_length(stage['seq_len'])} | {gpus} | {e.context_parallel} | {e.local_tokens:,} | "
-                         f"{states:.1f} | {g['checkpoints']:.1f} | {g['layer_recompute'] + g['attention_workspace']:.1f}"
-                         f" | {g['loss_chunk']:.1f} | {g['total']:.1f} | "
-                         f"{'yes' if e.total / GIB <= budget_gib else 'no'} |")
+                         f"{states:.1f} | {g['checkpoints']:.1f} | {working:.1f} | {g['loss_chunk']:.1f} | "
+                         f"{g['total']:.1f} | {'yes' if e.total / GIB <= budget_gib else 'no'} |")
     lines += ["", f"| stage | smallest cluster that fits | unsplit rows (context parallel 1) on {min(clusters)} GPUs, "
               "GiB per GPU |", "|---|---|---:|"]
     for stage in plan:
