@@ -168,3 +168,13 @@ def test_context_parallel_under_deepspeed_zero(tiny_recipe, tmp_path):
     assert_same_run(tmp_path / "zero", tmp_path / "single", 3, loss_tol=1e-5, weight_tol=1e-5)
     plan = json.loads((tmp_path / "zero" / "run.json").read_text())["parallel"]
     assert plan["parallelism"] == "zero1" and plan["context_parallel"] == 2
+
+
+def test_recipe_and_launch_refusals_are_one_line(tiny_recipe, tmp_path):
+    from hf_smallllm.train import run_pretraining
+    from hf_smallllm.train.recipe import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match=r"training.context_parallel=3 does not divide the row length 64"):
+        load_recipe({**tiny_recipe, "training": {**tiny_recipe["training"], "context_parallel": 3}})
+    with pytest.raises(RecipeError, match=r"training.context_parallel=2 does not divide the 1 process\(es\)"):
+        run_pretraining({**tiny_recipe, "training": {**tiny_recipe["training"], "context_parallel": 2}})
