@@ -81,6 +81,10 @@ def split_versus_unsplit(family: str, attn: str, packing: str, overrides: dict, 
     local_loss.backward()
     summed = local_loss.detach().clone()
     dist.all_reduce(summed)
+    with torch.no_grad():  # evaluation in a context-parallel run (a callback) sees whole rows: no split, no exchange
+        reference.eval(), split.eval()
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        eval_diff = float((split(**inputs).logits.float() - reference(**inputs).logits.float()).abs().max())
     grad_diff, grad_scale = 0.0, 0.0
     for want, got in zip(reference.parameters(), split.parameters(), strict=True):
         grad = got.grad.detach().clone() if got.grad is not None else torch.zeros_like(got)
@@ -88,7 +92,8 @@ def split_versus_unsplit(family: str, attn: str, packing: str, overrides: dict, 
         grad_diff = max(grad_diff, float((grad.float() - want.grad.float()).abs().max()))
         grad_scale = max(grad_scale, float(want.grad.float().abs().max()))
     return {"loss": float(loss.detach()), "split_loss": float(summed), "loss_diff": abs(float(summed - loss.detach())),
-            "grad_diff": grad_diff, "grad_max": grad_scale, "targets": total, "split_targets": int(count)}
+            "grad_diff": grad_diff, "grad_max": grad_scale, "targets": total, "split_targets": int(count),
+            "eval_logits_diff": eval_diff}
 
 
 def split_step_memory(length: int = 65536) -> dict:

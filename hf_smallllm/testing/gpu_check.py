@@ -684,6 +684,7 @@ def part_context_parallel(rec: Recorder, args) -> None:
             grad = result["grad_diff"] / max(result["grad_max"], 1e-12) if bf16 else result["grad_diff"]
             rec.check(f"cp{ranks}-{name}-grad", grad, 5e-2 if bf16 else 1e-5)
             rec.check_true(f"cp{ranks}-{name}-targets", result["split_targets"] == result["targets"])
+            rec.check(f"cp{ranks}-{name}-eval-logits", result["eval_logits_diff"], 3e-2 if bf16 else 1e-4)
 
 
 def _run(command: list[str], env: dict, timeout: int) -> str:

@@ -167,18 +167,31 @@ class UlyssesAttention:
     def __call__(self, module, query, key, value, attention_mask, **kwargs):
         for name in WHOLE_ROW_KEYS:
             kwargs.pop(name, None)
+        if not module.training:
+            # evaluation and generation during a context-parallel run (a callback on one rank) see whole rows: no
+            # all-to-all, all heads here (and the module's query heads per key/value head, which Ulysses rewrites
+            # in training forwards when it replicates key/value heads)
+            module.num_key_value_groups = self.config.num_attention_heads // self.config.num_key_value_heads
+            if query.shape[-2] == key.shape[-2]:
+                return self.core_attention(module, query, key, value, None, head_offset=0, **kwargs)
+            function = ATTENTION_FUNCTIONS.get_interface(self.core, eager_attention_forward)
+            return function(module, query, key, value, None, **kwargs)  # a cached step attends every key
         if "position_ids" not in kwargs:
             raise ContextParallelError("context parallelism needs position_ids in every forward (shard_batch "
                                        "adds them)")
         return self._engine(query.shape[0])(module, query, key, value, None, **kwargs)
 
     def core_attention(self, module, query, key, value, attention_mask, position_ids=None, alibi_slopes=None,
-                       **kwargs):
-        """Attention over the whole sequence for this rank's heads ([batch, heads / P, seq, dim]);
+                       head_offset: int | None = None, **kwargs):
+        """Attention over the whole sequence for this rank's heads ([batch, heads / P, seq, dim]), which start at
+        head `head_offset` (default: the all-to-all gives rank r the heads r x heads/P ... (r + 1) x heads/P - 1);
         `position_ids` are the gathered ones ([batch, seq])."""
-        if alibi_slopes is not None:  # the all-to-all gives rank r the heads r x heads/P ... (r + 1) x heads/P - 1
-            local = query.shape[1]
-            alibi_slopes = alibi_slopes[self.rank * local:(self.rank + 1) * local]
+        local = query.shape[1]
+        if alibi_slopes is not None:
+            start = self.rank * local if head_offset is None else head_offset
+            alibi_slopes = alibi_slopes[start:start + local]
+        if position_ids is None:
+            position_ids = torch.arange(query.shape[-2], device=query.device).expand(query.shape[0], -1)
         function = ATTENTION_FUNCTIONS.get_interface(self.core, eager_attention_forward)
         packed = _is_packed(position_ids)
         if is_flash_attention(self.core):

@@ -100,6 +100,7 @@ def test_split_sequence_matches_unsplit_run_on_gloo(ranks, tmp_path):
         assert result["split_targets"] == result["targets"], case
         assert result["loss_diff"] <= 1e-5, (case, result)
         assert result["grad_diff"] <= 1e-5, (case, result)
+        assert result["eval_logits_diff"] <= 1e-5, (case, result)  # whole rows in eval mode, one rank alone
 
 
 @pytest.mark.slow
