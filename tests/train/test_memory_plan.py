@@ -87,3 +87,20 @@ def test_estimate_matches_measured_peak_on_cpu(length, hidden, inter):
                            vocab_size=2048, loss_chunk_size=1024)
     estimate = training_memory(config, length, compute_bytes=4, optimizer=False, sharded=False, reserved_gib=0)
     assert estimate.total - estimate.weights == pytest.approx(measured, rel=0.2)
+
+
+def test_long_chuxin_recipe_layout_fits_its_cluster():
+    """long-chuxin on the 32 GPUs its comments name: every stage's rows divide among the data-parallel groups, and
+    the memory plan of that layout fits an H100-80GB."""
+    from hf_smallllm.train.memory_plan import H100_80GB_GIB
+    from hf_smallllm.train.recipe import load_recipe
+
+    recipe = load_recipe("long-chuxin")
+    gpus, context = 32, recipe.training.context_parallel
+    config = preset_config("chuxin", "published", **recipe.model.config)
+    for phase in recipe.data.sequence_length:
+        rows, groups = recipe.data.tokens_per_step // phase["seq_len"], gpus // context
+        per_group = rows // (recipe.training.gradient_accumulation_steps * groups)
+        assert per_group >= 1 and rows % (recipe.training.gradient_accumulation_steps * groups) == 0, phase
+        estimate = training_memory(config, phase["seq_len"], gpus, context, rows=per_group)
+        assert estimate.local_tokens == 131072 and estimate.total / GIB < H100_80GB_GIB, phase
