@@ -111,9 +111,13 @@ def shard_batch(batch: dict, rank: int, size: int) -> dict:
     shift_labels = batch.get("shift_labels")
     if shift_labels is None:
         shift_labels = torch.nn.functional.pad(batch["labels"], (0, 1), value=IGNORE_INDEX)[:, 1:]
+    mask = batch.get("attention_mask")
+    if mask is not None and not bool(mask.all()):
+        raise ContextParallelError("context parallelism takes packed rows without padding; this batch has an "
+                                   "attention_mask with padded positions")
     part = length // size
     cut = slice(rank * part, (rank + 1) * part)
-    sharded = {k: v for k, v in batch.items() if k not in WHOLE_ROW_KEYS}
+    sharded = {k: v for k, v in batch.items() if k not in WHOLE_ROW_KEYS and k != "attention_mask"}
     sharded.update(input_ids=input_ids[:, cut], position_ids=position_ids[:, cut].contiguous(),
                    shift_labels=shift_labels[:, cut].contiguous())
     if "labels" in batch:  # the model computes a loss only when labels are given; the targets are shift_labels

@@ -45,6 +45,15 @@ def test_shards_keep_global_positions_and_labels_shifted_over_the_whole_row():
     assert sum(count_targets(s) for s in shards) == count_targets(batch)
 
 
+def test_padded_batches_are_refused_and_full_masks_dropped():
+    batch = _packed_batch()
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    assert "attention_mask" not in shard_batch(batch, 0, 2)
+    batch["attention_mask"][0, :3] = 0
+    with pytest.raises(ContextParallelError, match="padded positions"):
+        shard_batch(batch, 0, 2)
+
+
 def test_a_local_shift_would_lose_the_targets_at_every_cut():
     """What the global shift is for: labels cut first and shifted per slice drop one target per cut."""
     batch = _packed_batch()
