@@ -4,7 +4,9 @@ view. `build_run` (run.py) builds what it trains; the `Checkpointer` (checkpoint
 One optimizer step: fetch `gradient_accumulation_steps` micro-batches, count the target tokens of all of them across
 all processes, give each micro-batch's loss as sum / that count (times the number of processes, since DDP, FSDP2 and
 DeepSpeed average gradients over processes; times the accumulation count under DeepSpeed, whose engine divides by
-it), synchronise gradients on the last micro-batch only, clip, step. Callbacks are `transformers.TrainerCallback`s
+it), synchronise gradients on the last micro-batch only, clip, step. With `training.context_parallel`, each
+micro-batch is first cut to this rank's slice of every row (`context_parallel.shard_batch`), and targets are counted
+on the slices. Callbacks are `transformers.TrainerCallback`s
 driven through transformers' `CallbackHandler`, so recipe sections (publishing, domain evaluation) and TensorBoard
 plug in as they would into a Trainer.
 
