@@ -6,9 +6,8 @@ all processes, give each micro-batch's loss as sum / that count (times the numbe
 DeepSpeed average gradients over processes; times the accumulation count under DeepSpeed, whose engine divides by
 it), synchronise gradients on the last micro-batch only, clip, step. With `training.context_parallel`, each
 micro-batch is first cut to this rank's slice of every row (`context_parallel.shard_batch`), and targets are counted
-on the slices. Callbacks are `transformers.TrainerCallback`s
-driven through transformers' `CallbackHandler`, so recipe sections (publishing, domain evaluation) and TensorBoard
-plug in as they would into a Trainer.
+on the slices. Callbacks are `transformers.TrainerCallback`s driven through transformers' `CallbackHandler`, so
+recipe sections (publishing, domain evaluation) and TensorBoard plug in as they would into a Trainer.
 
 Why there is no Trainer entry any more: Trainer's checkpoints could only be made sharded, resumable on another
 world size and complete (`save_pretrained` folders under FSDP) by overriding its private saving methods, and its
