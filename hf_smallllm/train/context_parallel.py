@@ -261,6 +261,24 @@ def enable_context_parallel(model, size: int, seq_lens=()) -> UlyssesAttention |
     return install_ulysses_attention(model, group, rank, size)
 
 
+def _init_deepspeed_comm(backend: str) -> None:
+    """deepspeed.comm over the running torch process group. On CPU processes DeepSpeed would also JIT-build and load,
+    in every rank at once, a shared-memory all-reduce kernel that Ulysses never calls (it exchanges with all-to-all
+    and all-gather); that build is skipped, keeping a C++ compile out of the start of every CPU run."""
+    import importlib
+
+    import deepspeed.comm
+
+    # the module, not the name `torch` that deepspeed.comm's namespace also binds to torch itself
+    deepspeed_torch_backend = importlib.import_module("deepspeed.comm.torch")
+    build = deepspeed_torch_backend.build_shm_op
+    deepspeed_torch_backend.build_shm_op = lambda: None
+    try:
+        deepspeed.comm.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    finally:
+        deepspeed_torch_backend.build_shm_op = build
+
+
 def install_ulysses_attention(model, group, rank: int, size: int) -> UlyssesAttention:
     """Route `model`'s attention through Ulysses over `group` (this process is `rank` of its `size` ranks), without
     the checks of `enable_context_parallel`; with a group of one it runs the same code path on one device (the GPU
@@ -270,7 +288,7 @@ def install_ulysses_attention(model, group, rank: int, size: int) -> UlyssesAtte
     import torch.distributed as dist
 
     if not deepspeed.comm.is_initialized():  # Ulysses talks through deepspeed.comm, which wraps torch's group
-        deepspeed.comm.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
+        _init_deepspeed_comm(dist.get_backend())
     config = model.config
     attention = UlyssesAttention(config, config._attn_implementation or "sdpa", group, rank, size)
     ATTENTION_FUNCTIONS[ATTENTION_NAME] = attention
