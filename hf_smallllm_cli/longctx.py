@@ -8,10 +8,13 @@ overrides, e.g. to compare an ALiBi model with and without `alibi_scaling` or a 
 import argparse
 
 COMMAND = "longctx"
-HELP = "long-context evaluation: passkey / needle-in-a-haystack retrieval and loss-by-position curves"
+HELP = ("long-context evaluation (passkey, needle in a haystack, loss by position) and the memory plan of "
+        "long-context training")
 DESCRIPTION = """Long-context evaluation of saved models (any folder AutoModelForCausalLM loads). `passkey` hides a
 number at several depths of filler text of exact token lengths and checks that greedy generation repeats it;
-`position-loss` plots the next-token loss against position on bundled held-out text, past the training length.
+`position-loss` plots the next-token loss against position on bundled held-out text, past the training length;
+`needle` scores needle-in-a-haystack retrieval over length x depth (heat map); `memory-plan` prints the memory per
+GPU of long-context training stages.
 Config fields can be overridden at load time with --set, e.g. --set 'alibi_scaling={type: linear, train_seq_len:
 2048}' or --set 'rope_parameters={rope_type: dynamic, factor: 4.0, rope_theta: 10000.0}'. See docs/long_context.md."""
 
@@ -37,6 +40,19 @@ def register(parser):
     passkey.add_argument("--output-dir", default="longctx_passkey", help="folder for passkey.json and passkey.png")
     passkey.set_defaults(func=run_passkey)
 
+    needle = subparsers.add_parser("needle", formatter_class=formatter,
+                                   help="needle in a haystack: answer recall per context length and depth (heat map)",
+                                   description="Needle in a haystack (Kamradt 2023): a sentence hidden at each depth "
+                                               "of bundled prose; the share of its answer's words the model repeats, "
+                                               "per (context length, depth); Markdown table, JSON and a heat map.")
+    _model_options(needle)
+    needle.add_argument("--lengths", type=_int_list, default=[1024, 2048, 4096],
+                        help="comma-separated prompt lengths in tokens")
+    needle.add_argument("--depths", type=_float_list, default=[0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],
+                        help="comma-separated needle depths in [0, 1] (fraction of the haystack before the needle)")
+    needle.add_argument("--output-dir", default="longctx_needle", help="folder for needle.json and needle.png")
+    needle.set_defaults(func=run_needle)
+
     curve = subparsers.add_parser("position-loss", formatter_class=formatter,
                                   help="next-token loss against position (PNG), past the training length",
                                   description="Loss by position on contiguous bundled held-out text (KJV and "
@@ -50,6 +66,21 @@ def register(parser):
     curve.add_argument("--output-dir", default="longctx_position_loss",
                        help="folder for position_loss.json and position_loss.png")
     curve.set_defaults(func=run_position_loss)
+
+    memory = subparsers.add_parser("memory-plan", formatter_class=formatter,
+                                   help="memory per GPU of long-context training stages, smallest cluster per stage",
+                                   description="Memory per GPU (weights, optimizer shards, checkpointed activations, "
+                                               "attention workspace, loss chunk) of a family's preset at each stage "
+                                               "length on each cluster size, at the smallest context-parallel size "
+                                               "that fits; a Markdown table (hf_smallllm.train.memory_plan).")
+    memory.add_argument("--family", default="chuxin", help="model family")
+    memory.add_argument("--preset", default="published", help="preset of the family")
+    memory.add_argument("--lengths", type=_int_list, default=[32768, 131072, 1048576],
+                        help="comma-separated stage lengths in tokens")
+    memory.add_argument("--gpus", type=_int_list, default=[8, 32, 64], help="comma-separated cluster sizes")
+    memory.add_argument("--gpu-gib", type=float, default=79.6, help="memory per GPU (H100-80GB reports 79.6 GiB)")
+    memory.add_argument("--loss-chunk-size", type=int, default=8192, help="the recipe's loss_chunk_size")
+    memory.set_defaults(func=run_memory_plan)
 
 
 def _model_options(parser):
@@ -132,6 +163,28 @@ def run_passkey(args) -> int:
     return 0
 
 
+def run_needle(args) -> int:
+    from pathlib import Path
+
+    from hf_smallllm.longctx import make_needle_samples, plot_needle_grid, score_needle
+    from hf_smallllm.runfiles import write_json_atomic
+
+    models = parse_models(args.model, args.overrides)
+    tokenizer = _tokenizer(args, models)
+    samples = make_needle_samples(tokenizer, args.lengths, args.depths)
+    output_dir = Path(args.output_dir)
+    results = {}
+    for name, path, overrides in models:
+        report = score_needle(_load(path, overrides, args), tokenizer, samples)
+        results[name] = {"path": path, "overrides": overrides, **report.to_dict()}
+        print(f"## {name}\n\n{report.to_markdown()}\n")
+        stem = "needle" if len(models) == 1 else f"needle_{_safe(name)}"
+        plot_needle_grid(report, output_dir / f"{stem}.png", title=f"{name}: needle in a haystack {report.score:.2f}")
+    write_json_atomic(output_dir / "needle.json", results)
+    print(f"wrote {output_dir / 'needle.json'} and the heat maps next to it")
+    return 0
+
+
 def run_position_loss(args) -> int:
     from pathlib import Path
 
@@ -158,6 +211,20 @@ def run_position_loss(args) -> int:
     plot_loss_by_position(curves, output_dir / "position_loss.png", train_length=train_length)
     write_json_atomic(output_dir / "position_loss.json", {"train_length": train_length, "models": results})
     print(f"wrote {output_dir / 'position_loss.json'} and {output_dir / 'position_loss.png'}")
+    return 0
+
+
+def run_memory_plan(args) -> int:
+    from hf_smallllm import preset_config
+    from hf_smallllm.errors import UsageValueError
+    from hf_smallllm.train.memory_plan import plan_markdown
+
+    try:
+        config = preset_config(args.family, args.preset, loss_chunk_size=args.loss_chunk_size,
+                               max_position_embeddings=max(args.lengths))
+    except (KeyError, ValueError) as err:
+        raise UsageValueError(f"--family/--preset: {err}") from err
+    print(plan_markdown(config, args.lengths, args.gpus, args.gpu_gib, name=f"{args.family} {args.preset}"))
     return 0
 
 

@@ -82,7 +82,7 @@ class PasskeyReport:
         return "\n".join(lines)
 
 
-def _filler_text(filler: str, min_chars: int) -> str:
+def filler_text(filler: str, min_chars: int) -> str:
     if filler == "repeat":
         return REPEATED_FILLER * (min_chars // len(REPEATED_FILLER) + 1)
     if filler == "corpus":  # real prose without numbers that could be mistaken for the key
@@ -112,7 +112,7 @@ def make_passkey_samples(
     prefix = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + encode(INSTRUCTION)
     question = encode(QUESTION)
     longest = max(context_lengths)
-    filler_ids = encode(_filler_text(filler, min_chars=longest * 8))  # >= 1 char per token for any BPE
+    filler_ids = encode(filler_text(filler, min_chars=longest * 8))  # >= 1 char per token for any BPE
     samples = []
     for length in context_lengths:
         for depth in depths:
@@ -161,13 +161,21 @@ def score_passkey(model, tokenizer, samples: Sequence[PasskeySample], max_new_to
 
 def plot_passkey_grid(report: PasskeyReport, output_path, title: str | None = None):
     """Accuracy heatmap (context length x depth) as a PNG, written atomically."""
+    if not report.results:
+        raise ValueError("the passkey report has no results to plot")
+    return plot_length_depth_grid(report.grid(), output_path, title or f"passkey retrieval (accuracy "
+                                  f"{report.accuracy:.2f})", "accuracy")
+
+
+def plot_length_depth_grid(grid: dict[int, dict[float, float]], output_path, title: str, label: str = "score"):
+    """The usual retrieval heat map: {context tokens: {depth: score in [0, 1]}} with lengths across and depths down,
+    as a PNG, written atomically."""
     from matplotlib.figure import Figure
 
     from ..runfiles import atomic_path
 
-    grid = report.grid()
     if not grid:
-        raise ValueError("the passkey report has no results to plot")
+        raise ValueError("nothing to plot: the grid is empty")
     depths = sorted({d for row in grid.values() for d in row})
     lengths = list(grid)
     values = [[grid[length].get(d, float("nan")) for length in lengths] for d in depths]
@@ -178,8 +186,8 @@ def plot_passkey_grid(report: PasskeyReport, output_path, title: str | None = No
     axes.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
     axes.set_xlabel("context tokens")
     axes.set_ylabel("needle depth")
-    axes.set_title(title or f"passkey retrieval (accuracy {report.accuracy:.2f})")
-    figure.colorbar(image, ax=axes, label="accuracy")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, label=label)
     figure.tight_layout()
     with atomic_path(output_path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
@@ -187,4 +195,4 @@ def plot_passkey_grid(report: PasskeyReport, output_path, title: str | None = No
 
 
 __all__ = ["FILLERS", "PasskeyReport", "PasskeyResult", "PasskeySample", "first_number", "make_passkey_samples",
-           "plot_passkey_grid", "score_passkey"]
+           "plot_length_depth_grid", "plot_passkey_grid", "score_passkey"]

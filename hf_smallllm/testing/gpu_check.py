@@ -15,7 +15,10 @@ Parts (see `PARTS`):
   against the bf16 matmul peak measured in the same run (TinyLlama reported 56% on A100-40G, Skywork 56.5%), GEB-1.3B
   and BTLM-3B training tokens/s, bf16 batch-1 decode against `LlamaForCausalLM` and as a share of the measured HBM
   bandwidth;
-- FSDP2 through `accelerate launch` with the shipped `training/accelerate/fsdp.yaml` on one process, a few steps.
+- FSDP2 through `accelerate launch` with the shipped `training/accelerate/fsdp.yaml` on one process, a few steps;
+- context parallelism (DeepSpeed Ulysses, `train/context_parallel.py`) on 2 GPU ranks, or a group of one on a
+  single GPU: every family's attention split against the unsplit run (fp32; flash-attn in bf16), and the peak memory
+  of a split 64K-token step against the memory plan (`testing/context_parallel_check.py`).
 
 The report is JSON plus Markdown (`write_report`). Correctness parts also run on CPU (`--device cpu`), which is how
 CI exercises their code; speed parts need CUDA and say so.
@@ -64,9 +67,11 @@ PARTS: tuple[Part, ...] = (
     Part("train_speed", 110, True, "TinyLlama-1.1B bf16 training MFU (2,048 packed); GEB-1.3B and BTLM-3B tokens/s"),
     Part("decode", 45, True, "bf16 batch-1 decode tok/s vs LlamaForCausalLM and as a share of HBM bandwidth"),
     Part("fsdp", 60, True, "FSDP2 via accelerate launch (shipped fsdp.yaml) on one process for a few steps"),
+    Part("context_parallel", 60, False, "Ulysses context parallelism on 2 GPU ranks (1 GPU: a group of one): split "
+                                        "loss/gradients vs unsplit, flash-attn cases, memory vs the plan"),
 )
 PART_NAMES = tuple(p.name for p in PARTS)
-DEFAULT_BUDGET_S = 480  # the issue's 8 minutes, inside a 10-minute command
+DEFAULT_BUDGET_S = 540  # every part's plan (8 minutes, plus 1 for context parallelism), inside a 10-minute command
 
 
 def select_parts(spec: str | None) -> list[Part]:
@@ -638,6 +643,50 @@ def part_fsdp(rec: Recorder, args) -> None:
                        is not None, "")
 
 
+def part_context_parallel(rec: Recorder, args) -> None:
+    """`testing/context_parallel_check.py` under torchrun on min(2, GPUs) ranks (gloo on 2 CPU processes with
+    --device cpu): every family's attention split over the ranks against the unsplit run, and on CUDA the peak memory
+    of a split 64K-token step against the memory plan."""
+    import importlib.util
+
+    import torch
+
+    missing = [name for name in ("deepspeed", "einops", "hjson") if importlib.util.find_spec(name) is None]
+    if missing:  # DeepSpeed ships as an sdist only, so gpu_wheels.txt cannot carry it: it must be on the machine
+        rec.check_true("context-parallel-engine-installed", False, f"not installed here: {', '.join(missing)} "
+                       "(pip install deepspeed; it builds as a pure-Python wheel)")
+        return
+    cuda = args.device.startswith("cuda")
+    ranks = min(2, torch.cuda.device_count()) if cuda else 2
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    rec.measure("context-parallel-ranks", ranks)
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "context_parallel.json"
+        log = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+                    "-m", "hf_smallllm.testing.context_parallel_check", str(out), "--device",
+                    "cuda" if cuda else "cpu"], env, 110)
+        if not out.is_file():
+            raise RuntimeError(f"the context-parallel check wrote no report: {log[-800:]}")
+        report = json.loads(out.read_text())
+    for name, result in report.items():
+        if "error" in result:
+            rec.check_true(f"cp{ranks}-{name}", False, result["error"])
+        elif name == "memory":
+            rec.measure(f"cp{ranks}-memory", result)
+            # the plan's activation terms against the measured peak (within 30%: allocator rounding on a GPU)
+            rec.check(f"cp{ranks}-memory-plan-relative-error", abs(result["ratio"] - 1.0), 0.3, json.dumps(result))
+        else:
+            bf16 = result.get("dtype") == "bfloat16"
+            rec.check(f"cp{ranks}-{name}-loss", result["loss_diff"], 2e-2 if bf16 else 1e-5)
+            # bf16 gradients compared relative to their largest entry
+            grad = result["grad_diff"] / max(result["grad_max"], 1e-12) if bf16 else result["grad_diff"]
+            rec.check(f"cp{ranks}-{name}-grad", grad, 5e-2 if bf16 else 1e-5)
+            rec.check_true(f"cp{ranks}-{name}-targets", result["split_targets"] == result["targets"])
+            rec.check(f"cp{ranks}-{name}-eval-logits", result["eval_logits_diff"], 3e-2 if bf16 else 1e-4)
+
+
 def _run(command: list[str], env: dict, timeout: int) -> str:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     log = done.stdout + done.stderr
@@ -649,7 +698,7 @@ def _run(command: list[str], env: dict, timeout: int) -> str:
 PART_FUNCTIONS: dict[str, Callable[[Recorder, argparse.Namespace], None]] = {
     "env": part_env, "backends": part_backends, "packed": part_packed, "alibi": part_alibi,
     "compile": part_compile, "bitsandbytes": part_bitsandbytes, "train_speed": part_train_speed,
-    "decode": part_decode, "fsdp": part_fsdp,
+    "decode": part_decode, "fsdp": part_fsdp, "context_parallel": part_context_parallel,
 }
 
 

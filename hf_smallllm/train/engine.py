@@ -4,9 +4,10 @@ view. `build_run` (run.py) builds what it trains; the `Checkpointer` (checkpoint
 One optimizer step: fetch `gradient_accumulation_steps` micro-batches, count the target tokens of all of them across
 all processes, give each micro-batch's loss as sum / that count (times the number of processes, since DDP, FSDP2 and
 DeepSpeed average gradients over processes; times the accumulation count under DeepSpeed, whose engine divides by
-it), synchronise gradients on the last micro-batch only, clip, step. Callbacks are `transformers.TrainerCallback`s
-driven through transformers' `CallbackHandler`, so recipe sections (publishing, domain evaluation) and TensorBoard
-plug in as they would into a Trainer.
+it), synchronise gradients on the last micro-batch only, clip, step. With `training.context_parallel`, each
+micro-batch is first cut to this rank's slice of every row (`context_parallel.shard_batch`), and targets are counted
+on the slices. Callbacks are `transformers.TrainerCallback`s driven through transformers' `CallbackHandler`, so
+recipe sections (publishing, domain evaluation) and TensorBoard plug in as they would into a Trainer.
 
 Why there is no Trainer entry any more: Trainer's checkpoints could only be made sharded, resumable on another
 world size and complete (`save_pretrained` folders under FSDP) by overriding its private saving methods, and its
@@ -28,6 +29,7 @@ from transformers.trainer_callback import (
     TrainerState,
 )
 
+from .context_parallel import count_targets, shard_batch
 from .run import Run
 from .stability import drop_gradients
 
@@ -83,7 +85,7 @@ class TrainingEngine:
 
     # ------------------------------------------------------------------ one step
     def _count_targets(self, micro_batches) -> torch.Tensor:
-        local = sum(int((batch["labels"][:, 1:] != -100).sum()) for batch in micro_batches)
+        local = sum(count_targets(batch) for batch in micro_batches)  # of a context-parallel slice: its own
         total = torch.tensor(local, device=self.accelerator.device)
         return self.accelerator.reduce(total, reduction="sum")
 
@@ -130,6 +132,9 @@ class TrainingEngine:
             self.control = self.callback_handler.on_step_begin(self.args, self.state, self.control)
             # a stage may change the accumulation count (its batch size): the stream knows each step's
             micro_batches = [next(batches) for _ in range(run.stream.accumulation_at(self.state.global_step))]
+            if run.plan.context_parallel > 1:  # this rank's slice of every row (train/context_parallel.py)
+                context, rank = run.plan.context_parallel, accelerator.process_index
+                micro_batches = [shard_batch(batch, rank % context, context) for batch in micro_batches]
             num_items = self._count_targets(micro_batches)
             step_loss = torch.zeros((), device=accelerator.device)
             for index, batch in enumerate(micro_batches):

@@ -55,6 +55,12 @@ class ParallelPlan:
     device: str
     notes: list[str] = field(default_factory=list)  # fallbacks allowed by training.allow_fallback
     stages: list[str] = field(default_factory=list)  # the per-rank layout of every stage of a staged recipe
+    context_parallel: int = 1  # ranks sharing one sequence (train/context_parallel.py); world / this = data groups
+
+    @property
+    def data_parallel_size(self) -> int:
+        """Groups of ranks that read different rows (all ranks of a context-parallel group read the same ones)."""
+        return self.world_size // self.context_parallel
 
     @property
     def sharded(self) -> bool:
@@ -67,6 +73,9 @@ class ParallelPlan:
     def describe(self) -> str:
         rows = ", ".join(f"{r} x {s}" for r, s in zip(self.micro_batch_rows, self.seq_lens, strict=True))
         by = f" (sharded by {self.sharded_by})" if self.sharded_by else ""
+        if self.context_parallel > 1:
+            by += (f", context parallel {self.context_parallel} (DeepSpeed Ulysses: each row split over "
+                   f"{self.context_parallel} ranks, {self.data_parallel_size} data-parallel group(s))")
         return (f"{self.parallelism}{by} on {self.world_size} process(es) = {self.nodes} node(s) x "
                 f"{self.ranks_per_node} rank(s) per node, {self.device}, launched by {self.launcher}; per rank: "
                 f"micro-batches of {rows} tokens, {self.gradient_accumulation_steps} accumulation step(s); "
@@ -160,19 +169,25 @@ def plan_parallelism(accelerator, recipe, layouts) -> ParallelPlan:
     else:
         parallelism, sharded_by = ("ddp" if world > 1 else "single"), None
 
+    context = training.context_parallel
+    if world % context:
+        raise RecipeError(f"training.context_parallel={context} does not divide the {world} process(es); launch a "
+                          f"multiple of {context}")
     ranks_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world if world == 1 else 0)) or world
     nodes = max(1, world // ranks_per_node)
+    # the ranks of a context-parallel group share rows: rows per micro-batch count data-parallel groups only
+    groups = world // context
     _, tokens, seq_lens, accumulation = layouts[0]
     stages = []
     for name, stage_tokens, stage_lens, stage_accumulation in layouts:
-        rows = ", ".join(f"{r} x {s}" for r, s in zip(_micro_rows(stage_tokens, stage_lens, stage_accumulation, world),
+        rows = ", ".join(f"{r} x {s}" for r, s in zip(_micro_rows(stage_tokens, stage_lens, stage_accumulation, groups),
                                                       stage_lens, strict=True))
         stages.append(f"{name}: {rows} tokens x {stage_accumulation} = {stage_tokens:,d} per step")
     return ParallelPlan(world_size=world, ranks_per_node=ranks_per_node, nodes=nodes, parallelism=parallelism,
                         sharded_by=sharded_by, launcher=launcher_name(),
-                        micro_batch_rows=_micro_rows(tokens, seq_lens, accumulation, world), seq_lens=list(seq_lens),
+                        micro_batch_rows=_micro_rows(tokens, seq_lens, accumulation, groups), seq_lens=list(seq_lens),
                         gradient_accumulation_steps=accumulation, tokens_per_step=tokens,
-                        device=str(accelerator.device), notes=notes, stages=stages)
+                        device=str(accelerator.device), notes=notes, stages=stages, context_parallel=context)
 
 
 def check_shared_storage(output_dir: Path, paths: list[str | os.PathLike] = ()) -> None:

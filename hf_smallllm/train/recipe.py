@@ -121,6 +121,10 @@ class TrainingSection:
     # zero1 | zero2 | zero3; a request that cannot be honoured stops the run (train/parallel.py)
     parallelism: str = "auto"
     allow_fallback: bool = False  # run anyway (with a warning) when the requested parallelism is not in effect
+    # ranks that share one sequence, each holding a contiguous slice of every row (context parallelism through
+    # DeepSpeed's Ulysses attention, train/context_parallel.py); 1 = off. Must divide the processes, the heads and
+    # every row length
+    context_parallel: int = 1
     tensorboard: bool = True
     progress_bar: bool = True
 
@@ -415,6 +419,12 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"training.precision={training.precision!r}; choose one of {PRECISIONS}")
     if training.parallelism not in PARALLELISMS:
         raise RecipeError(f"training.parallelism={training.parallelism!r}; choose one of {PARALLELISMS}")
+    if training.context_parallel < 1:
+        raise RecipeError(f"training.context_parallel={training.context_parallel} must be at least 1 (1 = off)")
+    for phase in recipe.seq_len_phases:
+        if phase["seq_len"] % training.context_parallel:
+            raise RecipeError(f"training.context_parallel={training.context_parallel} does not divide the row "
+                              f"length {phase['seq_len']}")
     if training.save_steps < 1 or training.logging_steps < 1:
         raise RecipeError("training.save_steps and training.logging_steps must be at least 1")
     _validate_stability(recipe.stability, opt, training)

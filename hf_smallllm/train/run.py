@@ -124,6 +124,7 @@ def build_run(recipe: Recipe, resume: bool | str = False, extra_callbacks: list 
 def _build_locked_run(recipe: Recipe, resume, extra_callbacks, accelerator, args, lock) -> Run:
     from transformers import set_seed
 
+    from .context_parallel import enable_context_parallel
     from .fsdp import apply_fsdp2
     from .lr_schedules import build_lr_scheduler
     from .optim import build_optimizer
@@ -136,8 +137,12 @@ def _build_locked_run(recipe: Recipe, resume, extra_callbacks, accelerator, args
     set_seed(training.seed)  # the initial weights depend on it: the same on every rank
     tokenizer = load_tokenizer(recipe)
     model = build_model(recipe, tokenizer)
-    stream = build_stream(recipe, tokenizer, world_size=accelerator.num_processes, rank=accelerator.process_index)
+    context = training.context_parallel  # the ranks of a context-parallel group read the same rows
+    stream = build_stream(recipe, tokenizer, world_size=max(1, accelerator.num_processes // context),
+                          rank=accelerator.process_index // context)
     plan = plan_parallelism(accelerator, recipe, stream.layouts)
+    # every stage's row lengths must split evenly over the group: a one-line refusal or nothing, before sharding
+    enable_context_parallel(model, context, seq_lens=sorted({n for _, _, lens, _ in stream.layouts for n in lens}))
     if accelerator.is_main_process:
         logger.info("parallelism: %s", plan.describe())
     spike_skipper = build_stability(recipe, model, is_main_process=accelerator.is_main_process)

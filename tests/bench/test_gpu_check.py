@@ -58,7 +58,7 @@ def test_dry_run_plans_every_part():
     assert done.returncode == 0, done.stderr
     for name in PART_NAMES:
         assert re.search(rf"^{name}\s+run", done.stdout, re.M), done.stdout
-    assert "budget 480 s" in done.stdout
+    assert "budget 540 s" in done.stdout
     assert not Path("/nonexistent").exists()  # planned, nothing written
 
 

@@ -38,6 +38,7 @@ def test_the_task_folder_is_an_include_path_as_it_is():
 
     assert mmlu_subjects() == SUBJECTS
     assert set(local_task_names()) == {"smallllm_mmlu", "smallllm_zh_poet", "smallllm_humaneval",
+                                       "smallllm_longeval_lines",
                                        *(f"smallllm_mmlu_{s}" for s in SUBJECTS)}
     for path in TASKS_DIR.glob("*.yaml"):  # nothing left to render
         assert "${" not in path.read_text(encoding="utf-8"), path

@@ -39,10 +39,11 @@ def test_tiny_long_chuxin_trains(tokenizer_dir, tmp_path):
         "training.save_steps": 2, "schedule.warmup_steps": 0, "training.progress_bar": False,
         "training.tensorboard": False, "data.tokens_per_step": 512, "training.logging_steps": 1,
         "data.sequence_length": [{"until": 0.5, "seq_len": 128}, {"until": 1.0, "seq_len": 256}],
+        "training.context_parallel": 1,  # one process here; tests/train/test_context_parallel.py runs it on 2
     })
     result = run_pretraining(recipe)
     assert result.global_step == 2 and result.tokens_seen == 1024
     config = AutoConfig.from_pretrained(result.final_checkpoint)
-    assert config.rope_parameters["rope_theta"] == 160_000.0 and config.loss_chunk_size == 1024
+    assert config.rope_parameters["rope_theta"] == 560_000.0 and config.loss_chunk_size == 1024
     losses = [r["loss"] for r in read_metrics(result.metrics_path) if "loss" in r]
     assert losses and all(loss == loss and 0 < loss < 20 for loss in losses)

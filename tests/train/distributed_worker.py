@@ -65,5 +65,12 @@ def pretrain(recipe_path: str, *options: str) -> None:
     run_pretraining(recipe_path, resume="--resume" in options, extra_callbacks=callbacks)
 
 
+def context_parallel(out_path: str) -> None:
+    """Every case of the context-parallel harness (hf_smallllm/testing/context_parallel_check.py) on these ranks."""
+    from hf_smallllm.testing.context_parallel_check import run
+
+    run(out_path, "cpu")
+
+
 if __name__ == "__main__":
-    {"fsdp2": fsdp2, "pretrain": pretrain}[sys.argv[1]](*sys.argv[2:])
+    {"fsdp2": fsdp2, "pretrain": pretrain, "context_parallel": context_parallel}[sys.argv[1]](*sys.argv[2:])

@@ -4,7 +4,8 @@
         --include_path "$(hf-smallllm eval tasks --path)" --tasks smallllm_mmlu,smallllm_zh_poet
 
 Tasks: `smallllm_mmlu` (group) / `smallllm_mmlu_<subject>` (five MMLU subjects, lm-eval's MMLU prompt, accuracy),
-`smallllm_zh_poet` (which of four poets wrote a Song ci, accuracy), `smallllm_humaneval` (pass@1; executes
+`smallllm_zh_poet` (which of four poets wrote a Song ci, accuracy), `smallllm_longeval_lines` (LongEval-style line
+retrieval at 20-100 lines, exact match; see hf_smallllm/longctx/longeval.py), `smallllm_humaneval` (pass@1; executes
 model-written code, so lm-eval runs it only with `--confirm_run_unsafe_code`, and the package's execution guard
 only with HF_ALLOW_CODE_EVAL=1, see docs/evaluation.md). The data are the shipped files in
 `hf_smallllm/resources/benchmarks/`, found relative to this folder by `smallllm_data.py` (lm-eval resolves
