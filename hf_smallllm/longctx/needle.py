@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .passkey import filler_text, plot_length_depth_grid
+from .passkey import filler_text, length_depth_means, length_depth_table, plot_length_depth_grid
 
 NEEDLE = " The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day. "
 QUESTION = "\nWhat is the best thing to do in San Francisco? The best thing to do in San Francisco is"
@@ -59,11 +59,7 @@ class NeedleReport:
 
     def grid(self) -> dict[int, dict[float, float]]:
         """{context_tokens: {depth: mean score}}."""
-        cells: dict[int, dict[float, list[float]]] = {}
-        for r in self.results:
-            cells.setdefault(r.context_tokens, {}).setdefault(r.depth, []).append(r.score)
-        return {length: {depth: sum(v) / len(v) for depth, v in sorted(row.items())}
-                for length, row in sorted(cells.items())}
+        return length_depth_means((r.context_tokens, r.depth, r.score) for r in self.results)
 
     def to_dict(self) -> dict:
         return {"score": self.score,
@@ -71,12 +67,7 @@ class NeedleReport:
                 "results": [asdict(r) for r in self.results]}
 
     def to_markdown(self) -> str:
-        grid = self.grid()
-        depths = sorted({d for row in grid.values() for d in row})
-        lines = ["| tokens | " + " | ".join(f"depth {d:g}" for d in depths) + " |",
-                 "|---:|" + "---:|" * len(depths)]
-        for length, row in grid.items():
-            lines.append(f"| {length} | " + " | ".join(f"{row[d]:.2f}" if d in row else "-" for d in depths) + " |")
+        lines = [length_depth_table(self.grid())]
         lines.append(f"\nmean score {self.score:.3f} over {len(self.results)} prompts (answer words recovered)")
         return "\n".join(lines)
 

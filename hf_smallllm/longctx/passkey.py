@@ -12,7 +12,7 @@ needle (0 = right after the instruction, 1 = right before the question).
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -59,11 +59,7 @@ class PasskeyReport:
 
     def grid(self) -> dict[int, dict[float, float]]:
         """{context_tokens: {depth: accuracy}}."""
-        cells: dict[int, dict[float, list[bool]]] = {}
-        for r in self.results:
-            cells.setdefault(r.context_tokens, {}).setdefault(r.depth, []).append(r.correct)
-        return {length: {depth: sum(v) / len(v) for depth, v in sorted(row.items())}
-                for length, row in sorted(cells.items())}
+        return length_depth_means((r.context_tokens, r.depth, float(r.correct)) for r in self.results)
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy,
@@ -71,15 +67,26 @@ class PasskeyReport:
                 "results": [asdict(r) for r in self.results]}
 
     def to_markdown(self) -> str:
-        grid = self.grid()
-        depths = sorted({d for row in grid.values() for d in row})
-        lines = ["| tokens | " + " | ".join(f"depth {d:g}" for d in depths) + " |",
-                 "|---:|" + "---:|" * len(depths)]
-        for length, row in grid.items():
-            cells = " | ".join(f"{row[d]:.2f}" if d in row else "-" for d in depths)
-            lines.append(f"| {length} | {cells} |")
-        lines.append(f"\noverall accuracy {self.accuracy:.3f} over {len(self.results)} prompts")
-        return "\n".join(lines)
+        return length_depth_table(self.grid()) + (
+            f"\n\noverall accuracy {self.accuracy:.3f} over {len(self.results)} prompts")
+
+
+def length_depth_means(cells: Iterable[tuple[int, float, float]]) -> dict[int, dict[float, float]]:
+    """{context length: {depth: mean value}} of (length, depth, value) results, both keys sorted."""
+    grouped: dict[int, dict[float, list[float]]] = {}
+    for length, depth, value in cells:
+        grouped.setdefault(length, {}).setdefault(depth, []).append(value)
+    return {length: {depth: sum(v) / len(v) for depth, v in sorted(row.items())}
+            for length, row in sorted(grouped.items())}
+
+
+def length_depth_table(grid: dict[int, dict[float, float]]) -> str:
+    """A markdown table of a length x depth grid ("-" where a cell has no result)."""
+    depths = sorted({d for row in grid.values() for d in row})
+    lines = ["| tokens | " + " | ".join(f"depth {d:g}" for d in depths) + " |", "|---:|" + "---:|" * len(depths)]
+    for length, row in grid.items():
+        lines.append(f"| {length} | " + " | ".join(f"{row[d]:.2f}" if d in row else "-" for d in depths) + " |")
+    return "\n".join(lines)
 
 
 def filler_text(filler: str, min_chars: int) -> str:
@@ -195,4 +202,4 @@ def plot_length_depth_grid(grid: dict[int, dict[float, float]], output_path, tit
 
 
 __all__ = ["FILLERS", "PasskeyReport", "PasskeyResult", "PasskeySample", "first_number", "make_passkey_samples",
-           "plot_length_depth_grid", "plot_passkey_grid", "score_passkey"]
+           "length_depth_means", "length_depth_table", "plot_length_depth_grid", "plot_passkey_grid", "score_passkey"]
