@@ -12,7 +12,8 @@ DESCRIPTION = (
     "Load an hf_smallllm checkpoint and stream generated text to stdout; timings go to stderr. On CPU in float32 "
     "the linear layers are packed for oneDNN where a timed one-token forward shows it is faster on this machine "
     "(about 2x faster decoding on AMD EPYC, slower on Intel Xeon; --linears forces either); --quantize picks int8 "
-    "(torch dynamic), int4 (weight-only, torch's CPU kernels; with --dtype bfloat16) or bitsandbytes 8/4-bit weights. --backend llama.cpp runs the model in llama.cpp instead "
+    "(torch dynamic), int4 (weight-only, torch's CPU kernels; with --dtype bfloat16) or bitsandbytes 8/4-bit "
+    "weights. --backend llama.cpp runs the model in llama.cpp instead "
     "(needs llama-cpp-python): a GGUF file as it is, or a checkpoint folder exported first to the GGUF type "
     "--quantize/--dtype name (int8 -> q8_0, int4 and bnb-4bit -> q4_0, float32 -> f32)."
 )

@@ -140,8 +140,8 @@ def _packable_linears(model: nn.Module, include_tied_output: bool, min_weights: 
 
 
 def pack_linears(model: nn.Module, include_tied_output: bool = False, min_weights: int = MIN_PACKED_WEIGHTS) -> int:
-    """Replace every plain fp32 or bf16 CPU `nn.Linear` with at least `min_weights` weights by a `PackedLinear`; returns how
-    many were packed.
+    """Replace every plain fp32 or bf16 CPU `nn.Linear` with at least `min_weights` weights by a `PackedLinear`;
+    returns how many were packed.
 
     A tied output head is left alone unless `include_tied_output` (packing it would duplicate the embedding matrix
     and untie the saved checkpoint). Adapter (PEFT), quantized and fp16 layers are skipped: only modules whose

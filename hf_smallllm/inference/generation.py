@@ -49,8 +49,8 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
 
     from .cpu_linear import LinearsChoice, can_pack_linears, pack_linears, pack_linears_if_faster
     from .fused_projections import fuse_projections
-    from .loading import load_config, load_model
     from .lean_decode import prepare_lean_decoding
+    from .loading import load_config, load_model
     from .quantization import load_bnb_quantized, quantize_int8_dynamic
     from .weight_only import quantize_int4_weight_only
 

@@ -116,8 +116,9 @@ def greedy_decode(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int
                   eos_token_id: int | list[int] | None = None, on_token: Callable[[int], None] | None = None,
                   return_logits: bool = False) -> LeanDecodeResult | tuple[LeanDecodeResult, torch.Tensor]:
     """Greedy (argmax) continuation of one prompt `input_ids` ([1, prompt] or [prompt]) for up to `max_new_tokens`
-    tokens, stopping after `eos_token_id` (one id or several). `on_token` gets each token id as it is chosen (this costs one
-    device-to-host read per token; without it and without `eos_token_id` the loop never reads a token back).
+    tokens, stopping after `eos_token_id` (one id or several). `on_token` gets each token id as it is chosen (this
+    costs one device-to-host read per token; without it and without `eos_token_id` the loop never reads a token
+    back).
     With `return_logits`, also the float32 logits of every step ([new_tokens, vocab]; for tests)."""
     from transformers import StaticCache
 

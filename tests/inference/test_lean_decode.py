@@ -71,7 +71,8 @@ def test_lean_modules_are_swapped_and_restored():
     torch.testing.assert_close(model.model.rotary_emb(x, positions), model.model.rotary_emb.rotary(x, positions),
                                atol=0, rtol=0)  # a table of the same formula: identical values
     beyond = torch.tensor([[model.model.rotary_emb.length + 3]])  # past the table: computed as before
-    torch.testing.assert_close(model.model.rotary_emb(x[:, :1], beyond), model.model.rotary_emb.rotary(x[:, :1], beyond))
+    rotary = model.model.rotary_emb
+    torch.testing.assert_close(rotary(x[:, :1], beyond), rotary.rotary(x[:, :1], beyond))
     undo_lean_decoding(model)
     assert type(model.model.norm).__name__ == "SmallLLMRMSNorm"
     assert type(model.model.rotary_emb).__name__ == "SmallLLMRotaryEmbedding"
