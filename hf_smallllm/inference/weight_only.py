@@ -9,9 +9,10 @@ kernels (the same ones torchao's `Int4CPULayout` and `Int8WeightOnlyConfig` call
   for the same matrices in bf16 through oneDNN. With float32 activations the same kernel has no vectorized path
   (220 ms), so the layer computes in bf16 and `load_for_inference` loads int4 models in bf16.
 - `aten::_weight_int8pack_mm`: int8 weights with a scale per output row, bf16 activations (18 GB/s of int8 weights
-  there). Used where the int4 kernel's shape rules fail (output rows a multiple of 16, input a multiple of the
-  group: BTLM's 6,826-wide MLP input is neither), and for the output head, as llama.cpp's q4_0 files keep the
-  head in q8_0.
+  there). Used for the output head, as llama.cpp's q4_0 files keep the head in q8_0.
+
+Shapes the int4 kernel refuses are padded (below); llama.cpp's q4_0 instead stores such matrices in f16 (BTLM's
+6,826-wide `ffn_down`, 1.12 GB of the 2.43 GB BTLM-3B file).
 
 Why not a library: torchao 0.18 installs against torch 2.13 and calls these same kernels for its CPU int4 layout,
 adding a tensor-subclass dispatch per call; bitsandbytes' NF4 CPU path dequantizes before it multiplies (0.06x of
@@ -27,27 +28,25 @@ _INT8_ROW_MULTIPLE = 16
 INT4_GROUP_SIZE = 32  # the block size of llama.cpp's q4_0, so both sides round the same number of weights together
 
 
-def _int4_supported(linear: nn.Linear, group_size: int) -> bool:
-    return linear.out_features % 16 == 0 and linear.in_features % group_size == 0
-
-
 class Int4Linear(nn.Module):
-    """`nn.Linear` with 4-bit grouped weights (see the module docstring); computes in bf16, returns the input dtype."""
+    """`nn.Linear` with 4-bit grouped weights (see the module docstring); computes in bf16, returns the input dtype.
+
+    The kernel wants output rows in multiples of 16 and inputs in whole groups; other shapes (BTLM's 6,826-wide
+    MLP) get zero rows and zero input columns, and the padded outputs are dropped."""
 
     def __init__(self, linear: nn.Linear, group_size: int = INT4_GROUP_SIZE):
         super().__init__()
-        if not _int4_supported(linear, group_size):
-            raise ValueError(f"int4 needs out_features % 16 == 0 and in_features % {group_size} == 0; got "
-                             f"{linear.out_features} x {linear.in_features}")
         self.in_features, self.out_features, self.group_size = linear.in_features, linear.out_features, group_size
-        weight = linear.weight.detach().float()
-        groups = weight.view(self.out_features, -1, group_size)
+        self.in_padding = -self.in_features % group_size
+        out_padded = self.out_features + (-self.out_features % 16)
+        weight = nn.functional.pad(linear.weight.detach().float(),
+                                   (0, self.in_padding, 0, out_padded - self.out_features))
+        groups = weight.view(out_padded, -1, group_size)
         low, high = groups.amin(-1), groups.amax(-1)
         scale = ((high - low) / 15).clamp(min=torch.finfo(torch.bfloat16).tiny)
         q = ((groups - low.unsqueeze(-1)) / scale.unsqueeze(-1)).round().clamp(0, 15).to(torch.int32)
         # the kernel's layout: packed [out, in / 2] uint8, and [in / group, out, 2] (scale, offset of q = 8)
-        self.register_buffer("packed_weight", torch._convert_weight_to_int4pack_for_cpu(
-            q.view(self.out_features, self.in_features), 1))
+        self.register_buffer("packed_weight", torch._convert_weight_to_int4pack_for_cpu(q.view(out_padded, -1), 1))
         self.register_buffer("scales_and_zeros", torch.stack([scale, low + 8 * scale], -1).transpose(0, 1)
                              .contiguous().to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),
@@ -55,11 +54,15 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape, dtype = x.shape, x.dtype
-        y = torch._weight_int4pack_mm_for_cpu(x.reshape(-1, self.in_features).to(torch.bfloat16), self.packed_weight,
-                                              self.group_size, self.scales_and_zeros)
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if self.in_padding:
+            rows = nn.functional.pad(rows, (0, self.in_padding))
+        y = torch._weight_int4pack_mm_for_cpu(rows, self.packed_weight, self.group_size, self.scales_and_zeros)
+        if y.shape[-1] != self.out_features:
+            y = y[:, : self.out_features]
         if self.bias is not None:
             y = y + self.bias
-        return y.view(*shape[:-1], self.out_features).to(dtype)
+        return y.reshape(*shape[:-1], self.out_features).to(dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
@@ -102,9 +105,9 @@ def can_quantize_int4() -> bool:
 
 
 def quantize_int4_weight_only(model: nn.Module, group_size: int = INT4_GROUP_SIZE) -> dict:
-    """Replace, in place, every plain `nn.Linear` by an `Int4Linear`, or an `Int8WeightOnlyLinear` where the int4
-    kernel's shape rules fail and for the output head (tied or not: a tied head gets its own int8 copy and the
-    embedding stays as it is). Returns how many layers got each."""
+    """Replace, in place, every plain `nn.Linear` by an `Int4Linear`, except the output head, which gets an
+    `Int8WeightOnlyLinear` (tied or not: a tied head gets its own int8 copy and the embedding stays as it is).
+    Returns how many layers got each."""
     if not can_quantize_int4():
         raise RuntimeError("this PyTorch build lacks the CPU int4 weight-only kernels (torch >= 2.6)")
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -113,12 +116,12 @@ def quantize_int4_weight_only(model: nn.Module, group_size: int = INT4_GROUP_SIZ
         for name, child in list(parent.named_children()):
             if type(child) is not nn.Linear:
                 continue
-            if child is not output and _int4_supported(child, group_size):
-                setattr(parent, name, Int4Linear(child, group_size))
-                counts["int4"] += 1
-            else:
+            if child is output:
                 setattr(parent, name, Int8WeightOnlyLinear(child))
                 counts["int8"] += 1
+            else:
+                setattr(parent, name, Int4Linear(child, group_size))
+                counts["int4"] += 1
     return counts
 
 
