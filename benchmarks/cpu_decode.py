@@ -187,11 +187,16 @@ def linear_kernels(model) -> str:
     from collections import Counter
 
     names = {"PackedLinear": "oneDNN packed (mkldnn::_linear_pointwise)", "Linear": "torch F.linear (oneDNN/MKL)",
-             "DynamicQuantizedLinear": "fbgemm dynamic int8 (quantized::linear_dynamic)",
+             "quantized.dynamic.Linear": "fbgemm dynamic int8 (quantized::linear_dynamic)",
              "Int4Linear": "torch int4 weight-only (_weight_int4pack_mm_for_cpu)",
              "Int8WeightOnlyLinear": "torch int8 weight-only (_weight_int8pack_mm)",
              "Linear4bit": "bitsandbytes NF4"}
-    counts = Counter(type(m).__name__ for m in model.modules() if type(m).__name__ in names)
+
+    def kind(module) -> str:
+        cls = type(module)
+        return "quantized.dynamic.Linear" if ".quantized.dynamic." in cls.__module__ else cls.__name__
+
+    counts = Counter(kind(m) for m in model.modules() if kind(m) in names)
     dtype = next(model.parameters()).dtype
     return f"{str(dtype).removeprefix('torch.')}: " + ", ".join(f"{n} x {names[k]}" for k, n in counts.most_common())
 

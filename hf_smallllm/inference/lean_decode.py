@@ -9,8 +9,9 @@ an argmax and two in-place copies.
 
 `prepare_lean_decoding(model)` also swaps, in place, the small operators every step repeats:
 
-- RMSNorm (5 operators: cast, pow, mean, rsqrt, two multiplies) becomes torch's one `rms_norm` operator on float32
-  models (the same arithmetic in one pass; logits move by float rounding, ~1e-7);
+- RMSNorm (8 operators: casts, pow, mean, add, rsqrt, two multiplies) becomes torch's one `rms_norm` operator
+  (the same arithmetic in one pass; logits move by float rounding, ~1e-7; bf16 keeps its casts, see
+  `FusedRMSNorm`);
 - the rotary cos/sin, computed from the positions at every step, are read from a table computed once for every
   position with the same formula (identical values), for the unscaled and linearly scaled RoPE whose frequencies do
   not change with the sequence length.
@@ -35,8 +36,9 @@ _STATIC_ROPE_TYPES = ("default", "linear")
 
 
 class FusedRMSNorm(nn.Module):
-    """`SmallLLMRMSNorm` as torch's single `rms_norm` operator (float32 activations only: for bf16 the original
-    rounds before the weight multiply, which the fused operator does not)."""
+    """`SmallLLMRMSNorm` as torch's single `rms_norm` operator. In float32 that is the whole norm; in bf16 the
+    original normalises in float32, rounds to bf16 and then multiplies by the weight, so the fused operator runs on
+    the float32 copy without the weight and the multiply stays where it was (4 operators instead of 8)."""
 
     def __init__(self, norm: nn.Module):
         super().__init__()
@@ -45,9 +47,11 @@ class FusedRMSNorm(nn.Module):
         self.original = [norm]  # a list: not a child module, so the state dict keeps only `weight`
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if hidden_states.dtype != torch.float32 or self.weight.dtype != torch.float32:
-            return self.original[0](hidden_states)
-        return torch.rms_norm(hidden_states, (hidden_states.shape[-1],), self.weight, self.variance_epsilon)
+        shape = (hidden_states.shape[-1],)
+        if hidden_states.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return torch.rms_norm(hidden_states, shape, self.weight, self.variance_epsilon)
+        normed = torch.rms_norm(hidden_states.to(torch.float32), shape, None, self.variance_epsilon)
+        return self.weight * normed.to(hidden_states.dtype)
 
 
 class RotaryTable(nn.Module):

@@ -150,3 +150,14 @@ def test_pack_linears_if_faster_times_real_forwards():
     assert model.training  # the mode it came in
     small = pack_linears_if_faster(tiny_model("tinyllama"))  # nothing reaches the default size threshold
     assert not small.packed and small.packed_seconds is None and "large enough" in small.describe()
+
+
+def test_bf16_packed_linear_matches_linear():
+    linear = nn.Linear(64, 96).to(torch.bfloat16)
+    packed = PackedLinear(linear)
+    x = torch.randn(2, 3, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), linear(x))  # bf16 tolerances
+    assert packed.to_linear().weight.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="computes in torch.bfloat16"):
+        packed(x.float())

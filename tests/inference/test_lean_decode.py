@@ -67,6 +67,10 @@ def test_lean_modules_are_swapped_and_restored():
     assert isinstance(model.model.norm, FusedRMSNorm) and isinstance(model.model.rotary_emb, RotaryTable)
     x = torch.randn(1, 3, model.config.hidden_size)
     torch.testing.assert_close(model.model.norm(x), model.model.norm.original[0](x), atol=1e-6, rtol=1e-6)
+    bf16 = x.to(torch.bfloat16)
+    model.model.norm.weight.data = model.model.norm.weight.data.to(torch.bfloat16)
+    torch.testing.assert_close(model.model.norm(bf16), model.model.norm.original[0](bf16))  # bf16: same roundings
+    model.model.norm.weight.data = model.model.norm.weight.data.float()
     positions = torch.tensor([[0, 5, 2]])
     torch.testing.assert_close(model.model.rotary_emb(x, positions), model.model.rotary_emb.rotary(x, positions),
                                atol=0, rtol=0)  # a table of the same formula: identical values
