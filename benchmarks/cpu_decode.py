@@ -308,6 +308,8 @@ def measure_family(family: str, size: str, args, bandwidth: float, work: Path, i
                   f"{steps / statistics.median(busy_times['ours']):.2f} tok/s"
                   + (f", llama.cpp {steps / statistics.median(busy_times['reference']):.2f} tok/s"
                      if llm is not None else ""), flush=True)
+        if getattr(args, "partial", None):  # a run cut short keeps the pairs it finished
+            args.partial.write_text(json.dumps({"rows": [r.to_dict() for r in rows], **extra}, default=str))
         model = llm = functions = None  # free this pair before loading the next
         gc.collect()
     return rows, config
@@ -524,6 +526,11 @@ def main(argv=None) -> int:
           f"{machine['load_average_start']}, llama-cpp-python {machine['llama_cpp_python']}, torch CPU capability "
           f"{machine['torch_cpu_capability']}\n{isa_line}", flush=True)
     rows, extra = [], {}
+    name = args.name or ("cpu-decode-quick" if args.quick else "cpu-decode" if args.families.strip()
+                         else "cpu-decode-btlm-4bit")
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    args.partial = output / f".{name}.partial.json"
     with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
         for family in [f.strip() for f in args.families.split(",") if f.strip()]:
             family_rows, _ = measure_family(family, size, args, bandwidth, Path(work), isa, extra)
@@ -536,10 +543,6 @@ def main(argv=None) -> int:
             print(f"  BTLM-3B 4-bit: {extra['btlm_3b_q4_0']}", flush=True)
     machine["load_average_end"] = os.getloadavg()
     machine["max_rss_bytes_benchmark"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    # --families "" --btlm-4bit measures only the BTLM file, into a file of its own
-    name = args.name or ("cpu-decode-quick" if args.quick else "cpu-decode" if rows else "cpu-decode-btlm-4bit")
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     markdown = f"{isa_line}\ntorch CPU capability: {machine['torch_cpu_capability']}\n\n"
     markdown += format_markdown(rows, machine, args.rounds)
     markdown += (f"\nLoad average (1/5/15 min) at start {machine['load_average_start']}, at end "
@@ -567,6 +570,7 @@ def main(argv=None) -> int:
         staging = target.with_name(f".{target.name}.tmp")
         staging.write_text(text, encoding="utf-8")
         os.replace(staging, target)
+    args.partial.unlink(missing_ok=True)
     print(markdown)
     return 0
 
