@@ -12,16 +12,17 @@ DESCRIPTION = (
     "Load an hf_smallllm checkpoint and stream generated text to stdout; timings go to stderr. On CPU in float32 "
     "the linear layers are packed for oneDNN where a timed one-token forward shows it is faster on this machine "
     "(about 2x faster decoding on AMD EPYC, slower on Intel Xeon; --linears forces either); --quantize picks int8 "
-    "(torch dynamic) or bitsandbytes 8/4-bit weights. --backend llama.cpp runs the model in llama.cpp instead "
+    "(torch dynamic), int4 (weight-only, torch's CPU kernels; with --dtype bfloat16) or bitsandbytes 8/4-bit "
+    "weights. --backend llama.cpp runs the model in llama.cpp instead "
     "(needs llama-cpp-python): a GGUF file as it is, or a checkpoint folder exported first to the GGUF type "
-    "--quantize/--dtype name (int8 -> q8_0, bnb-4bit -> q4_0, float32 -> f32)."
+    "--quantize/--dtype name (int8 -> q8_0, int4 and bnb-4bit -> q4_0, float32 -> f32)."
 )
 
 
 PACK_CHOICES = {"auto": None, "packed": True, "plain": False}
 # = hf_smallllm.inference.generation's DTYPE_CHOICES and QUANTIZATION_CHOICES (a test compares them)
 DTYPE_CHOICES = ("float32", "bfloat16", "float16")
-QUANTIZATION_CHOICES = ("none", "int8", "bnb-8bit", "bnb-4bit")
+QUANTIZATION_CHOICES = ("none", "int8", "int4", "bnb-8bit", "bnb-4bit")
 
 
 def register(parser):

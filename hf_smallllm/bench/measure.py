@@ -121,6 +121,26 @@ def last_level_cache_bytes() -> int | None:
     return max(sizes) if sizes else None
 
 
+# /proc/cpuinfo flags that decide which CPU kernels a decode step can use (oneDNN, fbgemm, torch's int4/int8 and
+# ggml all dispatch on them at run time)
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+             "amx_bf16", "amx_int8")
+
+
+def cpu_isa_flags() -> dict[str, bool]:
+    """Which of ISA_FLAGS CPU 0 reports (Linux /proc/cpuinfo; all False where it cannot be read)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {flag: flag in flags for flag in ISA_FLAGS}
+
+
 def machine_description() -> dict:
     info = {
         "torch": torch.__version__,

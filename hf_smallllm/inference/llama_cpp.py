@@ -115,7 +115,7 @@ def llama_cpp_decode(llm, ids: list[int], max_new_tokens: int) -> tuple[list[int
 
 
 # what `hf-smallllm generate --backend llama.cpp` exports a checkpoint to, by --quantize (then by --dtype)
-GGUF_OUTTYPE_BY_QUANTIZATION = {"int8": "q8_0", "bnb-8bit": "q8_0", "bnb-4bit": "q4_0"}
+GGUF_OUTTYPE_BY_QUANTIZATION = {"int8": "q8_0", "int4": "q4_0", "bnb-8bit": "q8_0", "bnb-4bit": "q4_0"}
 GGUF_OUTTYPE_BY_DTYPE = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 # general.file_type (llama.cpp's LlamaFileType) of the types above, to name the type of a GGUF file given as it is
 _GGUF_FILE_TYPE_NAMES = {0: "f32", 1: "f16", 2: "q4_0", 7: "q8_0", 32: "bf16"}

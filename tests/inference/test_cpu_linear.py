@@ -63,10 +63,10 @@ def test_packed_layers_refuse_training_and_other_dtypes():
     embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
     with pytest.raises(RuntimeError, match="inference-only"):
         model(inputs_embeds=embeds)
-    with pytest.raises(ValueError, match="float32 CPU weight"):
-        PackedLinear(nn.Linear(4, 4).to(torch.bfloat16))
-    bf16 = tiny_model("tinyllama").to(torch.bfloat16)
-    assert pack_linears(bf16, min_weights=0) == 0  # non-fp32 layers are left alone
+    with pytest.raises(ValueError, match="float32 or bfloat16 CPU weight"):
+        PackedLinear(nn.Linear(4, 4).to(torch.float16))
+    fp16 = tiny_model("tinyllama").to(torch.float16)
+    assert pack_linears(fp16, min_weights=0) == 0  # fp16 layers are left alone
     assert pack_linears(tiny_model("tinyllama")) == 0  # tiny matrices stay plain: packing them is slower
 
 
@@ -150,3 +150,14 @@ def test_pack_linears_if_faster_times_real_forwards():
     assert model.training  # the mode it came in
     small = pack_linears_if_faster(tiny_model("tinyllama"))  # nothing reaches the default size threshold
     assert not small.packed and small.packed_seconds is None and "large enough" in small.describe()
+
+
+def test_bf16_packed_linear_matches_linear():
+    linear = nn.Linear(64, 96).to(torch.bfloat16)
+    packed = PackedLinear(linear)
+    x = torch.randn(2, 3, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), linear(x))  # bf16 tolerances
+    assert packed.to_linear().weight.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="computes in torch.bfloat16"):
+        packed(x.float())
