@@ -28,7 +28,37 @@ _INT8_ROW_MULTIPLE = 16
 INT4_GROUP_SIZE = 32  # the block size of llama.cpp's q4_0, so both sides round the same number of weights together
 
 
-class Int4Linear(nn.Module):
+class _WeightOnlyLinear(nn.Module):
+    """What both layers do around their kernel: bf16 rows (the kernels' activation type), zero input columns for the
+    padded weight, the bias, the input's shape and dtype back. Every operator counts at batch 1 (a few microseconds
+    each, 7 layers x 22 blocks): no casts or copies unless the input needs them."""
+
+    in_features: int
+    out_features: int
+    in_padding: int
+    bias: nn.Parameter | None
+
+    def _multiply(self, rows: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape, dtype = x.shape, x.dtype
+        rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        if dtype != torch.bfloat16:
+            rows = rows.to(torch.bfloat16)
+        if self.in_padding:
+            rows = nn.functional.pad(rows, (0, self.in_padding))
+        y = self._multiply(rows)
+        if y.shape[-1] != self.out_features:  # padded output rows
+            y = y[:, : self.out_features]
+        if self.bias is not None:
+            y = y + self.bias
+        if x.dim() != 2:
+            y = y.reshape(*shape[:-1], self.out_features)
+        return y if dtype == torch.bfloat16 else y.to(dtype)
+
+
+class Int4Linear(_WeightOnlyLinear):
     """`nn.Linear` with 4-bit grouped weights (see the module docstring); computes in bf16, returns the input dtype.
 
     The kernel wants output rows in multiples of 16 and inputs in whole groups; other shapes (BTLM's 6,826-wide
@@ -52,29 +82,14 @@ class Int4Linear(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),
                                                                   requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # every operator counts at batch 1 (a few microseconds each, 7 layers x 22 blocks): no casts or copies
-        # unless the input needs them
-        shape, dtype = x.shape, x.dtype
-        rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)
-        if dtype != torch.bfloat16:
-            rows = rows.to(torch.bfloat16)
-        if self.in_padding:
-            rows = nn.functional.pad(rows, (0, self.in_padding))
-        y = torch._weight_int4pack_mm_for_cpu(rows, self.packed_weight, self.group_size, self.scales_and_zeros)
-        if y.shape[-1] != self.out_features:
-            y = y[:, : self.out_features]
-        if self.bias is not None:
-            y = y + self.bias
-        if x.dim() != 2:
-            y = y.reshape(*shape[:-1], self.out_features)
-        return y if dtype == torch.bfloat16 else y.to(dtype)
+    def _multiply(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int4pack_mm_for_cpu(rows, self.packed_weight, self.group_size, self.scales_and_zeros)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
 
 
-class Int8WeightOnlyLinear(nn.Module):
+class Int8WeightOnlyLinear(_WeightOnlyLinear):
     """`nn.Linear` with int8 weights and a scale per output row; computes in bf16, returns the input dtype."""
 
     def __init__(self, linear: nn.Linear):
@@ -84,26 +99,15 @@ class Int8WeightOnlyLinear(nn.Module):
         scale = (weight.abs().amax(-1) / 127).clamp(min=torch.finfo(torch.bfloat16).tiny)
         # the kernel reads past the end of rows whose length is not a multiple of 16 once it multiplies more than
         # one input row (a segmentation fault in torch 2.13): such weights get zero columns, the input zeros too
-        self.padding = -self.in_features % _INT8_ROW_MULTIPLE
+        self.in_padding = -self.in_features % _INT8_ROW_MULTIPLE
         quantized = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-        self.register_buffer("weight_int8", nn.functional.pad(quantized, (0, self.padding)))
+        self.register_buffer("weight_int8", nn.functional.pad(quantized, (0, self.in_padding)))
         self.register_buffer("scale", scale.to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),
                                                                   requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape, dtype = x.shape, x.dtype
-        rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)
-        if dtype != torch.bfloat16:
-            rows = rows.to(torch.bfloat16)
-        if self.padding:
-            rows = nn.functional.pad(rows, (0, self.padding))
-        y = torch._weight_int8pack_mm(rows, self.weight_int8, self.scale)
-        if self.bias is not None:
-            y = y + self.bias
-        if x.dim() != 2:
-            y = y.view(*shape[:-1], self.out_features)
-        return y if dtype == torch.bfloat16 else y.to(dtype)
+    def _multiply(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(rows, self.weight_int8, self.scale)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
