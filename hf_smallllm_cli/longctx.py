@@ -142,46 +142,43 @@ def _tokenizer(args, models):
 
 
 def run_passkey(args) -> int:
-    from pathlib import Path
-
     from hf_smallllm.longctx import make_passkey_samples, plot_passkey_grid, score_passkey
-    from hf_smallllm.runfiles import write_json_atomic
 
-    models = parse_models(args.model, args.overrides)
-    tokenizer = _tokenizer(args, models)
-    samples = make_passkey_samples(tokenizer, args.lengths, args.depths, args.samples, args.filler, seed=args.seed)
-    output_dir = Path(args.output_dir)
-    results = {}
-    for name, path, overrides in models:
-        report = score_passkey(_load(path, overrides, args), tokenizer, samples)
-        results[name] = {"path": path, "overrides": overrides, **report.to_dict()}
-        print(f"## {name}\n\n{report.to_markdown()}\n")
-        stem = "passkey" if len(models) == 1 else f"passkey_{_safe(name)}"
-        plot_passkey_grid(report, output_dir / f"{stem}.png", title=f"{name}: passkey accuracy {report.accuracy:.2f}")
-    write_json_atomic(output_dir / "passkey.json", results)
-    print(f"wrote {output_dir / 'passkey.json'} and the heatmaps next to it")
-    return 0
+    samples = lambda tokenizer: make_passkey_samples(  # noqa: E731
+        tokenizer, args.lengths, args.depths, args.samples, args.filler, seed=args.seed)
+    return _run_length_depth(args, "passkey", samples, score_passkey, plot_passkey_grid,
+                             lambda name, report: f"{name}: passkey accuracy {report.accuracy:.2f}")
 
 
 def run_needle(args) -> int:
+    from hf_smallllm.longctx import make_needle_samples, plot_needle_grid, score_needle
+
+    return _run_length_depth(args, "needle", lambda tokenizer: make_needle_samples(tokenizer, args.lengths,
+                                                                                  args.depths),
+                             score_needle, plot_needle_grid,
+                             lambda name, report: f"{name}: needle in a haystack {report.score:.2f}")
+
+
+def _run_length_depth(args, kind: str, make_samples, score, plot, title) -> int:
+    """Score every model on the same length x depth prompts; print each table, plot each heat map, write
+    `<kind>.json`."""
     from pathlib import Path
 
-    from hf_smallllm.longctx import make_needle_samples, plot_needle_grid, score_needle
     from hf_smallllm.runfiles import write_json_atomic
 
     models = parse_models(args.model, args.overrides)
     tokenizer = _tokenizer(args, models)
-    samples = make_needle_samples(tokenizer, args.lengths, args.depths)
+    samples = make_samples(tokenizer)
     output_dir = Path(args.output_dir)
     results = {}
     for name, path, overrides in models:
-        report = score_needle(_load(path, overrides, args), tokenizer, samples)
+        report = score(_load(path, overrides, args), tokenizer, samples)
         results[name] = {"path": path, "overrides": overrides, **report.to_dict()}
         print(f"## {name}\n\n{report.to_markdown()}\n")
-        stem = "needle" if len(models) == 1 else f"needle_{_safe(name)}"
-        plot_needle_grid(report, output_dir / f"{stem}.png", title=f"{name}: needle in a haystack {report.score:.2f}")
-    write_json_atomic(output_dir / "needle.json", results)
-    print(f"wrote {output_dir / 'needle.json'} and the heat maps next to it")
+        stem = kind if len(models) == 1 else f"{kind}_{_safe(name)}"
+        plot(report, output_dir / f"{stem}.png", title=title(name, report))
+    write_json_atomic(output_dir / f"{kind}.json", results)
+    print(f"wrote {output_dir / (kind + '.json')} and the heat maps next to it")
     return 0
 
 

@@ -52,11 +52,14 @@ def _subfolder_pattern(template: str) -> re.Pattern:
     return re.compile(f"^{re.escape(head)}(?P<tokens_t>[0-9]+(?:\\.[0-9]+)?){re.escape(tail)}$")
 
 
-def _subfolder_snapshots(api, repo_id: str) -> list[SnapshotRevision]:
+def _subfolder_snapshots(api, repo_id: str, branches) -> list[SnapshotRevision]:
+    """Sub-folder snapshots on the main branch (`branches`: the repo's refs, already listed)."""
+    main = next((branch.target_commit for branch in branches if branch.name == "main"), None)
+    if main is None:
+        return []
     patterns = [_subfolder_pattern(template) for template in SUBFOLDER_TEMPLATES.values()]
-    info = api.repo_info(repo_id, files_metadata=False)
     found = []
-    for path in api.list_repo_files(repo_id, revision=info.sha):
+    for path in api.list_repo_files(repo_id, revision=main):
         if not path.endswith("/config.json"):
             continue
         folder = path[: -len("/config.json")]
@@ -64,7 +67,7 @@ def _subfolder_snapshots(api, repo_id: str) -> list[SnapshotRevision]:
             match = pattern.match(folder)
             if match:
                 tokens = round(float(match.group("tokens_t")) * 10**12)
-                found.append(SnapshotRevision("main", None, tokens, info.sha, subfolder=folder))
+                found.append(SnapshotRevision("main", None, tokens, main, subfolder=folder))
                 break
     return found
 
@@ -89,7 +92,7 @@ def list_snapshots(repo_id: str, *, branch_template: str | None = None, endpoint
     if exact_tokens:
         found = [_with_exact_tokens(repo_id, s, endpoint, token) for s in found]
     if not branch_template:
-        found += _subfolder_snapshots(api, repo_id)
+        found += _subfolder_snapshots(api, repo_id, refs.branches)
     return sorted(found, key=lambda s: (s.step is None, s.step or 0, s.tokens, s.branch, s.subfolder or ""))
 
 

@@ -156,17 +156,9 @@ def _device(args) -> str:
 def _tiny(family: str, attn: str, dtype, device: str, seed: int = 0, **overrides):
     """A tiny randomly initialised model of `family` with randomised norms and biases (so that a wrong norm or bias
     shows in the logits), in eval mode on `device`."""
-    import torch
+    from hf_smallllm.testing.tiny_models import tiny_random_model
 
-    from hf_smallllm import FAMILIES, preset_config
-
-    torch.manual_seed(seed)
-    config = preset_config(family, "tiny", attn_implementation=attn, **overrides)
-    model = FAMILIES[family].causal_lm_class(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name or name.endswith(".bias"):
-                param.add_(torch.randn_like(param) * 0.1)
+    model = tiny_random_model(family, seed, attn_implementation=attn, **overrides)
     return model.to(device=device, dtype=dtype)
 
 

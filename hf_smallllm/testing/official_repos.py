@@ -24,8 +24,9 @@ import os
 import shutil
 from pathlib import Path
 
-from ..families import FAMILIES, preset_config
+from ..families import FAMILIES
 from ..resources import corpus_path
+from .tiny_models import tiny_random_model
 
 # Where the official repositories live, and what their tokenizer_config.json / generation_config.json say that the
 # package must carry over (sources: docs/architectures.md 1.1, 2.1, 5.1).
@@ -165,8 +166,6 @@ def write_official_repo(family: str, folder: str | os.PathLike, *, weight_format
                         **config_overrides) -> Path:
     """Write a tiny random `family` model into `folder` laid out like its official repository (module docstring);
     returns the folder. `sentencepiece_model` reuses a trained model (training one takes a few seconds)."""
-    import torch
-
     from ..convert.converter import package_to_official
 
     if family not in OFFICIAL_REPOS:
@@ -180,13 +179,8 @@ def write_official_repo(family: str, folder: str | os.PathLike, *, weight_format
     write_official_tokenizer(family, tokenizer_files, sentencepiece_model)
     # the embedding matches the tokenizer, so the repository can be evaluated on text
     config_overrides.setdefault("vocab_size", _tokenizer_size(family, tokenizer_files))
-    torch.manual_seed(seed)
-    config = preset_config(family, "tiny", **config_overrides)
-    model = FAMILIES[family].causal_lm_class(config).eval()
-    with torch.no_grad():  # norms and biases away from their init, so a wrong one shows in the logits
-        for name, param in model.named_parameters():
-            if "norm" in name or name.endswith(".bias"):
-                param.add_(torch.randn_like(param) * 0.1)
+    model = tiny_random_model(family, seed, **config_overrides)
+    config = model.config
     model.save_pretrained(package)
     package_to_official(package, folder, verify=False, overwrite=True, progress=False)
     for path in folder.glob("*.py"):

@@ -3,8 +3,9 @@
 import torch
 from transformers import GlmForCausalLM, LlamaForCausalLM
 
-from hf_smallllm import FAMILIES, preset_config
+from hf_smallllm import FAMILIES
 from hf_smallllm.convert.formats import native_model
+from hf_smallllm.testing.tiny_models import tiny_random_model
 
 ALL_FAMILIES = list(FAMILIES)
 LLAMA_SHAPED = ["tinyllama", "chuxin", "skywork"]
@@ -14,14 +15,7 @@ CPU_ATTENTION = ["eager", "sdpa"]
 def tiny_model(family: str, attn_implementation: str = "sdpa", seed: int = 0, **overrides):
     """A randomly initialised tiny model of `family` in eval mode. Norm weights and biases are randomised too, so
     that a wrong norm, bias or tying shows up in the logits."""
-    torch.manual_seed(seed)
-    config = preset_config(family, "tiny", attn_implementation=attn_implementation, **overrides)
-    model = FAMILIES[family].causal_lm_class(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name or name.endswith(".bias"):
-                param.add_(torch.randn_like(param) * 0.1)
-    return model
+    return tiny_random_model(family, seed, attn_implementation=attn_implementation, **overrides)
 
 
 def llama_reference(model) -> LlamaForCausalLM:
