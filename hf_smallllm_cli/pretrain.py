@@ -36,6 +36,7 @@ def run(args) -> int:
     import logging
 
     from hf_smallllm.train.api import run_pretraining
+    from hf_smallllm.train.parallel import end_process_group
 
     train_logger = logging.getLogger("hf_smallllm.train")  # the parallel plan, fallbacks, skipped spikes
     if not train_logger.handlers:
@@ -45,6 +46,7 @@ def run(args) -> int:
         train_logger.setLevel(logging.INFO)
 
     result = run_pretraining(args.recipe, overrides, resume=args.resume)
+    end_process_group()  # a launched run's ranks leave together, with their gloo/NCCL groups torn down
     print(f"trained {result.family} for {result.global_step} steps ({result.tokens_seen:,d} tokens, "
           f"{result.parallelism} on {result.world_size} process(es)); "
           f"final checkpoint {result.final_checkpoint}; metrics {result.metrics_path}")

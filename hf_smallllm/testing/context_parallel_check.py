@@ -135,6 +135,8 @@ def run(out_path: str, device: str = "cpu") -> dict:
     import torch
     import torch.distributed as dist
 
+    from ..train.parallel import end_process_group
+
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -160,7 +162,7 @@ def run(out_path: str, device: str = "cpu") -> dict:
         from ..runfiles import write_text_atomic
 
         write_text_atomic(out_path, json.dumps(report, indent=2))
-    dist.destroy_process_group()
+    end_process_group()
     return report
 
 

@@ -227,6 +227,20 @@ def check_shared_storage(output_dir: Path, paths: list[str | os.PathLike] = ()) 
                           "filesystem every node mounts (docs/multinode.md)")
 
 
+def end_process_group() -> None:
+    """Wait for every rank, then tear the process group down: the last call of a launched run (the CLI's pretrain,
+    the distributed checks). A rank that exits with its gloo group alive can abort in interpreter shutdown
+    ("terminate called without an active exception") while the group's worker threads are destroyed, and a rank
+    that tears down before the others finish leaves them waiting; the barrier and the explicit destroy avoid both.
+    A no-op without a process group (a library caller keeps its own)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def write_run_info(output_dir: Path, plan: ParallelPlan, extra: dict | None = None) -> Path:
     """`output_dir/run.json`: the plan and versions of this run (rewritten at every start, resumes included)."""
     import accelerate
@@ -241,5 +255,5 @@ def write_run_info(output_dir: Path, plan: ParallelPlan, extra: dict | None = No
     return write_json_atomic(Path(output_dir) / RUN_INFO_NAME, info)
 
 
-__all__ = ["PARALLELISMS", "RUN_INFO_NAME", "ParallelPlan", "check_shared_storage", "env_flag", "launcher_name",
-           "plan_parallelism", "requested_parallelism", "write_run_info"]
+__all__ = ["PARALLELISMS", "RUN_INFO_NAME", "ParallelPlan", "check_shared_storage", "end_process_group", "env_flag",
+           "launcher_name", "plan_parallelism", "requested_parallelism", "write_run_info"]

@@ -1,5 +1,6 @@
 """Run under torchrun by the distributed tests (not collected by pytest)."""
 
+import faulthandler
 import json
 import os
 import signal
@@ -7,6 +8,10 @@ import sys
 
 import torch
 import torch.distributed as dist
+
+from hf_smallllm.train.parallel import end_process_group
+
+faulthandler.enable()  # a rank that aborts (SIGABRT from C++) prints where each of its Python threads was
 
 
 def fsdp2(tokens_path: str, out_path: str) -> None:
@@ -40,7 +45,7 @@ def fsdp2(tokens_path: str, out_path: str) -> None:
         torch.save(state, out_path)
         with open(out_path + ".json", "w") as f:
             json.dump(report, f)
-    dist.destroy_process_group()
+    end_process_group()
 
 
 def pretrain(recipe_path: str, *options: str) -> None:
@@ -63,6 +68,7 @@ def pretrain(recipe_path: str, *options: str) -> None:
 
         callbacks.append(KillAt())
     run_pretraining(recipe_path, resume="--resume" in options, extra_callbacks=callbacks)
+    end_process_group()
 
 
 def context_parallel(out_path: str) -> None:
