@@ -78,7 +78,13 @@ def test_ratio_spread_and_verdict_come_from_the_rounds():
     ceiling = Row("x", "tiny", "decode b1: fraction of bandwidth ceiling", "tok/s", 5.0, 8.0, is_comparison=False)
     assert ceiling.ratio == pytest.approx(0.625) and ceiling.verdict == ""
     summary = verdict_summary([tie, behind, ahead, ceiling])
-    assert "1 rows at ratio >= 1.00, 1 below 1.00 but tied within noise" in summary and "1 behind" in summary
+    assert "1 rows at or above their target ratio" in summary and "1 below it but tied within noise" in summary
+    assert "1 behind" in summary
+    int4 = Row("x", "tiny", "decode b1: ours int4 vs llama.cpp q4_0", "tok/s", 5.4, 10.0, "Ref", target=0.5,
+               round_ratios=[0.52, 0.54, 0.55, 0.53, 0.56, 0.51])
+    assert int4.verdict == "ahead" and behind.target == 1.0  # judged against its own target, 0.5
+    assert Row("x", "tiny", "m", "tok/s", 4.0, 10.0, target=0.5).verdict == "behind"
+    assert "(target 0.50)" in format_markdown([int4], {"cpu": "test"})
     markdown = format_markdown([tie, ceiling], {"cpu": "test"}, repeats=8)
     assert "0.992 (0.970-1.030) tie" in markdown and "8 paired rounds per row" in markdown
     assert tie.to_dict()["ratio_interval_95"] == (0.97, 1.03)
