@@ -102,7 +102,7 @@ def test_layout_checks():
 @pytest.mark.parametrize("ranks", [2, 4])
 def test_split_sequence_matches_unsplit_run_on_gloo(ranks, tmp_path):
     out = tmp_path / "report.json"
-    torchrun(WORKER, "context_parallel", str(out), nproc=ranks, timeout=900)
+    torchrun(WORKER, "context_parallel", str(out), nproc=ranks, timeout=900, retry_abort_after_removing=True)
     report = json.loads(out.read_text())
     assert len(report) == 8
     for case, result in report.items():
@@ -123,7 +123,7 @@ def test_pretraining_with_context_parallel_matches_one_process(tiny_recipe, tmp_
     single_path, single = write_recipe(tiny_recipe, tmp_path, "single", max_steps=3, save_steps=3)
     run_pretraining(single)
     split_path, split = write_recipe(single, tmp_path, "split", context_parallel=2)
-    torchrun("training/pretrain.py", "--recipe", str(split_path))
+    torchrun("training/pretrain.py", "--recipe", str(split_path), retry_abort_after_removing=tmp_path / "split")
     assert_same_run(tmp_path / "split", tmp_path / "single", 3, loss_tol=1e-5, weight_tol=1e-5)
     plan = json.loads((tmp_path / "split" / "run.json").read_text())["parallel"]
     assert plan["context_parallel"] == 2 and plan["micro_batch_rows"] == [2]
@@ -154,7 +154,7 @@ def test_tiny_long_chuxin_stages_on_two_ranks_match_one_process(tokenizer_dir, t
                                   "training.parallelism": "fsdp2"})
     path = tmp_path / "split.yaml"
     path.write_text(yaml.safe_dump(split.to_dict()))
-    torchrun("training/pretrain.py", "--recipe", str(path))
+    torchrun("training/pretrain.py", "--recipe", str(path), retry_abort_after_removing=tmp_path / "split")
     run_pretraining(load_recipe(shipped, {**overrides, "training.output_dir": str(tmp_path / "single"),
                                           "training.context_parallel": 1}))
     assert_same_run(tmp_path / "split", tmp_path / "single", 5, loss_tol=1e-5, weight_tol=1e-5)

@@ -28,10 +28,28 @@ ROOT = Path(__file__).parents[2]
 WORKER = "tests/train/distributed_worker.py"
 
 
-def torchrun(*args, timeout=600, check=True, nproc=2):
+# What a rank prints when C++ calls std::terminate outside any exception. Seen twice in ~100 runs of the DeepSpeed
+# (Ulysses) context-parallel launches on a loaded 2-core machine, in one rank shortly after DeepSpeed's import; the
+# cause is not found (the worker now prints each thread's Python stack when it happens: faulthandler).
+ABORT_SIGNATURE = "terminate called without an active exception"
+
+
+def torchrun(*args, timeout=600, check=True, nproc=2, retry_abort_after_removing=None):
+    """`torchrun --standalone` on this machine's CPU processes. With `retry_abort_after_removing` (a folder, or True
+    for none), a launch that fails only because a rank aborted with `ABORT_SIGNATURE` is run once more, after
+    removing that folder, with a warning; any other failure fails the test."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    if done.returncode and retry_abort_after_removing and ABORT_SIGNATURE in done.stdout + done.stderr:
+        import shutil
+        import warnings
+
+        warnings.warn(f"a rank aborted ({ABORT_SIGNATURE}); launching again once: {done.stderr[-1500:]}",
+                      stacklevel=2)
+        if retry_abort_after_removing is not True:
+            shutil.rmtree(retry_abort_after_removing, ignore_errors=True)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
