@@ -21,7 +21,7 @@ from hf_smallllm_cli import main
 # What issue 32 found missing, as (benchmark task, shots): each must be in the family's suite with those shots.
 REQUIRED = {
     "tinyllama": {("bbh_fewshot", 3), ("drop", 3), ("mmlu", 5), ("smallllm_humaneval", 0), ("hellaswag", 0)},
-    "chuxin": {("copa", 0), ("sciq", 0)},
+    "chuxin": {("copa", 0), ("sciq", 0), ("mmlu", 5), ("gsm8k", 5), ("smallllm_humaneval", 0)},
     "btlm": {("social_iqa", 0), ("race", 0), ("nq_open", 0), ("triviaqa", 0)},
     "skywork": {("triviaqa", 0), ("race", 0), ("gsm8k", 8), ("ceval-valid", 5), ("cmmlu", 5)},
     "geb": {("mmlu", 5), ("ceval-valid", 5), ("cmmlu", 5)},
@@ -43,6 +43,9 @@ def test_every_family_has_a_table_with_the_papers_tasks():
     skywork = {row.benchmark: row for row in load_paper_table("skywork").rows}
     assert skywork["GSM8K"].shots == 8 and skywork["GSM8K"].paper == 55.8
     assert skywork["GSM8K"].result_key == "exact_match,strict-match"
+    chuxin = {row.benchmark: row for row in load_paper_table("chuxin").rows}  # the official README's Base rows
+    assert all(row.paper is not None for row in chuxin.values())
+    assert (chuxin["ARC-c"].paper, chuxin["SciQ"].paper, chuxin["C-Eval"].paper) == (39.68, 95.0, 39.31)
 
 
 def test_a_wrong_row_is_refused(tmp_path, monkeypatch):
