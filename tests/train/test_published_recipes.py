@@ -104,9 +104,13 @@ def test_btlm_builds_plain_causal_rows():
     then 480 x 8,192, lr 0.012 with 95 warmup steps, linear decay to 1.0138e-4, 159,636 steps, muP."""
     recipe = load_recipe("published-btlm")
     assert recipe.data.packing == "causal"
-    assert recipe.data.tokens_per_step == 1920 * 2048 == 480 * 8192
-    assert [p["seq_len"] for p in recipe.seq_len_phases] == [2048, 8192]
-    assert round(recipe.seq_len_phases[0]["until"] * recipe.training.max_steps) == 119727
+    short, long = recipe.stage_plans
+    assert (short.data.seq_len, short.steps, long.data.seq_len, long.steps) == (2048, 119727, 8192, 39909)
+    assert short.data.tokens_per_step == long.data.tokens_per_step == 1920 * 2048 == 480 * 8192
+    assert short.schedule is None and long.schedule is None  # one linear schedule over both stages
+    for stage in (short, long):  # the stated layout, 32 GPUs, splits every stage's rows (the stream's rule)
+        rows = stage.data.tokens_per_step // stage.data.seq_len
+        assert rows % (stage.training.gradient_accumulation_steps * 32) == 0, stage.name
     assert recipe.training.max_steps == 159636 and recipe.optimizer.mup
     assert recipe.optimizer.lr == 0.012 and recipe.schedule.warmup_steps == 95 and recipe.schedule.type == "linear"
     assert recipe.optimizer.lr * recipe.schedule.min_lr_ratio == pytest.approx(1.0138e-4, rel=0.01)
