@@ -202,7 +202,7 @@ def test_a_stage_split_over_two_ranks_trains_like_one_process_and_resumes_exactl
 
     from hf_smallllm.train import run_pretraining
 
-    from .test_distributed import WORKER, assert_same_run
+    from .test_distributed import assert_same_run
 
     single = stage_sizes_recipe(tiny_recipe, (1, 1, 1))
     single["training"]["output_dir"] = str(tmp_path / "single")
