@@ -146,6 +146,9 @@ class StreamStage:
     lengths: SequenceLengthSchedule
     accumulation: int = 1  # micro-batches per optimizer step
     packing: str = "document"
+    # consecutive processes that read the same rows (each then keeps its own slice of every row: context
+    # parallelism); the world's processes form world / ranks_per_row readers of distinct rows. 1 = each its own rows
+    ranks_per_row: int = 1
 
     def __post_init__(self):
         if self.steps < 1:
@@ -156,6 +159,8 @@ class StreamStage:
                                  f"{what.total_steps}")
         if self.accumulation < 1:
             raise ValueError(f"stage {self.name!r}: accumulation={self.accumulation} must be at least 1")
+        if self.ranks_per_row < 1:
+            raise ValueError(f"stage {self.name!r}: ranks_per_row={self.ranks_per_row} must be at least 1")
 
 
 __all__ = ["LengthPhase", "MixturePhase", "MixtureSchedule", "SequenceLengthSchedule", "StreamStage"]

@@ -14,14 +14,17 @@ source and which offset. That plan depends only on the recipe and the seed, neve
    source's running offset `base_k` and follow each other. After the step, `base_k += count_k x seq_len(s)`.
 3. Who reads what. Global row `g` sits in slot `(a g + b) mod R`, with `a` coprime to `R` and both drawn from
    `(seed, s)`, so every micro-batch mixes sources. The global batch is cut into `gradient_accumulation_steps x
-   world_size` micro-batches in order; process `rank` builds only rows `(micro x world_size + rank) x per_micro ...`
-   and reads only their tokens.
+   readers` micro-batches in order; reader `r` builds only rows `(micro x readers + r) x per_micro ...` and reads
+   only their tokens. Without context parallelism every process is a reader (`readers = world_size`, `r = rank`).
+   A stage whose rows are split over `ranks_per_row = P` processes (context parallelism: each keeps a slice of every
+   row) has `world_size / P` readers: processes `g x P ... (g + 1) x P - 1` are reader `g` and all build its rows.
 
 So a run on N processes sees exactly the rows of a 1-process run with the same global batch, bit for bit, and a
 process's work per step is its own rows plus a few operations per source.
 
 Stages (`StreamStage`, e.g. TinyLlama v1.1's general, domain and cooldown stages) only change what a step looks
-like: from the first step of a stage on, its tokens per step, row lengths, mixture, accumulation and packing apply.
+like: from the first step of a stage on, its tokens per step, row lengths, mixture, accumulation, packing and ranks
+per row apply.
 The bookkeeping above (offsets, cumulative targets) runs on across stage boundaries, so a source that returns in a
 later stage continues where it stopped, and a checkpoint at any step (a boundary included) resumes exactly.
 
@@ -37,6 +40,7 @@ import math
 from bisect import bisect_right
 from collections import Counter
 from itertools import accumulate
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -60,17 +64,28 @@ def _mix64(value: int) -> int:
     return value ^ (value >> 31)
 
 
+class StageLayout(NamedTuple):
+    """What a stage's steps look like on this stream (`PackedBatchStream.layouts`)."""
+
+    name: str
+    tokens_per_step: int
+    seq_lens: list[int]  # the row length of each of its sequence-length phases
+    accumulation: int  # micro-batches per optimizer step
+    ranks_per_row: int  # processes that read the same rows (context parallelism); 1 = each process its own
+
+
 class StepPlan:
     """Where the rows of one step come from (see the module docstring). Sources are indices into the stream's
     source list (recipe order)."""
 
-    __slots__ = ("accumulation", "bases", "block_ends", "counts", "multiplier", "packing", "phase", "rows", "seq_len",
-                 "shift", "sources", "step", "weighted", "weights")
+    __slots__ = ("accumulation", "bases", "block_ends", "counts", "multiplier", "packing", "phase", "ranks_per_row",
+                 "rows", "seq_len", "shift", "sources", "step", "weighted", "weights")
 
     def __init__(self, step, seq_len, rows, weighted, weights, phase, sources, counts, bases, seed, accumulation=1,
-                 packing="document"):
+                 packing="document", ranks_per_row=1):
         self.step, self.seq_len, self.rows, self.phase = step, seq_len, rows, phase
-        self.accumulation, self.packing = accumulation, packing  # of the step's stage
+        # of the step's stage
+        self.accumulation, self.packing, self.ranks_per_row = accumulation, packing, ranks_per_row
         self.weighted, self.weights = weighted, weights  # sources with a weight this step, and their weights
         self.sources = sources  # sources with rows this step
         self.counts = counts
@@ -92,11 +107,11 @@ class StepPlan:
 
 
 class PackedBatchStream(IterableDataset):
-    """Micro-batches of this process (`rank` of `world_size`) for `max_steps` optimizer steps.
+    """Micro-batches of this process (`rank` of `world_size` processes) for `max_steps` optimizer steps.
 
     `stages` lays the run out in stages (their steps sum to `max_steps`); without it the run is one stage of
-    `mixture`, `lengths`, `gradient_accumulation_steps` and `packing`. `mixture`, `lengths` and `accumulation`
-    name the first stage's."""
+    `mixture`, `lengths`, `gradient_accumulation_steps` and `packing` in which every process reads its own rows.
+    `mixture`, `lengths` and `accumulation` name the first stage's."""
 
     def __init__(self, sources: dict, mixture: MixtureSchedule | None, lengths: SequenceLengthSchedule | None,
                  max_steps: int, gradient_accumulation_steps: int = 1, world_size: int = 1, rank: int = 0,
@@ -114,6 +129,9 @@ class PackedBatchStream(IterableDataset):
                                  f"stream's sources {sorted(sources)}")
             if stage.packing not in PACKING_MODES:
                 raise ValueError(f"stage {stage.name!r}: packing={stage.packing!r}; choose one of {PACKING_MODES}")
+            if world_size % stage.ranks_per_row:
+                raise ValueError(f"stage {stage.name!r}: ranks_per_row={stage.ranks_per_row} does not divide the "
+                                 f"{world_size} process(es)")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
         self.sources = sources
@@ -134,13 +152,16 @@ class PackedBatchStream(IterableDataset):
         self.flash_attn_kwargs = flash_attn_kwargs
         self.vocab_size = min((getattr(s, "vocab_size", 1 << 62) for s in sources.values()), default=1 << 62)
         for stage in stages:
+            readers = world_size // stage.ranks_per_row
             for phase in stage.lengths.phases:
                 rows = stage.lengths.tokens_per_step // phase.seq_len
-                if rows % (stage.accumulation * world_size):
+                if rows % (stage.accumulation * readers):
                     where = f"stage {stage.name!r}: " if len(stages) > 1 else ""
+                    who = (f"{readers} groups of {stage.ranks_per_row} processes reading the same rows"
+                           if stage.ranks_per_row > 1 else f"{readers} processes")
                     raise ValueError(
                         f"{where}{rows} rows of {phase.seq_len} tokens per step cannot be split into "
-                        f"{stage.accumulation} accumulation steps x {world_size} processes; change "
+                        f"{stage.accumulation} accumulation steps x {who}; change "
                         "tokens_per_step, the sequence length or the batch layout"
                     )
         self._cached_schedule = None
@@ -177,11 +198,17 @@ class PackedBatchStream(IterableDataset):
         """Micro-batches of optimizer step `step` (0-based)."""
         return self.stages[self.stage_index(step)].accumulation
 
+    def ranks_per_row_at(self, step: int) -> int:
+        """Processes that read the same rows in optimizer step `step` (0-based): the context-parallel size of its
+        stage."""
+        return self.stages[self.stage_index(step)].ranks_per_row
+
     @property
-    def layouts(self) -> list[tuple[str, int, list[int], int]]:
-        """Per stage: (name, tokens per step, row lengths of its phases, accumulation)."""
-        return [(stage.name, stage.lengths.tokens_per_step, [phase.seq_len for phase in stage.lengths.phases],
-                 stage.accumulation) for stage in self.stages]
+    def layouts(self) -> list[StageLayout]:
+        """Per stage: its name, tokens per step, row lengths of its phases, accumulation and ranks per row."""
+        return [StageLayout(stage.name, stage.lengths.tokens_per_step,
+                            [phase.seq_len for phase in stage.lengths.phases], stage.accumulation,
+                            stage.ranks_per_row) for stage in self.stages]
 
     def _schedule(self, step: int) -> tuple:
         """(seq_len, rows, sources with weight, their weights, mixture phase, stage) of `step`. Everything but the
@@ -238,11 +265,12 @@ class PackedBatchStream(IterableDataset):
         offsets = self._offsets
         if all(counts):
             return StepPlan(step, seq_len, rows, weighted, weights, phase, weighted, counts,
-                            [offsets[i] for i in weighted], self.seed, stage.accumulation, stage.packing)
+                            [offsets[i] for i in weighted], self.seed, stage.accumulation, stage.packing,
+                            stage.ranks_per_row)
         used = [k for k, count in enumerate(counts) if count]
         return StepPlan(step, seq_len, rows, weighted, weights, phase, [weighted[k] for k in used],
                         [counts[k] for k in used], [offsets[weighted[k]] for k in used], self.seed,
-                        stage.accumulation, stage.packing)
+                        stage.accumulation, stage.packing, stage.ranks_per_row)
 
     def _advance(self, plan: StepPlan) -> None:
         targets, assigned, offsets = self._targets, self._assigned, self._offsets
@@ -318,13 +346,15 @@ class PackedBatchStream(IterableDataset):
     def __iter__(self):
         while self.step < self.max_steps:
             for plan, after in self._plans_ahead(_PLAN_AHEAD):
-                per_micro = plan.rows // (plan.accumulation * self.world_size)
+                # the processes of a context-parallel group read the same rows: they are one reader
+                readers, reader = self.world_size // plan.ranks_per_row, self.rank // plan.ranks_per_row
+                per_micro = plan.rows // (plan.accumulation * readers)
                 for index, source in self._released:
                     source.release_before(self._offsets[index])  # rows of this step and later start at or after it
                 self._set_position(after)
                 self._micro_batches_left = plan.accumulation
                 for micro in range(plan.accumulation):
-                    first = (micro * self.world_size + self.rank) * per_micro
+                    first = (micro * readers + reader) * per_micro
                     batch = self.build_rows(plan, first, per_micro)
                     self._micro_batches_left -= 1
                     yield batch
@@ -378,4 +408,4 @@ def tokens_in_batch(batch: dict) -> int:
     return int(batch["input_ids"].numel())
 
 
-__all__ = ["PackedBatchStream", "StepPlan", "realised_proportions", "tokens_in_batch"]
+__all__ = ["PackedBatchStream", "StageLayout", "StepPlan", "realised_proportions", "tokens_in_batch"]

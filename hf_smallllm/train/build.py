@@ -77,8 +77,10 @@ def build_model(recipe: Recipe, tokenizer=None):
 
 
 def build_stream(recipe: Recipe, tokenizer, world_size: int = 1, rank: int = 0) -> PackedBatchStream:
-    """The data stream of this process. Sources with `prepared` (or all, with `data.prepared`) read token shards
-    from `hf-smallllm data prepare`, checked against the recipe's tokenizer first; the others tokenize on the fly."""
+    """The data stream of process `rank` of `world_size` (the ranks of a stage's context-parallel group, its
+    `training.context_parallel`, read the same rows). Sources with `prepared` (or all, with `data.prepared`) read
+    token shards from `hf-smallllm data prepare`, checked against the recipe's tokenizer first; the others tokenize
+    on the fly."""
     data, training = recipe.data, recipe.training
     sources = {}
     identity = None
@@ -103,7 +105,8 @@ def build_stream(recipe: Recipe, tokenizer, world_size: int = 1, rank: int = 0) 
         stages = [StreamStage(stage.name, stage.steps,
                               MixtureSchedule(stage.mixture_phases, stage.steps, sources=list(sources)),
                               SequenceLengthSchedule(stage.seq_len_phases, stage.steps, stage.data.tokens_per_step),
-                              stage.training.gradient_accumulation_steps, stage.data.packing)
+                              stage.training.gradient_accumulation_steps, stage.data.packing,
+                              ranks_per_row=stage.training.context_parallel)
                   for stage in recipe.stage_plans]
         return PackedBatchStream(sources, None, None, training.max_steps, world_size=world_size, rank=rank,
                                  seed=training.seed, eos_token_id=tokenizer.eos_token_id,

@@ -23,6 +23,12 @@ How a step runs with `training.context_parallel: P` on `W` processes (`W / P` da
    parallelism: the same numbers as the unsplit row (`tests/train/test_context_parallel.py`: loss and gradients
    within 1e-5 on 2 and 4 gloo ranks).
 
+A recipe's stages may use different sizes (`long-chuxin`: whole 32K and 128K rows, 1M rows over 8 GPUs). A
+`StageAttention` holds one Ulysses attention per size, each over its own cached groups (`sequence_parallel_group`),
+all checked and created before step 1; the engine calls `use(size)` at every step, which routes the model's attention
+through the size's Ulysses or, for 1, back to the model's own attention, from the first step of a stage on (a resumed
+run included).
+
 What it refuses, in one line each (`context_parallel_refusal`): head counts that `P` does not divide (Ulysses shares
 out heads), position schemes whose numbers depend on the length a rank sees (`dynamic` / `longrope` RoPE, dynamic
 ALiBi interpolation), and flex attention (its block mask would have to be rebuilt per shard).
@@ -261,6 +267,49 @@ def enable_context_parallel(model, size: int, seq_lens=()) -> UlyssesAttention |
     return install_ulysses_attention(model, group, rank, size)
 
 
+class StageAttention:
+    """The attention of a run whose stages split rows over different numbers of ranks (see the module docstring):
+    `use(size)` before a step routes `model`'s attention through Ulysses over this process's group of `size` ranks,
+    or, for 1, through the model's own attention implementation."""
+
+    def __init__(self, model, stages=()):
+        """`stages`: (context-parallel size, row lengths) of each stage. Every size above 1 is checked
+        (`check_context_parallel`, one line) and its group created here, in the same order on every rank; the model
+        is left on its own attention."""
+        config = model.config
+        self.model, self.own, self.size = model, config._attn_implementation, 1
+        self._ulysses: dict[int, UlyssesAttention] = {}
+        for size in sorted({size for size, _ in stages if size > 1}):
+            seq_lens = sorted({n for each, lens in stages if each == size for n in lens})
+            self._ulysses[size] = enable_context_parallel(model, size, seq_lens)
+            config._attn_implementation = self.own  # enable_context_parallel routed it: back until `use`
+
+    @property
+    def sizes(self) -> list[int]:
+        return [1, *sorted(self._ulysses)]
+
+    def use(self, size: int) -> None:
+        """Attend with rows split over `size` ranks from now on (a no-op when that is already so)."""
+        if size == self.size:
+            return
+        if size != 1 and size not in self._ulysses:
+            raise ContextParallelError(f"context parallelism {size} was not prepared for this run (sizes "
+                                       f"{self.sizes})")
+        config = self.model.config
+        if size == 1:
+            config._attn_implementation = self.own
+        else:
+            ATTENTION_FUNCTIONS[ATTENTION_NAME] = self._ulysses[size]
+            config._attn_implementation = ATTENTION_NAME
+        # Ulysses rewrites the query heads per key/value head of every attention module when it replicates key/value
+        # heads (size > key/value heads); the next size starts from the model's own count
+        groups = config.num_attention_heads // config.num_key_value_heads
+        for module in self.model.modules():
+            if hasattr(module, "num_key_value_groups"):
+                module.num_key_value_groups = groups
+        self.size = size
+
+
 def _init_deepspeed_comm(backend: str) -> None:
     """deepspeed.comm over the running torch process group. On CPU processes DeepSpeed would also JIT-build and load,
     in every rank at once, a shared-memory all-reduce kernel that Ulysses never calls (it exchanges with all-to-all
@@ -296,6 +345,6 @@ def install_ulysses_attention(model, group, rank: int, size: int) -> UlyssesAtte
     return attention
 
 
-__all__ = ["ATTENTION_NAME", "ENGINES", "ContextParallelError", "UlyssesAttention", "check_context_parallel",
-           "context_parallel_refusal", "count_targets", "document_causal_mask", "enable_context_parallel",
-           "install_ulysses_attention", "sequence_parallel_group", "shard_batch"]
+__all__ = ["ATTENTION_NAME", "ENGINES", "ContextParallelError", "StageAttention", "UlyssesAttention",
+           "check_context_parallel", "context_parallel_refusal", "count_targets", "document_causal_mask",
+           "enable_context_parallel", "install_ulysses_attention", "sequence_parallel_group", "shard_batch"]

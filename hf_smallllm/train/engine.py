@@ -4,10 +4,11 @@ view. `build_run` (run.py) builds what it trains; the `Checkpointer` (checkpoint
 One optimizer step: fetch `gradient_accumulation_steps` micro-batches, count the target tokens of all of them across
 all processes, give each micro-batch's loss as sum / that count (times the number of processes, since DDP, FSDP2 and
 DeepSpeed average gradients over processes; times the accumulation count under DeepSpeed, whose engine divides by
-it), synchronise gradients on the last micro-batch only, clip, step. With `training.context_parallel`, each
-micro-batch is first cut to this rank's slice of every row (`context_parallel.shard_batch`), and targets are counted
-on the slices. Callbacks are `transformers.TrainerCallback`s driven through transformers' `CallbackHandler`, so
-recipe sections (publishing, domain evaluation) and TensorBoard plug in as they would into a Trainer.
+it), synchronise gradients on the last micro-batch only, clip, step. With `training.context_parallel` (of the step's
+stage: `run.attention.use` switches the model's attention where it changes), each micro-batch is first cut to this
+rank's slice of every row (`context_parallel.shard_batch`), and targets are counted on the slices. Callbacks are
+`transformers.TrainerCallback`s driven through transformers' `CallbackHandler`, so recipe sections (publishing,
+domain evaluation) and TensorBoard plug in as they would into a Trainer.
 
 Why there is no Trainer entry any more: Trainer's checkpoints could only be made sharded, resumable on another
 world size and complete (`save_pretrained` folders under FSDP) by overriding its private saving methods, and its
@@ -85,7 +86,9 @@ class TrainingEngine:
 
     # ------------------------------------------------------------------ one step
     def _count_targets(self, micro_batches) -> torch.Tensor:
-        local = sum(count_targets(batch) for batch in micro_batches)  # of a context-parallel slice: its own
+        # of a context-parallel slice: its own; the slices of a group add up to their rows' count, and the groups
+        # read distinct rows, so the sum over all processes counts every target of the global batch once
+        local = sum(count_targets(batch) for batch in micro_batches)
         total = torch.tensor(local, device=self.accelerator.device)
         return self.accelerator.reduce(total, reduction="sum")
 
@@ -132,8 +135,10 @@ class TrainingEngine:
             self.control = self.callback_handler.on_step_begin(self.args, self.state, self.control)
             # a stage may change the accumulation count (its batch size): the stream knows each step's
             micro_batches = [next(batches) for _ in range(run.stream.accumulation_at(self.state.global_step))]
-            if run.plan.context_parallel > 1:  # this rank's slice of every row (train/context_parallel.py)
-                context, rank = run.plan.context_parallel, accelerator.process_index
+            context = run.stream.ranks_per_row_at(self.state.global_step)  # the stage's context-parallel size
+            run.attention.use(context)
+            if context > 1:  # this rank's slice of every row (train/context_parallel.py)
+                rank = accelerator.process_index
                 micro_batches = [shard_batch(batch, rank % context, context) for batch in micro_batches]
             num_items = self._count_targets(micro_batches)
             step_loss = torch.zeros((), device=accelerator.device)
@@ -175,6 +180,7 @@ class TrainingEngine:
                 self.control.should_save = False
             if self.control.should_training_stop:
                 break
+        run.attention.use(1)  # the model's own attention again for whoever uses it after the run
         self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
         accelerator.wait_for_everyone()
         return self.state

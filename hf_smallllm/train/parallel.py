@@ -48,19 +48,20 @@ class ParallelPlan:
     parallelism: str  # single | ddp | fsdp2 | zero1 | zero2 | zero3
     sharded_by: str | None  # who applied the sharding: "accelerate", "hf_smallllm" (FSDP2 on CPU), None
     launcher: str  # python | torchrun | accelerate
-    micro_batch_rows: list[int]  # rows per micro-batch on each rank, per sequence-length phase (of the first stage)
+    micro_batch_rows: list[int]  # rows per micro-batch on each group, per sequence-length phase (of the first stage)
     seq_lens: list[int]
     gradient_accumulation_steps: int  # of the first stage
     tokens_per_step: int  # of the first stage
     device: str
     notes: list[str] = field(default_factory=list)  # fallbacks allowed by training.allow_fallback
     stages: list[str] = field(default_factory=list)  # the per-rank layout of every stage of a staged recipe
-    context_parallel: int = 1  # ranks sharing one sequence (train/context_parallel.py); world / this = data groups
+    # per stage: ranks sharing one sequence (train/context_parallel.py); world / this = data-parallel groups
+    context_parallel: list[int] = field(default_factory=lambda: [1])
 
-    @property
-    def data_parallel_size(self) -> int:
-        """Groups of ranks that read different rows (all ranks of a context-parallel group read the same ones)."""
-        return self.world_size // self.context_parallel
+    def data_parallel_size(self, stage: int = 0) -> int:
+        """Groups of ranks that read different rows in stage `stage` (the ranks of a context-parallel group read the
+        same ones)."""
+        return self.world_size // self.context_parallel[stage]
 
     @property
     def sharded(self) -> bool:
@@ -73,9 +74,13 @@ class ParallelPlan:
     def describe(self) -> str:
         rows = ", ".join(f"{r} x {s}" for r, s in zip(self.micro_batch_rows, self.seq_lens, strict=True))
         by = f" (sharded by {self.sharded_by})" if self.sharded_by else ""
-        if self.context_parallel > 1:
-            by += (f", context parallel {self.context_parallel} (DeepSpeed Ulysses: each row split over "
-                   f"{self.context_parallel} ranks, {self.data_parallel_size} data-parallel group(s))")
+        sizes = self.context_parallel
+        if len(set(sizes)) > 1:
+            by += (f", context parallel by stage {'/'.join(map(str, sizes))} (DeepSpeed Ulysses: each row split over "
+                   "that many ranks)")
+        elif sizes[0] > 1:
+            by += (f", context parallel {sizes[0]} (DeepSpeed Ulysses: each row split over {sizes[0]} ranks, "
+                   f"{self.data_parallel_size()} data-parallel group(s))")
         return (f"{self.parallelism}{by} on {self.world_size} process(es) = {self.nodes} node(s) x "
                 f"{self.ranks_per_node} rank(s) per node, {self.device}, launched by {self.launcher}; per rank: "
                 f"micro-batches of {rows} tokens, {self.gradient_accumulation_steps} accumulation step(s); "
@@ -119,9 +124,25 @@ def _micro_rows(tokens_per_step: int, seq_lens: list[int], accumulation: int, wo
     return [tokens_per_step // seq_len // (accumulation * world) for seq_len in seq_lens]
 
 
+def stage_context_parallel(recipe, world: int) -> list[int]:
+    """Each stage's `training.context_parallel` (ranks sharing one row), or a one-line refusal where one does not
+    divide the `world` processes. The model's side (heads, row lengths) is `context_parallel.check_context_parallel`."""
+    stages = recipe.stage_plans
+    sizes = []
+    for stage in stages:
+        size = stage.training.context_parallel
+        if world % size:
+            where = f"stage {stage.name!r}: " if len(stages) > 1 else ""
+            raise RecipeError(f"{where}training.context_parallel={size} does not divide the {world} process(es); "
+                              f"launch a multiple of {size}")
+        sizes.append(size)
+    return sizes
+
+
 def plan_parallelism(accelerator, recipe, layouts) -> ParallelPlan:
-    """Decide what this run does (see the module docstring). `layouts` is the stream's per-stage (name, tokens per
-    step, row lengths, accumulation)."""
+    """Decide what this run does (see the module docstring). `layouts` is the stream's per-stage
+    `data.stream.StageLayout` (name, tokens per step, row lengths, accumulation, ranks per row), built for sizes
+    that `stage_context_parallel` accepted."""
     from accelerate.utils import DistributedType
 
     training = recipe.training
@@ -169,25 +190,27 @@ def plan_parallelism(accelerator, recipe, layouts) -> ParallelPlan:
     else:
         parallelism, sharded_by = ("ddp" if world > 1 else "single"), None
 
-    context = training.context_parallel
-    if world % context:
-        raise RecipeError(f"training.context_parallel={context} does not divide the {world} process(es); launch a "
-                          f"multiple of {context}")
     ranks_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world if world == 1 else 0)) or world
     nodes = max(1, world // ranks_per_node)
     # the ranks of a context-parallel group share rows: rows per micro-batch count data-parallel groups only
-    groups = world // context
-    _, tokens, seq_lens, accumulation = layouts[0]
+    first = layouts[0]
     stages = []
-    for name, stage_tokens, stage_lens, stage_accumulation in layouts:
-        rows = ", ".join(f"{r} x {s}" for r, s in zip(_micro_rows(stage_tokens, stage_lens, stage_accumulation, groups),
-                                                      stage_lens, strict=True))
-        stages.append(f"{name}: {rows} tokens x {stage_accumulation} = {stage_tokens:,d} per step")
+    for layout in layouts:
+        groups = world // layout.ranks_per_row
+        rows = ", ".join(f"{r} x {s}" for r, s in zip(
+            _micro_rows(layout.tokens_per_step, layout.seq_lens, layout.accumulation, groups), layout.seq_lens,
+            strict=True))
+        split = (f", each row over {layout.ranks_per_row} ranks ({groups} data-parallel group(s))"
+                 if layout.ranks_per_row > 1 else "")
+        stages.append(f"{layout.name}: {rows} tokens x {layout.accumulation} = {layout.tokens_per_step:,d} per "
+                      f"step{split}")
     return ParallelPlan(world_size=world, ranks_per_node=ranks_per_node, nodes=nodes, parallelism=parallelism,
                         sharded_by=sharded_by, launcher=launcher_name(),
-                        micro_batch_rows=_micro_rows(tokens, seq_lens, accumulation, groups), seq_lens=list(seq_lens),
-                        gradient_accumulation_steps=accumulation, tokens_per_step=tokens,
-                        device=str(accelerator.device), notes=notes, stages=stages, context_parallel=context)
+                        micro_batch_rows=_micro_rows(first.tokens_per_step, first.seq_lens, first.accumulation,
+                                                     world // first.ranks_per_row),
+                        seq_lens=list(first.seq_lens), gradient_accumulation_steps=first.accumulation,
+                        tokens_per_step=first.tokens_per_step, device=str(accelerator.device), notes=notes,
+                        stages=stages, context_parallel=[layout.ranks_per_row for layout in layouts])
 
 
 def check_shared_storage(output_dir: Path, paths: list[str | os.PathLike] = ()) -> None:
@@ -256,4 +279,4 @@ def write_run_info(output_dir: Path, plan: ParallelPlan, extra: dict | None = No
 
 
 __all__ = ["PARALLELISMS", "RUN_INFO_NAME", "ParallelPlan", "check_shared_storage", "end_process_group", "env_flag",
-           "launcher_name", "plan_parallelism", "requested_parallelism", "write_run_info"]
+           "launcher_name", "plan_parallelism", "requested_parallelism", "stage_context_parallel", "write_run_info"]

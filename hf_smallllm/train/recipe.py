@@ -9,9 +9,9 @@ that holds it; unknown keys, wrong types and inconsistent values fail at load ti
 
 A recipe may also be cut into `stages` (TinyLlama v1.1's general pretraining, domain continual pretraining and
 cooldown; Skywork-13B's two stages): each stage runs `steps` optimizer steps and may set the keys in `STAGE_KEYS`
-(its batch, data mix, row length, packing, accumulation and lr segment); every key it leaves out is the base
-recipe's. A stage that sets `schedule` or `optimizer.lr` runs its own lr segment over its own steps; the others
-follow the run-wide `schedule`, which spans all stages. docs/pretraining.md describes the format.
+(its batch, data mix, row length, packing, accumulation, context-parallel size and lr segment); every key it
+leaves out is the base recipe's. A stage that sets `schedule` or `optimizer.lr` runs its own lr segment over its own
+steps; the others follow the run-wide `schedule`, which spans all stages. docs/pretraining.md describes the format.
 
 Shipped recipes live in `training/recipes/` and, for use after a wheel install, in
 `hf_smallllm/resources/recipes/`; `load_recipe("tiny-tinyllama")` finds a shipped recipe by name.
@@ -47,7 +47,7 @@ STAGE_KEYS = {
     "data": ("mixture", "seq_len", "sequence_length", "tokens_per_step", "packing"),
     "schedule": ("type", "warmup_steps", "min_lr_ratio", "decay_until"),
     "optimizer": ("lr",),
-    "training": ("gradient_accumulation_steps",),
+    "training": ("gradient_accumulation_steps", "context_parallel"),
 }
 STAGE_FIELDS = ("name", "steps", *STAGE_KEYS)
 
@@ -123,7 +123,7 @@ class TrainingSection:
     allow_fallback: bool = False  # run anyway (with a warning) when the requested parallelism is not in effect
     # ranks that share one sequence, each holding a contiguous slice of every row (context parallelism through
     # DeepSpeed's Ulysses attention, train/context_parallel.py); 1 = off. Must divide the processes, the heads and
-    # every row length
+    # every row length; a stage may set its own (long-context stages split only their longest rows)
     context_parallel: int = 1
     tensorboard: bool = True
     progress_bar: bool = True
@@ -330,6 +330,7 @@ def _validate_stage(stage: Stage, path: str) -> None:
     _validate_rows(data, f"{path}.data")
     if stage.training.gradient_accumulation_steps < 1:
         raise RecipeError(f"{path}.training.gradient_accumulation_steps must be at least 1")
+    _validate_context_parallel(stage.training.context_parallel, data, f"{path}.training.context_parallel")
     names = [source["name"] for source in data.sources]
     try:
         MixtureSchedule(stage.mixture_phases, stage.steps, sources=names)
@@ -356,6 +357,14 @@ def _validate_rows(data: "DataSection", path: str) -> None:
                               f"{phase['seq_len']}")
     if data.packing not in ("document", "causal"):
         raise RecipeError(f"{path}.packing={data.packing!r}; choose 'document' or 'causal'")
+
+
+def _validate_context_parallel(size: int, data: "DataSection", path: str) -> None:
+    if size < 1:
+        raise RecipeError(f"{path}={size} must be at least 1 (1 = off)")
+    for phase in seq_len_phases(data):
+        if phase["seq_len"] % size:
+            raise RecipeError(f"{path}={size} does not divide the row length {phase['seq_len']}")
 
 
 def _validate_schedule(schedule: "ScheduleSection", steps: int, path: str, steps_name: str) -> None:
@@ -419,12 +428,7 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"training.precision={training.precision!r}; choose one of {PRECISIONS}")
     if training.parallelism not in PARALLELISMS:
         raise RecipeError(f"training.parallelism={training.parallelism!r}; choose one of {PARALLELISMS}")
-    if training.context_parallel < 1:
-        raise RecipeError(f"training.context_parallel={training.context_parallel} must be at least 1 (1 = off)")
-    for phase in recipe.seq_len_phases:
-        if phase["seq_len"] % training.context_parallel:
-            raise RecipeError(f"training.context_parallel={training.context_parallel} does not divide the row "
-                              f"length {phase['seq_len']}")
+    _validate_context_parallel(training.context_parallel, data, "training.context_parallel")
     if training.save_steps < 1 or training.logging_steps < 1:
         raise RecipeError("training.save_steps and training.logging_steps must be at least 1")
     _validate_stability(recipe.stability, opt, training)

@@ -3,8 +3,10 @@
 1. The `Accelerator` (it starts the process group under torchrun / accelerate launch).
 2. The shared-storage check (`parallel.check_shared_storage`), then the checkpoint to resume from: every rank must
    see the same run folder before any of them decides anything from it.
-3. Seed, tokenizer, model (`build.build_model`), data stream of this rank (`build.build_stream`), the stability hooks.
-4. The parallel plan (`parallel.plan_parallelism`): what was asked for, what is in effect, or a one-line refusal.
+3. Seed, tokenizer, model (`build.build_model`), data stream of this rank (`build.build_stream`; the ranks of a
+   stage's context-parallel group read the same rows), the stability hooks.
+4. The parallel plan (`parallel.plan_parallelism`): what was asked for, what is in effect, or a one-line refusal;
+   the attention of every stage's context-parallel size (`context_parallel.StageAttention`), checked and grouped.
 5. Sharding and wrapping: FSDP2 on CPU processes by `fsdp.apply_fsdp2` (accelerate cannot shard there), otherwise
    `accelerator.prepare` (DDP, accelerate's FSDP2 plugin, or the DeepSpeed engine). The optimizer is built on the
    parameters as they will be trained (after our own sharding; before accelerate's, which swaps them in place).
@@ -25,7 +27,14 @@ from ..runfiles import METRICS_NAME, RECIPE_NAME, truncate_metrics, write_text_a
 from .build import build_callbacks, build_model, build_stream, load_tokenizer
 from .callbacks import RunLogger
 from .checkpointer import Checkpointer, checkpoint_global_step, deepspeed_world_size_changes, resolve_resume
-from .parallel import ParallelPlan, check_shared_storage, env_flag, plan_parallelism, write_run_info
+from .parallel import (
+    ParallelPlan,
+    check_shared_storage,
+    env_flag,
+    plan_parallelism,
+    stage_context_parallel,
+    write_run_info,
+)
 from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger(__name__)
@@ -48,6 +57,7 @@ class Run:
     callbacks: list = field(default_factory=list)
     spike_skipper: object = None
     resume_from: Path | None = None
+    attention: object = None  # context_parallel.StageAttention: the engine sets each step's context-parallel size
 
     @property
     def output_dir(self) -> Path:
@@ -124,7 +134,7 @@ def build_run(recipe: Recipe, resume: bool | str = False, extra_callbacks: list 
 def _build_locked_run(recipe: Recipe, resume, extra_callbacks, accelerator, args, lock) -> Run:
     from transformers import set_seed
 
-    from .context_parallel import enable_context_parallel
+    from .context_parallel import StageAttention
     from .fsdp import apply_fsdp2
     from .lr_schedules import build_lr_scheduler
     from .optim import build_optimizer
@@ -137,12 +147,12 @@ def _build_locked_run(recipe: Recipe, resume, extra_callbacks, accelerator, args
     set_seed(training.seed)  # the initial weights depend on it: the same on every rank
     tokenizer = load_tokenizer(recipe)
     model = build_model(recipe, tokenizer)
-    context = training.context_parallel  # the ranks of a context-parallel group read the same rows
-    stream = build_stream(recipe, tokenizer, world_size=max(1, accelerator.num_processes // context),
-                          rank=accelerator.process_index // context)
+    stage_context_parallel(recipe, accelerator.num_processes)  # a one-line refusal before the stream's own check
+    stream = build_stream(recipe, tokenizer, world_size=accelerator.num_processes, rank=accelerator.process_index)
     plan = plan_parallelism(accelerator, recipe, stream.layouts)
-    # every stage's row lengths must split evenly over the group: a one-line refusal or nothing, before sharding
-    enable_context_parallel(model, context, seq_lens=sorted({n for _, _, lens, _ in stream.layouts for n in lens}))
+    # every stage's size must fit the heads and split its row lengths evenly: a one-line refusal or nothing, and
+    # every group created, before sharding
+    attention = StageAttention(model, [(layout.ranks_per_row, layout.seq_lens) for layout in stream.layouts])
     if accelerator.is_main_process:
         logger.info("parallelism: %s", plan.describe())
     spike_skipper = build_stability(recipe, model, is_main_process=accelerator.is_main_process)
@@ -199,7 +209,7 @@ def _build_locked_run(recipe: Recipe, resume, extra_callbacks, accelerator, args
     return Run(recipe=recipe, accelerator=accelerator, plan=plan, model=wrapped, unwrapped=unwrapped,
                tokenizer=tokenizer, stream=stream, optimizer=optimizer, lr_scheduler=lr_scheduler,
                checkpointer=checkpointer, lock=lock, args=args, callbacks=callbacks,
-               spike_skipper=spike_skipper, resume_from=resume_from)
+               spike_skipper=spike_skipper, resume_from=resume_from, attention=attention)
 
 
 __all__ = ["Run", "build_run", "make_accelerator"]

@@ -1,6 +1,6 @@
 """The batch stream: mixture proportions per phase, constant tokens per step across a length switch, process
-slicing equal to one process, and exact resume at step boundaries (on-the-fly sources; prepared shards are tested
-in test_prepared.py)."""
+slicing equal to one process (per stage also when a stage's rows are shared by context-parallel groups), and exact
+resume at step boundaries (on-the-fly sources; prepared shards are tested in test_prepared.py)."""
 
 import math
 
@@ -13,6 +13,7 @@ from hf_smallllm.data import (
     OnTheFlyTokens,
     PackedBatchStream,
     SequenceLengthSchedule,
+    StreamStage,
     realised_proportions,
 )
 
@@ -111,3 +112,61 @@ def test_stream_rejects_layouts_that_do_not_divide(corpus_tokenizer):
         MixtureSchedule([{"until": 1.0, "weights": {"web": 1.0}}], 10, sources=["general"])
     with pytest.raises(ValueError, match="must divide"):
         SequenceLengthSchedule([{"until": 1.0, "seq_len": 100}], 10, 512)
+
+
+def staged_stream(tokenizer, ranks_per_row=(1, 2), world_size=1, rank=0, tokens_per_step=512, seq_lens=(64, 128)):
+    """Two stages of 2 steps at `tokens_per_step`: rows of `seq_lens[0]` tokens in 2 micro-batches per step, then
+    rows of `seq_lens[1]` in 1, each stage's rows shared by `ranks_per_row` consecutive processes."""
+    sources = {name: OnTheFlyTokens(DocumentSource(name, path, split_by=split), tokenizer)
+               for name, (path, split) in SOURCES.items()}
+    weights = [{"until": 1.0, "weights": {"general": 0.5, "stem": 0.5}}]
+    stages = [StreamStage(f"stage{index}", 2, MixtureSchedule(weights, 2),
+                          SequenceLengthSchedule([{"until": 1.0, "seq_len": seq_len}], 2, tokens_per_step),
+                          accumulation=2 if index == 0 else 1, ranks_per_row=size)
+              for index, (seq_len, size) in enumerate(zip(seq_lens, ranks_per_row, strict=True))]
+    return PackedBatchStream(sources, None, None, 4, world_size=world_size, rank=rank,
+                             eos_token_id=tokenizer.eos_token_id, stages=stages)
+
+
+def test_a_stage_s_context_parallel_groups_read_the_same_rows(corpus_tokenizer):
+    """On 4 processes, stage 1 (8 rows of 64 in 2 micro-batches) gives each process its own row per micro-batch;
+    stage 2's 4 rows of 128 are shared by pairs of processes (ranks 0-1 read group 0's 2 rows, ranks 2-3 group 1's),
+    and together they are the rows of one process reading both stages whole, in order."""
+    single = staged_stream(corpus_tokenizer, ranks_per_row=(1, 1))
+    ranks = [staged_stream(corpus_tokenizer, world_size=4, rank=rank) for rank in range(4)]
+    assert [ranks[0].ranks_per_row_at(step) for step in range(4)] == [1, 1, 2, 2]
+    assert [layout.ranks_per_row for layout in ranks[0].layouts] == [1, 2]
+    whole = iter(single)
+    parts = [iter(stream) for stream in ranks]
+    for step in range(4):
+        if step < 2:  # micro-batch m of rank r holds global row m x 4 + r
+            expected = torch.cat([next(whole)["input_ids"] for _ in range(2)])
+            got = [[next(part)["input_ids"] for _ in range(2)] for part in parts]
+            assert all(batch.shape == (1, 64) for batches in got for batch in batches)
+            assert torch.equal(torch.cat([got[r][m] for m in range(2) for r in range(4)]), expected), step
+        else:  # group g (ranks 2g, 2g + 1) reads global rows 2g, 2g + 1
+            expected = next(whole)["input_ids"]
+            got = [next(part)["input_ids"] for part in parts]
+            assert all(batch.shape == (2, 128) for batch in got)
+            assert torch.equal(got[0], got[1]) and torch.equal(got[2], got[3]), step
+            assert torch.equal(torch.cat([got[0], got[2]]), expected), step
+    # a process resumed at the switch (step 2) or inside the shared stage (step 3) continues with the same rows
+    straight = [batch["input_ids"] for batch in staged_stream(corpus_tokenizer, world_size=4, rank=3)]
+    for stop, done in ((2, 4), (3, 5)):  # micro-batches before the stop: 2 per step of stage 1, then 1
+        reference = staged_stream(corpus_tokenizer, world_size=4, rank=3)
+        reference.seek(stop)
+        resumed = staged_stream(corpus_tokenizer, world_size=4, rank=3)
+        resumed.load_state_dict(reference.state_dict())
+        rest = [batch["input_ids"] for batch in resumed]
+        assert len(rest) == len(straight) - done
+        assert all(torch.equal(a, b) for a, b in zip(rest, straight[done:], strict=True)), stop
+
+
+def test_shared_rows_that_do_not_divide_are_refused(corpus_tokenizer):
+    with pytest.raises(ValueError, match=r"stage 'stage1': ranks_per_row=2 does not divide the 3 process\(es\)"):
+        staged_stream(corpus_tokenizer, world_size=3)
+    # one row of 512 per step: 2 groups of 2 cannot share it out; one group of 4 can
+    with pytest.raises(ValueError, match=r"stage 'stage1': 1 rows of 512 tokens per step cannot be split into 1 "
+                                         r"accumulation steps x 2 groups of 2 processes reading the same rows"):
+        staged_stream(corpus_tokenizer, world_size=4, seq_lens=(64, 512))
+    staged_stream(corpus_tokenizer, ranks_per_row=(1, 4), world_size=4, seq_lens=(64, 512))

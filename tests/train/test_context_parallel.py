@@ -1,9 +1,12 @@
 """Context parallelism (train/context_parallel.py): a sequence split over ranks gives the loss and gradients of the
 unsplit row. The split maths (positions, shifted labels, target counts, whole-sequence masks) are checked in one
 process; the real engine (DeepSpeed's Ulysses all-to-all on gloo) runs every family's attention on 2 and 4 CPU
-ranks against the unsplit run (tests/train/distributed_worker.py `context_parallel`)."""
+ranks against the unsplit run (tests/train/distributed_worker.py `context_parallel`). Stages may use their own sizes:
+a 2-rank run that splits only its middle stage trains like one process and resumes exactly across the switch."""
 
+import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -11,7 +14,9 @@ import torch
 from hf_smallllm import preset_config
 from hf_smallllm.data.packing import pack_rows
 from hf_smallllm.train.context_parallel import (
+    ATTENTION_NAME,
     ContextParallelError,
+    StageAttention,
     check_context_parallel,
     context_parallel_refusal,
     count_targets,
@@ -126,16 +131,24 @@ def test_pretraining_with_context_parallel_matches_one_process(tiny_recipe, tmp_
     torchrun("training/pretrain.py", "--recipe", str(split_path), retry_abort_after_removing=tmp_path / "split")
     assert_same_run(tmp_path / "split", tmp_path / "single", 3, loss_tol=1e-5, weight_tol=1e-5)
     plan = json.loads((tmp_path / "split" / "run.json").read_text())["parallel"]
-    assert plan["context_parallel"] == 2 and plan["micro_batch_rows"] == [2]
+    assert plan["context_parallel"] == [2] and plan["micro_batch_rows"] == [2]
     state = json.loads((tmp_path / "split" / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["num_input_tokens_seen"] == 3 * 256  # each token counted once, not once per rank
 
 
+def _with_stage_sizes(stages: list[dict], sizes: list[int]) -> list[dict]:
+    """`stages` with each stage's `training.context_parallel` set to the size given for it."""
+    stages = copy.deepcopy(stages)
+    for stage, size in zip(stages, sizes, strict=True):
+        stage.setdefault("training", {})["context_parallel"] = size
+    return stages
+
+
 @pytest.mark.slow
 def test_tiny_long_chuxin_stages_on_two_ranks_match_one_process(tokenizer_dir, tmp_path):
-    """The shipped tiny-long-chuxin recipe (three stages, rows split over 2 ranks) at small lengths, sharded with
-    FSDP2 as long-chuxin is on GPUs: the sequence length changes mid-run, each stage's rows are split, and the run
-    equals one process reading whole rows."""
+    """The shipped tiny-long-chuxin recipe (three stages; whole rows, then the longest split over 2 ranks) at small
+    lengths, sharded with FSDP2 as long-chuxin is on GPUs: the row length and the context-parallel size change
+    mid-run, and the run equals one process reading whole rows."""
     import yaml
 
     from hf_smallllm.train import run_pretraining
@@ -143,23 +156,122 @@ def test_tiny_long_chuxin_stages_on_two_ranks_match_one_process(tokenizer_dir, t
 
     from .test_distributed import assert_same_run
 
+    shipped = load_recipe("tiny-long-chuxin")
+    assert [stage.training.context_parallel for stage in shipped.stage_plans] == [1, 1, 2]
+    # the shipped stages at 64 -> 128 -> 512 tokens (1:2:8), 2 + 2 + 1 steps
+    stages = copy.deepcopy(shipped.stages)
+    for stage, steps, seq_len in zip(stages, (2, 2, 1), (64, 128, 512), strict=True):
+        stage.update(steps=steps, data={**stage.get("data", {}), "seq_len": seq_len})
     overrides = {"tokenizer": str(tokenizer_dir), "training.max_steps": 5, "training.save_steps": 5,
                  "training.logging_steps": 1, "schedule.warmup_steps": 1, "training.progress_bar": False,
-                 "training.tensorboard": False, "data.tokens_per_step": 512,
-                 "data.sequence_length": [{"until": 0.4, "seq_len": 64}, {"until": 0.8, "seq_len": 128},
-                                          {"until": 1.0, "seq_len": 512}]}
-    shipped = load_recipe("tiny-long-chuxin")
-    assert shipped.training.context_parallel == 2 and len(shipped.data.sequence_length) == 3
+                 "training.tensorboard": False, "data.tokens_per_step": 512, "data.seq_len": 64, "stages": stages}
     split = load_recipe(shipped, {**overrides, "training.output_dir": str(tmp_path / "split"),
                                   "training.parallelism": "fsdp2"})
     path = tmp_path / "split.yaml"
     path.write_text(yaml.safe_dump(split.to_dict()))
     torchrun("training/pretrain.py", "--recipe", str(path), retry_abort_after_removing=tmp_path / "split")
     run_pretraining(load_recipe(shipped, {**overrides, "training.output_dir": str(tmp_path / "single"),
-                                          "training.context_parallel": 1}))
+                                          "stages": _with_stage_sizes(stages, [1, 1, 1])}))
     assert_same_run(tmp_path / "split", tmp_path / "single", 5, loss_tol=1e-5, weight_tol=1e-5)
     plan = json.loads((tmp_path / "split" / "run.json").read_text())["parallel"]
-    assert plan["seq_lens"] == [64, 128, 512] and plan["context_parallel"] == 2 and plan["parallelism"] == "fsdp2"
+    assert plan["context_parallel"] == [1, 1, 2] and plan["parallelism"] == "fsdp2"
+
+
+def stage_sizes_recipe(tiny_recipe, sizes=(1, 2, 1)) -> dict:
+    """The tiny recipe in three stages with the given context-parallel sizes: 4 rows of 64 tokens, then 2 rows of
+    128 (the split stage), then 4 rows of 64 again; 2 micro-batches per step. The model has one key/value head, so
+    Ulysses over 2 ranks replicates it (and rewrites the attention modules' query heads per key/value head, which the
+    whole-row stage after it must undo)."""
+    recipe = copy.deepcopy(tiny_recipe)
+    del recipe["training"]["max_steps"]
+    recipe["model"]["config"] = {"num_key_value_heads": 1}
+    recipe["training"].update(save_steps=1, logging_steps=1)
+    recipe["stages"] = _with_stage_sizes([{"name": "whole", "steps": 2},
+                                          {"name": "split", "steps": 2, "data": {"seq_len": 128}},
+                                          {"name": "whole-again", "steps": 1}], list(sizes))
+    return recipe
+
+
+@pytest.mark.slow
+def test_a_stage_split_over_two_ranks_trains_like_one_process_and_resumes_exactly(tiny_recipe, tmp_path):
+    """Stages with context parallelism 1, 2, 1 on 2 gloo ranks: the middle stage's rows are split (one data-parallel
+    group), the others are read whole by 2 data-parallel ranks; the attention switches at both boundaries. Losses
+    and weights equal one process reading whole rows, and a run resumed on 2 ranks from a checkpoint of the first
+    stage continues into the split stage exactly as the uninterrupted run."""
+    import yaml
+
+    from hf_smallllm.train import run_pretraining
+
+    from .test_distributed import assert_same_run
+
+    single = stage_sizes_recipe(tiny_recipe, (1, 1, 1))
+    single["training"]["output_dir"] = str(tmp_path / "single")
+    run_pretraining(single)
+    split = stage_sizes_recipe(tiny_recipe)
+    split["training"]["output_dir"] = str(tmp_path / "split")
+    path = tmp_path / "split.yaml"
+    path.write_text(yaml.safe_dump(split))
+    torchrun(WORKER, "pretrain", str(path))
+    # weights within 5e-5: AdamW's first steps divide by the root of tiny second moments, which magnifies the last
+    # bits of a gradient summed over 2 processes (measured: 9.8e-6 after step 1, before any split; 1.3e-5 at the end)
+    assert_same_run(tmp_path / "split", tmp_path / "single", 5, loss_tol=1e-5, weight_tol=5e-5)
+    plan = json.loads((tmp_path / "split" / "run.json").read_text())["parallel"]
+    assert plan["context_parallel"] == [1, 2, 1] and plan["micro_batch_rows"] == [1]
+    assert "each row over 2 ranks (1 data-parallel group(s))" in plan["stages"][1]
+    state = json.loads((tmp_path / "split" / "checkpoint-5" / "trainer_state.json").read_text())
+    assert state["num_input_tokens_seen"] == 5 * 256  # each token counted once, split or not
+
+    # checkpoint 1 (inside the first stage) alone, resumed on 2 ranks: steps 2-5 cross into the split stage and out
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(tmp_path / "split" / "checkpoint-1", resumed / "checkpoint-1")
+    shutil.copy(tmp_path / "split" / "metrics.jsonl", resumed / "metrics.jsonl")
+    path = tmp_path / "resumed.yaml"
+    path.write_text(yaml.safe_dump({**split, "training": {**split["training"], "output_dir": str(resumed)}}))
+    torchrun(WORKER, "pretrain", str(path), "--resume")
+    assert_same_run(resumed, tmp_path / "split", 5)
+
+
+def test_stage_sizes_are_checked_in_one_line(tiny_recipe):
+    from hf_smallllm.train import run_pretraining
+    from hf_smallllm.train.recipe import RecipeError, load_recipe
+
+    recipe = stage_sizes_recipe(tiny_recipe, (1, 3, 1))
+    with pytest.raises(RecipeError, match=r"^stages\[1\].training.context_parallel=3 does not divide the row length "
+                                          r"128$"):
+        load_recipe(recipe)
+    with pytest.raises(RecipeError, match=r"stages\[2\].training.context_parallel=0 must be at least 1"):
+        load_recipe(stage_sizes_recipe(tiny_recipe, (1, 2, 0)))
+    with pytest.raises(RecipeError, match=r"^stage 'split': training.context_parallel=2 does not divide the 1 "
+                                          r"process\(es\); launch a multiple of 2$"):
+        run_pretraining(stage_sizes_recipe(tiny_recipe))
+
+
+def test_stage_attention_switches_to_the_model_s_own_attention_and_head_groups(monkeypatch):
+    """`StageAttention.use`: a size routes the attention through its Ulysses function, 1 routes it back to the
+    model's own implementation with the query heads per key/value head that Ulysses may have rewritten restored; a
+    size the run did not prepare is refused."""
+    from hf_smallllm import FAMILIES
+    from hf_smallllm.models.attention_smallllm import ATTENTION_FUNCTIONS
+
+    model = FAMILIES["tinyllama"].causal_lm_class(preset_config("tinyllama", "tiny", attn_implementation="eager"))
+    attention = StageAttention(model, [(1, [64])])  # whole rows only: no process group needed
+    attention.use(1)
+    assert model.config._attn_implementation == "eager"
+    with pytest.raises(ContextParallelError, match=r"context parallelism 2 was not prepared for this run \(sizes "
+                                                   r"\[1\]\)"):
+        attention.use(2)
+    ulysses = object()  # stands for the size's UlyssesAttention (a real one needs 2 ranks: the torchrun tests)
+    monkeypatch.setitem(attention._ulysses, 2, ulysses)
+    monkeypatch.setitem(ATTENTION_FUNCTIONS._local_mapping, ATTENTION_NAME, None)  # undone after the test
+    attention.use(2)
+    assert model.config._attn_implementation == ATTENTION_NAME and ATTENTION_FUNCTIONS[ATTENTION_NAME] is ulysses
+    layers = [layer.self_attn for layer in model.model.layers]
+    for layer in layers:
+        layer.num_key_value_groups = 1  # as Ulysses leaves it after replicating key/value heads
+    attention.use(1)
+    assert model.config._attn_implementation == "eager" and attention.size == 1
+    assert {layer.num_key_value_groups for layer in layers} == {4 // 2}  # 4 heads, 2 key/value heads
 
 
 @pytest.mark.slow
@@ -177,7 +289,7 @@ def test_context_parallel_under_deepspeed_zero(tiny_recipe, tmp_path):
     accelerate_deepspeed(1, 2, "training/pretrain.py", "--recipe", str(split_path))
     assert_same_run(tmp_path / "zero", tmp_path / "single", 3, loss_tol=1e-5, weight_tol=1e-5)
     plan = json.loads((tmp_path / "zero" / "run.json").read_text())["parallel"]
-    assert plan["parallelism"] == "zero1" and plan["context_parallel"] == 2
+    assert plan["parallelism"] == "zero1" and plan["context_parallel"] == [2]
 
 
 def test_recipe_and_launch_refusals_are_one_line(tiny_recipe, tmp_path):

@@ -98,17 +98,26 @@ def test_estimate_matches_measured_peak_on_cpu(length, hidden, inter):
 
 
 def test_long_chuxin_recipe_layout_fits_its_cluster():
-    """long-chuxin on the 32 GPUs its comments name: every stage's rows divide among the data-parallel groups, and
-    the memory plan of that layout fits an H100-80GB."""
+    """long-chuxin on the 32 GPUs its comments name: every stage's rows divide among its data-parallel groups, the
+    memory plan of that layout fits an H100-80GB, and each stage's context-parallel size is the plan's choice (the
+    smallest that fits and leaves every group a row)."""
     from hf_smallllm.train.memory_plan import H100_80GB_GIB
     from hf_smallllm.train.recipe import load_recipe
 
     recipe = load_recipe("long-chuxin")
-    gpus, context = 32, recipe.training.context_parallel
+    gpus = 32
     config = preset_config("chuxin", "published", **recipe.model.config)
-    for phase in recipe.data.sequence_length:
-        rows, groups = recipe.data.tokens_per_step // phase["seq_len"], gpus // context
-        per_group = rows // (recipe.training.gradient_accumulation_steps * groups)
-        assert per_group >= 1 and rows % (recipe.training.gradient_accumulation_steps * groups) == 0, phase
+    for stage in recipe.stage_plans:
+        (phase,) = stage.seq_len_phases
+        context, accumulation = stage.training.context_parallel, stage.training.gradient_accumulation_steps
+        rows, groups = stage.data.tokens_per_step // phase["seq_len"], gpus // context
+        per_group = rows // (accumulation * groups)
+        assert per_group >= 1 and rows % (accumulation * groups) == 0, stage.name
         estimate = training_memory(config, phase["seq_len"], gpus, context, rows=per_group)
-        assert estimate.local_tokens == 131072 and estimate.total / GIB < H100_80GB_GIB, phase
+        assert estimate.local_tokens == 131072 and estimate.total / GIB < H100_80GB_GIB, stage.name
+        smaller = [size for size in context_parallel_sizes(config, gpus) if size < context
+                   and rows % (accumulation * gpus // size) == 0
+                   and training_memory(config, phase["seq_len"], gpus, size,
+                                       rows=rows // (accumulation * gpus // size)).total / GIB < H100_80GB_GIB]
+        assert not smaller, (stage.name, smaller)
+    assert [stage.training.context_parallel for stage in recipe.stage_plans] == [1, 1, 8]
