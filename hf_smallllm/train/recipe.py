@@ -5,7 +5,8 @@ training-stability measures, see `stability.py`), plus optional
 extension sections (`publish`, `domain_eval`; see `extensions.py`). Every field is documented on the dataclass
 that holds it; unknown keys, wrong types and inconsistent values fail at load time with the path of the field
 (`data.sources[1].weight`). Values can be overridden from the command line as `--set training.max_steps=50`
-(the value is parsed as YAML: numbers, booleans, lists).
+(the value is parsed as YAML: numbers, booleans, lists), list entries by index: `--set
+stages[2].training.context_parallel=1`.
 
 A recipe may also be cut into `stages` (TinyLlama v1.1's general pretraining, domain continual pretraining and
 cooldown; Skywork-13B's two stages): each stage runs `steps` optimizer steps and may set the keys in `STAGE_KEYS`
@@ -19,6 +20,7 @@ Shipped recipes live in `training/recipes/` and, for use after a wheel install, 
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,8 +454,12 @@ def _validate_stability(stability: StabilitySection, opt: OptimizerSection, trai
         raise RecipeError("stability.skip_loss_spikes with training.precision=fp16 needs optimizer.max_grad_norm > 0")
 
 
+_INDEXED_KEY = re.compile(r"^([A-Za-z_]\w*)\[(\d+)\]$")
+
+
 def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
-    """Apply `key.sub=value` overrides (YAML values) or a nested/dotted dict of them to a parsed recipe."""
+    """Apply `key.sub=value` overrides (YAML values) or a nested/dotted dict of them to a parsed recipe. A key may
+    index a list that the recipe has: `stages[2].training.context_parallel=1`, `data.sources[0].weight=0.5`."""
     raw = copy.deepcopy(raw)
     if not overrides:
         return raw
@@ -461,11 +467,27 @@ def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
     for dotted, value in items:
         target = raw
         keys = dotted.split(".")
-        for key in keys[:-1]:
-            if not isinstance(target.get(key, {}), dict):
+        for depth, key in enumerate(keys):
+            last = depth == len(keys) - 1
+            indexed = _INDEXED_KEY.match(key)
+            if indexed:
+                name, index = indexed.group(1), int(indexed.group(2))
+                items_here = target.get(name)
+                if not isinstance(items_here, list) or index >= len(items_here):
+                    count = len(items_here) if isinstance(items_here, list) else 0
+                    raise RecipeError(f"override {dotted}: {key} does not exist (the recipe's {name} has {count} "
+                                      f"entries, indexed from 0)")
+                if last:
+                    items_here[index] = value
+                    break
+                target = items_here[index]
+            elif last:
+                target[key] = value
+                break
+            else:
+                target = target.setdefault(key, {})
+            if not isinstance(target, dict):
                 raise RecipeError(f"override {dotted}: {key} is not a section")
-            target = target.setdefault(key, {})
-        target[keys[-1]] = value
     return raw
 
 

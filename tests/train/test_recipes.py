@@ -61,6 +61,21 @@ def test_bad_recipes_name_the_field(tiny_recipe, override, message):
     assert message in str(error.value)
 
 
+def test_overrides_reach_list_entries_by_index():
+    """`--set stages[2].training.context_parallel=1` runs tiny-long-chuxin on one process; `data.sources[0].weight`
+    changes one source; an index the recipe does not have is a one-line error naming it."""
+    staged = load_recipe("tiny-long-chuxin", ["stages[2].training.context_parallel=1"])
+    assert [stage.training.context_parallel for stage in staged.stage_plans] == [1, 1, 1]
+    assert load_recipe("tiny-long-chuxin").stage_plans[2].training.context_parallel == 2  # the file is untouched
+    weighted = load_recipe("tiny-tinyllama", ["data.sources[0].weight=0.5"])
+    assert weighted.data.sources[0]["weight"] == 0.5 and weighted.data.sources[1] == \
+        load_recipe("tiny-tinyllama").data.sources[1]
+    with pytest.raises(RecipeError, match=r"stages\[5\] does not exist \(the recipe's stages has 3 entries"):
+        load_recipe("tiny-long-chuxin", ["stages[5].steps=3"])
+    with pytest.raises(RecipeError, match="override data.sources.x: sources is not a section"):
+        load_recipe("tiny-tinyllama", ["data.sources.x=1"])
+
+
 def test_missing_sources_and_tokenizer(tiny_recipe, tmp_path):
     with pytest.raises(RecipeError, match=r"data.sources\[1\] \(shakespeare\): give 'paths' or 'dataset'"):
         load_recipe(tiny_recipe, {"data.sources": [tiny_recipe["data"]["sources"][0], {"name": "shakespeare"}]})
