@@ -75,6 +75,9 @@ class ParallelPlan:
         rows = ", ".join(f"{r} x {s}" for r, s in zip(self.micro_batch_rows, self.seq_lens, strict=True))
         by = f" (sharded by {self.sharded_by})" if self.sharded_by else ""
         sizes = self.context_parallel
+        # with rows split, the ranks of a group read the same rows: the layout is the group's (first stage's here)
+        reader = "per rank" if sizes[0] == 1 else "per context-parallel group"
+        reader += " in the first stage" if len(self.stages) > 1 else ""
         if len(set(sizes)) > 1:
             by += (f", context parallel by stage {'/'.join(map(str, sizes))} (DeepSpeed Ulysses: each row split over "
                    "that many ranks)")
@@ -82,7 +85,7 @@ class ParallelPlan:
             by += (f", context parallel {sizes[0]} (DeepSpeed Ulysses: each row split over {sizes[0]} ranks, "
                    f"{self.data_parallel_size()} data-parallel group(s))")
         return (f"{self.parallelism}{by} on {self.world_size} process(es) = {self.nodes} node(s) x "
-                f"{self.ranks_per_node} rank(s) per node, {self.device}, launched by {self.launcher}; per rank: "
+                f"{self.ranks_per_node} rank(s) per node, {self.device}, launched by {self.launcher}; {reader}: "
                 f"micro-batches of {rows} tokens, {self.gradient_accumulation_steps} accumulation step(s); "
                 f"{self.tokens_per_step:,d} tokens per optimizer step"
                 + (f"; stages: {'; '.join(self.stages)}" if len(self.stages) > 1 else ""))
