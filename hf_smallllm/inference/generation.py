@@ -47,6 +47,7 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
     """(model, tokenizer) ready for generation. Raises FileNotFoundError if no tokenizer can be found."""
     from transformers import AutoTokenizer
 
+    from . import streaming_load
     from .cpu_linear import LinearsChoice, can_pack_linears, pack_linears, pack_linears_if_faster
     from .fused_projections import fuse_projections
     from .lean_decode import prepare_lean_decoding
@@ -73,29 +74,36 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
             f"no tokenizer found in {tokenizer_path or model_path}; pass --tokenizer PATH ({err.__class__.__name__})"
         ) from err
 
-    if options.quantization.startswith("bnb-"):
-        bits = 8 if options.quantization == "bnb-8bit" else 4
-        model = load_bnb_quantized(model_path, bits, device=options.device, compute_dtype=dtype,
-                                   attn_implementation=options.attn_implementation, **hub_kwargs)
-    else:
-        model = load_model(model_path, dtype=options.dtype, device=options.device,
-                           attn_implementation=options.attn_implementation, revision=options.revision)
-    model.eval()
     fuse = options.fuse_projections
     if fuse is None:
         fuse = options.device == "cpu" and not options.compile and not options.quantization.startswith("bnb-")
     if fuse and options.compile:
         raise UsageValueError("fused projections keep Python state between calls and cannot be compiled; drop one")
-    if fuse:
-        fuse_projections(model)
-    if options.quantization == "int8":
-        if options.device != "cpu" or dtype != torch.float32:
-            raise ValueError("int8 dynamic quantization runs on CPU with float32 activations (--dtype float32)")
-        model = quantize_int8_dynamic(model)
-    if options.quantization == "int4":
-        if options.device != "cpu":
-            raise UsageValueError("int4 weight-only layers use torch's CPU kernels (--device cpu)")
-        quantize_int4_weight_only(model)
+    if options.quantization == "int4" and options.device != "cpu":
+        raise UsageValueError("int4 weight-only layers use torch's CPU kernels (--device cpu)")
+    model = None
+    if options.quantization == "int4" and not options.revision:
+        # block by block from safetensors, never the whole model in bf16; None where that does not apply
+        model = streaming_load.load_int4_streaming(model_path, dtype=dtype, fuse=fuse,
+                                                   attn_implementation=options.attn_implementation)
+    if model is None:
+        if options.quantization.startswith("bnb-"):
+            bits = 8 if options.quantization == "bnb-8bit" else 4
+            model = load_bnb_quantized(model_path, bits, device=options.device, compute_dtype=dtype,
+                                       attn_implementation=options.attn_implementation, **hub_kwargs)
+        else:
+            model = load_model(model_path, dtype=options.dtype, device=options.device,
+                               attn_implementation=options.attn_implementation, revision=options.revision)
+        model.eval()
+        if fuse:
+            fuse_projections(model)
+        if options.quantization == "int8":
+            if options.device != "cpu" or dtype != torch.float32:
+                raise ValueError("int8 dynamic quantization runs on CPU with float32 activations (--dtype float32)")
+            model = quantize_int8_dynamic(model)
+        if options.quantization == "int4":
+            quantize_int4_weight_only(model)
+    model.eval()
     if options.pack_linears:
         choice = LinearsChoice(pack_linears(model) > 0, reason="as asked")
     elif options.pack_linears is False:
