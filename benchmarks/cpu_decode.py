@@ -410,18 +410,23 @@ def _peak_rss_child(code: str, *args: str) -> list[str]:
                           env=env).stdout.split()
 
 
-# Our int4 path on the same checkpoint. Loading reads the bf16 weights before quantizing them, so the peak of the
-# whole process includes one bf16 copy; the peak while generating is taken after resetting the high-water mark
-# (Linux: writing 5 to /proc/self/clear_refs).
+# Our int4 path on the same checkpoint. `streamed` is what `load_for_inference` does: read, fuse and quantize one
+# block at a time (inference/streaming_load.py); `whole` is the reference path it replaced, the bf16 model loaded whole
+# and then quantized. The peak while generating is taken after resetting the high-water mark (Linux: writing 5 to
+# /proc/self/clear_refs).
 _RSS_CHILD_INT4 = """
-import sys, torch
-from hf_smallllm.inference import InferenceOptions, load_for_inference
+import sys, time, torch
+from hf_smallllm.inference import InferenceOptions, load_for_inference, streaming_load
 from hf_smallllm.inference.lean_decode import greedy_decode
+if sys.argv[2] == "whole":
+    streaming_load.load_int4_streaming = lambda *args, **kwargs: None
 def status():
     return {k: int(v.split()[0]) * 1024 for k, v in (l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
             if k in ("VmHWM", "VmRSS")}
+started = time.perf_counter()
 model, _ = load_for_inference(sys.argv[1], InferenceOptions(dtype="bfloat16", quantization="int4",
                                                             pack_linears=False))
+seconds = time.perf_counter() - started
 loaded = status()
 try:
     open("/proc/self/clear_refs", "w").write("5")
@@ -430,7 +435,7 @@ except OSError:
     reset = False
 result = greedy_decode(model, torch.arange(3, 67).view(1, -1), 32)
 after = status()
-print(result.decode_tokens_per_second, loaded["VmHWM"], loaded["VmRSS"], after["VmHWM"] if reset else -1)
+print(result.decode_tokens_per_second, loaded["VmHWM"], loaded["VmRSS"], after["VmHWM"] if reset else -1, seconds)
 """
 
 
@@ -449,9 +454,11 @@ def btlm_4bit(work: Path, args) -> dict:
     if llama_cpp_available() and not args.skip_llama_cpp:
         out = _peak_rss_child(_RSS_CHILD, str(path))
         result.update(decode_tokens_per_second=float(out[0]), peak_rss_bytes=int(out[1]))
-    out = _peak_rss_child(_RSS_CHILD_INT4, str(folder))
-    result["ours_int4"] = {"decode_tokens_per_second": float(out[0]), "peak_rss_bytes_with_loading": int(out[1]),
-                           "rss_bytes_after_loading": int(out[2]), "peak_rss_bytes_while_generating": int(out[3])}
+    for key, mode in (("ours_int4_whole_load", "whole"), ("ours_int4", "streamed")):
+        out = _peak_rss_child(_RSS_CHILD_INT4, str(folder), mode)
+        result[key] = {"decode_tokens_per_second": float(out[0]), "peak_rss_bytes_with_loading": int(out[1]),
+                       "rss_bytes_after_loading": int(out[2]), "peak_rss_bytes_while_generating": int(out[3]),
+                       "load_seconds": float(out[4])}
     return result
 
 
@@ -560,12 +567,14 @@ def main(argv=None) -> int:
             markdown += (f"\nBTLM-3B q4_0 GGUF: {b['gguf_bytes'] / 1e9:.2f} GB"
                          + (f"; llama.cpp peak RSS while generating {b['peak_rss_bytes'] / 1e9:.2f} GB, "
                             f"{b['decode_tokens_per_second']:.1f} tok/s" if "peak_rss_bytes" in b else "") + "\n")
-            o = b["ours_int4"]
-            markdown += (f"BTLM-3B ours int4 (bf16 checkpoint, `--quantize int4`): peak RSS while generating "
-                         f"{o['peak_rss_bytes_while_generating'] / 1e9:.2f} GB (after loading: "
-                         f"{o['rss_bytes_after_loading'] / 1e9:.2f} GB resident; the whole process including "
-                         f"loading the bf16 weights peaked at {o['peak_rss_bytes_with_loading'] / 1e9:.2f} GB), "
-                         f"{o['decode_tokens_per_second']:.1f} tok/s\n")
+            for key, label in (("ours_int4_whole_load", "loaded whole in bf16, then quantized (before)"),
+                               ("ours_int4", "streamed: read and quantized block by block")):
+                o = b[key]
+                markdown += (f"BTLM-3B ours int4 (bf16 checkpoint, `--quantize int4`, {label}): peak RSS while "
+                             f"generating {o['peak_rss_bytes_while_generating'] / 1e9:.2f} GB (after loading: "
+                             f"{o['rss_bytes_after_loading'] / 1e9:.2f} GB resident; the whole process including "
+                             f"loading peaked at {o['peak_rss_bytes_with_loading'] / 1e9:.2f} GB; loading took "
+                             f"{o['load_seconds']:.0f} s), {o['decode_tokens_per_second']:.1f} tok/s\n")
     for suffix, text in (("md", markdown), ("json", json.dumps({"machine": machine, "rows": [r.to_dict() for r in rows],
                                                                **extra}, indent=2, default=str))):
         target = output / f"{name}.{suffix}"

@@ -104,3 +104,25 @@ def test_load_for_inference_streams_int4(tiny_checkpoint, monkeypatch):
     reference, _ = load_for_inference(tiny_checkpoint, options)
     _assert_same(streamed, reference, streamed.config.vocab_size)
     assert streamed.generation_config.to_dict() == reference.generation_config.to_dict()
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_model():
+    from hf_smallllm.testing.official_repos import train_sentencepiece_model
+
+    return train_sentencepiece_model()
+
+
+@pytest.mark.parametrize("family", ["btlm", "skywork", "geb"])
+def test_official_layouts_stream_only_where_names_match(tmp_path, family, sentencepiece_model):
+    """Official folders that transformers converts on load (renamed, fused or split tensors) take the usual path;
+    one whose tensors already carry the package's names streams to the same model."""
+    from hf_smallllm.testing.official_repos import write_official_repo
+
+    folder = write_official_repo(family, tmp_path / family, weight_format="safetensors",
+                                 sentencepiece_model=sentencepiece_model)
+    streamed = load_int4_streaming(folder)
+    assert (streamed is None) == (family in ("btlm", "geb"))  # GPT-2 and ChatGLM names; Skywork's are Llama's
+    if streamed is not None:
+        reference = _loaded_then_quantized(folder)
+        _assert_same(streamed, reference, reference.config.vocab_size)
