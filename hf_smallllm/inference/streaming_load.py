@@ -147,7 +147,7 @@ def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.b
     if any(name not in expected and not any(re.search(p, name) for p in ignored_unexpected) for name in files):
         return None  # tensors the model does not have: a layout the usual path converts, or an error it reports
 
-    loaded: dict[int, nn.Parameter] = {}  # meta parameter -> its real one, so tied names stay one object
+    loaded: dict[int, nn.Parameter] = {}  # tied meta parameter -> its real one, so tied names stay one object
 
     def materialize(module: nn.Module, prefix: str) -> None:
         needed = [(owner, name, full, is_param) for owner, name, full, is_param in _persistent_tensors(module, prefix)
@@ -169,8 +169,9 @@ def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.b
                     if value.is_floating_point() and value.dtype != target:
                         value = value.to(target)
                     if is_param:
-                        param = nn.Parameter(value, requires_grad=old.requires_grad)
-                        owner._parameters[name] = loaded[id(old)] = param
+                        param = owner._parameters[name] = nn.Parameter(value, requires_grad=old.requires_grad)
+                        if len(by_object[id(old)]) > 1:  # tied: kept for its other names (a reference to any
+                            loaded[id(old)] = param  # other tensor would keep its bf16 copy alive to the end)
                     else:
                         owner._buffers[name] = value
 
