@@ -49,6 +49,7 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
 
     from . import streaming_load
     from .cpu_linear import LinearsChoice, can_pack_linears, pack_linears, pack_linears_if_faster
+    from .freed_memory import release_freed_memory
     from .fused_projections import fuse_projections
     from .lean_decode import prepare_lean_decoding
     from .loading import load_config, load_model
@@ -120,26 +121,8 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
         prepare_lean_decoding(model)
     if options.compile:
         enable_compiled_decoding(model)
-    _release_freed_memory()
+    release_freed_memory()
     return model, tokenizer
-
-
-def _release_freed_memory() -> None:
-    """Give the memory of the weights replaced above (the unfused, unpacked or unquantized copies) back to the OS.
-    glibc keeps freed blocks of up to 32 MB in its heap once a large block has been freed, so without this the
-    process stays as large as the loaded checkpoint: BTLM-3B in int4 held 7.6 GB resident, most of it free."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:  # not glibc: nothing to trim
-        pass
 
 
 def enable_compiled_decoding(model) -> None:

@@ -111,24 +111,10 @@ def _empty_model(folder: Path, dtype: torch.dtype, attn_implementation: str | No
     return model
 
 
-def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.bfloat16,
-                        attn_implementation: str | None = None, fuse: bool = True, progress: bool = False):
-    """The model of a local folder in the package's format, its linears int4 weight-only (the output head int8) and,
-    if `fuse`, its q/k/v and gate/up fused, read and quantized block by block (module docstring); in eval mode on
-    CPU. None where streaming does not apply (`streaming_skip_reason`, or tensors that differ from the model's):
-    the caller loads the usual way."""
-    from safetensors import safe_open
-    from transformers import GenerationConfig
-
-    from .fused_projections import fuse_projections
-    from .weight_only import quantize_int4_weight_only
-
-    folder = Path(path)
-    if streaming_skip_reason(folder) is not None:
-        return None
-    files = _tensor_files(folder)
-    assert files is not None
-    model = _empty_model(folder, dtype, attn_implementation)
+def _plan(model: nn.Module, files: dict[str, Path]) -> tuple[dict[str, str], set[str]] | None:
+    """({model tensor name: stored name}, names of tied parameters) when the files hold exactly the model's tensors
+    (a tied parameter stored under any of its names; a buffer the model computes may be absent), else None. Holds
+    no module: a reference to a replaced linear would keep its bf16 weight alive to the end of loading."""
     tensors = _persistent_tensors(model)
     by_object: dict[int, list[str]] = {}  # tied parameters: one object under several names
     for owner, name, full, _ in tensors:
@@ -146,6 +132,33 @@ def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.b
     ignored_unexpected = list(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])
     if any(name not in expected and not any(re.search(p, name) for p in ignored_unexpected) for name in files):
         return None  # tensors the model does not have: a layout the usual path converts, or an error it reports
+    tied = {name for names in by_object.values() if len(names) > 1 for name in names}
+    return sources, tied
+
+
+def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.bfloat16,
+                        attn_implementation: str | None = None, fuse: bool = True, progress: bool = False):
+    """The model of a local folder in the package's format, its linears int4 weight-only (the output head int8) and,
+    if `fuse`, its q/k/v and gate/up fused, read and quantized block by block (module docstring); in eval mode on
+    CPU. None where streaming does not apply (`streaming_skip_reason`, or tensors that differ from the model's):
+    the caller loads the usual way."""
+    from safetensors import safe_open
+    from transformers import GenerationConfig
+
+    from .freed_memory import release_freed_memory
+    from .fused_projections import fuse_projections
+    from .weight_only import quantize_int4_weight_only
+
+    folder = Path(path)
+    if streaming_skip_reason(folder) is not None:
+        return None
+    files = _tensor_files(folder)
+    assert files is not None
+    model = _empty_model(folder, dtype, attn_implementation)
+    plan = _plan(model, files)
+    if plan is None:
+        return None
+    sources, tied = plan
 
     loaded: dict[int, nn.Parameter] = {}  # tied meta parameter -> its real one, so tied names stay one object
 
@@ -166,12 +179,16 @@ def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.b
                     old = getattr(owner, name)
                     value = handle.get_tensor(sources[full])
                     target = dtype if is_param or old.is_meta else old.dtype
+                    # a private copy: safetensors returns views of its mapping of the whole file, and one tensor
+                    # kept (the embedding, a norm) would keep every page of the file that was read resident
                     if value.is_floating_point() and value.dtype != target:
                         value = value.to(target)
+                    else:
+                        value = value.clone()
                     if is_param:
                         param = owner._parameters[name] = nn.Parameter(value, requires_grad=old.requires_grad)
-                        if len(by_object[id(old)]) > 1:  # tied: kept for its other names (a reference to any
-                            loaded[id(old)] = param  # other tensor would keep its bf16 copy alive to the end)
+                        if full in tied:  # kept for its other names (nothing else may hold a loaded tensor, or
+                            loaded[id(old)] = param  # its bf16 copy would stay alive to the end)
                     else:
                         owner._buffers[name] = value
 
@@ -188,6 +205,9 @@ def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.b
                 if fuse:
                     fuse_projections(module)
                 quantize_int4_weight_only(module)
+                # the freed bf16 block back to the OS now, else the heap keeps it (freed_memory.py) and the peak
+                # grows by a block per block
+                release_freed_memory(collect=False)
             if bar is not None:
                 bar.update()
         if bar is not None:

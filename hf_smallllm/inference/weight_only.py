@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 _INT8_ROW_MULTIPLE = 16
+_INT8_ROWS_PER_STEP = 4096
 INT4_GROUP_SIZE = 32  # the block size of llama.cpp's q4_0, so both sides round the same number of weights together
 
 
@@ -95,13 +96,20 @@ class Int8WeightOnlyLinear(_WeightOnlyLinear):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().float()
-        scale = (weight.abs().amax(-1) / 127).clamp(min=torch.finfo(torch.bfloat16).tiny)
         # the kernel reads past the end of rows whose length is not a multiple of 16 once it multiplies more than
         # one input row (a segmentation fault in torch 2.13): such weights get zero columns, the input zeros too
         self.in_padding = -self.in_features % _INT8_ROW_MULTIPLE
-        quantized = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-        self.register_buffer("weight_int8", nn.functional.pad(quantized, (0, self.in_padding)))
+        weight = linear.weight.detach()
+        quantized = torch.zeros(self.out_features, self.in_features + self.in_padding, dtype=torch.int8)
+        scale = torch.empty(self.out_features)
+        # rows at a time: an output head (50k x 2,560 for BTLM) would need ~4 float32 copies of itself at once
+        for start in range(0, self.out_features, _INT8_ROWS_PER_STEP):
+            rows = weight[start:start + _INT8_ROWS_PER_STEP].float()
+            row_scale = (rows.abs().amax(-1) / 127).clamp(min=torch.finfo(torch.bfloat16).tiny)
+            quantized[start:start + len(rows), : self.in_features] = (
+                (rows / row_scale[:, None]).round().clamp(-127, 127).to(torch.int8))
+            scale[start:start + len(rows)] = row_scale
+        self.register_buffer("weight_int8", quantized)
         self.register_buffer("scale", scale.to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),
                                                                   requires_grad=False)

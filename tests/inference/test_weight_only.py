@@ -68,3 +68,17 @@ def test_quantized_model_is_int4_with_an_int8_head_and_decodes_like_bf16():
         logits = model(ids).logits.float()
     assert torch.nn.functional.cosine_similarity(logits.flatten(), reference.flatten(), dim=0) > 0.95
     assert greedy_decode(model, ids, 4).tokens.numel() == 4
+
+
+def test_int8_weight_only_linear_quantizes_rows_in_steps_like_all_at_once(monkeypatch):
+    from hf_smallllm.inference import weight_only
+
+    torch.manual_seed(0)
+    linear = nn.Linear(100, 70).to(torch.bfloat16)
+    monkeypatch.setattr(weight_only, "_INT8_ROWS_PER_STEP", 16)  # 70 rows: four full steps and a partial one
+    layer = Int8WeightOnlyLinear(linear)
+    weight = linear.weight.detach().float()
+    scale = (weight.abs().amax(-1) / 127).clamp(min=torch.finfo(torch.bfloat16).tiny)
+    quantized = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+    assert torch.equal(layer.weight_int8, nn.functional.pad(quantized, (0, 12)))  # 100 -> 112 columns
+    assert torch.equal(layer.scale, scale.to(torch.bfloat16))
