@@ -26,6 +26,7 @@ from torch import nn
 
 _INT8_ROW_MULTIPLE = 16
 _INT8_ROWS_PER_STEP = 4096
+_INT4_ROWS_PER_STEP = 2048
 INT4_GROUP_SIZE = 32  # the block size of llama.cpp's q4_0, so both sides round the same number of weights together
 
 
@@ -70,14 +71,24 @@ class Int4Linear(_WeightOnlyLinear):
         self.in_features, self.out_features, self.group_size = linear.in_features, linear.out_features, group_size
         self.in_padding = -self.in_features % group_size
         out_padded = self.out_features + (-self.out_features % 16)
-        weight = nn.functional.pad(linear.weight.detach().float(),
-                                   (0, self.in_padding, 0, out_padded - self.out_features))
-        groups = weight.view(out_padded, -1, group_size)
-        low, high = groups.amin(-1), groups.amax(-1)
-        scale = ((high - low) / 15).clamp(min=torch.finfo(torch.bfloat16).tiny)
-        q = ((groups - low.unsqueeze(-1)) / scale.unsqueeze(-1)).round().clamp(0, 15).to(torch.int32)
+        weight = linear.weight.detach()
+        in_padded = self.in_features + self.in_padding
+        q = torch.zeros(out_padded, in_padded, dtype=torch.int32)
+        low = torch.zeros(out_padded, in_padded // group_size)
+        scale = torch.empty_like(low)
+        # rows at a time (each row's groups are quantized on their own): a whole fused gate/up matrix in float32
+        # with its temporaries would be several times its bf16 size
+        for start in range(0, out_padded, _INT4_ROWS_PER_STEP):
+            rows = nn.functional.pad(weight[start:start + _INT4_ROWS_PER_STEP].float(), (0, self.in_padding))
+            rows = nn.functional.pad(rows, (0, 0, 0, min(out_padded - start, _INT4_ROWS_PER_STEP) - len(rows)))
+            groups = rows.view(len(rows), -1, group_size)
+            row_low, row_high = groups.amin(-1), groups.amax(-1)
+            row_scale = ((row_high - row_low) / 15).clamp(min=torch.finfo(torch.bfloat16).tiny)
+            q[start:start + len(rows)] = ((groups - row_low.unsqueeze(-1)) / row_scale.unsqueeze(-1)).round().clamp(
+                0, 15).to(torch.int32).view(len(rows), -1)
+            low[start:start + len(rows)], scale[start:start + len(rows)] = row_low, row_scale
         # the kernel's layout: packed [out, in / 2] uint8, and [in / group, out, 2] (scale, offset of q = 8)
-        self.register_buffer("packed_weight", torch._convert_weight_to_int4pack_for_cpu(q.view(out_padded, -1), 1))
+        self.register_buffer("packed_weight", torch._convert_weight_to_int4pack_for_cpu(q, 1))
         self.register_buffer("scales_and_zeros", torch.stack([scale, low + 8 * scale], -1).transpose(0, 1)
                              .contiguous().to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),

@@ -82,3 +82,16 @@ def test_int8_weight_only_linear_quantizes_rows_in_steps_like_all_at_once(monkey
     quantized = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
     assert torch.equal(layer.weight_int8, nn.functional.pad(quantized, (0, 12)))  # 100 -> 112 columns
     assert torch.equal(layer.scale, scale.to(torch.bfloat16))
+
+
+def test_int4_linear_quantizes_rows_in_steps_like_all_at_once(monkeypatch):
+    from hf_smallllm.inference import weight_only
+
+    torch.manual_seed(0)
+    linear = nn.Linear(80, 70).to(torch.bfloat16)  # padded to 80 rows of 96 inputs
+    monkeypatch.setattr(weight_only, "_INT4_ROWS_PER_STEP", 1 << 20)
+    whole = Int4Linear(linear)
+    monkeypatch.setattr(weight_only, "_INT4_ROWS_PER_STEP", 32)  # two full steps and a partial one with padding
+    stepped = Int4Linear(linear)
+    assert torch.equal(stepped.packed_weight, whole.packed_weight)
+    assert torch.equal(stepped.scales_and_zeros, whole.scales_and_zeros)
