@@ -2,8 +2,8 @@
 
 Loading for inference replaces weights (unfused, unpacked or unquantized copies) by smaller ones. glibc keeps freed
 blocks of up to 32 MB in its heap once a large block has been freed, and does not always reuse them for the next,
-differently sized, allocations: BTLM-3B in int4 held 7.6 GB resident after `load_for_inference`, most of it free,
-and the streaming int4 load (`streaming_load.py`) grew by about the bf16 size of every block it quantized.
+differently sized, allocations: BTLM-3B in int4 held 7.6 GB resident after `load_for_inference`, most of it free.
+`load_for_inference` calls this once at the end; the streaming int4 load (`streaming_load.py`) after every block.
 """
 
 from __future__ import annotations

@@ -172,7 +172,8 @@ def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.b
                 entry[0]._parameters[entry[1]] = loaded[id(meta)]
                 continue
             by_file.setdefault(files[sources[entry[2]]], []).append(entry)
-        # one open per file and group: the pages of a mapping stay resident until it is closed
+        # one open per file and group: a mapping of the whole file, resident as far as read, lives until its handle
+        # and every tensor viewing it are gone
         for file, entries in by_file.items():
             with safe_open(file, framework="pt") as handle:
                 for owner, name, full, is_param in entries:
@@ -205,8 +206,7 @@ def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.b
                 if fuse:
                     fuse_projections(module)
                 quantize_int4_weight_only(module)
-                # the freed bf16 block back to the OS now, else the heap keeps it (freed_memory.py) and the peak
-                # grows by a block per block
+                # the freed bf16 block back to the OS before the next is read (freed_memory.py)
                 release_freed_memory(collect=False)
             if bar is not None:
                 bar.update()
