@@ -85,7 +85,7 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
     model = None
     if options.quantization == "int4" and not options.revision:
         # block by block from safetensors, never the whole model in bf16; None where that does not apply
-        model = streaming_load.load_int4_streaming(model_path, dtype=dtype, fuse=fuse,
+        model = streaming_load.load_int4_streaming(model_path, dtype=dtype, fuse=fuse, progress=True,
                                                    attn_implementation=options.attn_implementation)
     if model is None:
         if options.quantization.startswith("bnb-"):
