@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UsageValueError
+
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_WEIGHTS_INDEX = "model.safetensors.index.json"
 
@@ -84,7 +86,12 @@ def streaming_skip_reason(path: str | os.PathLike) -> str | None:
     folder = Path(path)
     if not folder.is_dir():
         return "not a local folder"
-    files = _tensor_files(folder)
+    from safetensors import SafetensorError
+
+    try:
+        files = _tensor_files(folder)
+    except (SafetensorError, OSError, ValueError) as err:  # the usual path reports it in one line
+        return f"unreadable weights ({type(err).__name__})"
     if files is None:
         return "no safetensors weights (model.safetensors or model.safetensors.index.json)"
     from .loading import load_config
@@ -142,7 +149,7 @@ def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.b
     if `fuse`, its q/k/v and gate/up fused, read and quantized block by block (module docstring); in eval mode on
     CPU. None where streaming does not apply (`streaming_skip_reason`, or tensors that differ from the model's):
     the caller loads the usual way."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from transformers import GenerationConfig
 
     from .freed_memory import release_freed_memory
@@ -201,7 +208,11 @@ def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.b
         bar = tqdm(total=len(groups), desc="loading int4", unit="group")
     with torch.no_grad():
         for prefix, module, is_block in groups:
-            materialize(module, prefix)
+            try:
+                materialize(module, prefix)
+            except (SafetensorError, OSError) as err:  # a truncated or damaged file, as `load_model` words it
+                raise UsageValueError(f"cannot read the weights of {str(path)!r}: {type(err).__name__}: "
+                                      f"{' '.join(str(err).split())[:300]}") from None
             if is_block:  # a block holds no output head: its linears all become int4 here, bf16 freed
                 if fuse:
                     fuse_projections(module)

@@ -126,3 +126,15 @@ def test_official_layouts_stream_only_where_names_match(tmp_path, family, senten
     if streamed is not None:
         reference = _loaded_then_quantized(folder)
         _assert_same(streamed, reference, reference.config.vocab_size)
+
+
+def test_damaged_weights_take_the_usual_path(tmp_path):
+    """A truncated or garbage file is left to `load_model`, which reports it in one line."""
+    tiny_random_model("tinyllama").save_pretrained(tmp_path / "truncated")
+    weights = tmp_path / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    tiny_random_model("tinyllama").save_pretrained(tmp_path / "garbage")
+    (tmp_path / "garbage" / "model.safetensors").write_bytes(b"not a safetensors file")
+    for folder in (tmp_path / "truncated", tmp_path / "garbage"):
+        assert "unreadable" in streaming_skip_reason(folder)
+        assert load_int4_streaming(folder) is None
