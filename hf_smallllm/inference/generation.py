@@ -95,7 +95,6 @@ def load_for_inference(model_path, options: InferenceOptions | None = None, toke
         else:
             model = load_model(model_path, dtype=options.dtype, device=options.device,
                                attn_implementation=options.attn_implementation, revision=options.revision)
-        model.eval()
         if fuse:
             fuse_projections(model)
         if options.quantization == "int8":

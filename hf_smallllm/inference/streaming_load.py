@@ -81,9 +81,9 @@ def _groups(model: nn.Module) -> list[tuple[str, nn.Module, bool]]:
     return groups
 
 
-def streaming_skip_reason(path: str | os.PathLike) -> str | None:
-    """Why `load_int4_streaming` cannot load `path` (None: it can). Reads config.json and the safetensors headers."""
-    folder = Path(path)
+def _streaming_inputs(folder: Path):
+    """(safetensors files by tensor name, config) of `folder`, or the reason, a string, why it cannot be streamed.
+    Reads config.json and the safetensors headers once; `load_int4_streaming` goes on with what they gave."""
     if not folder.is_dir():
         return "not a local folder"
     from safetensors import SafetensorError
@@ -99,18 +99,21 @@ def streaming_skip_reason(path: str | os.PathLike) -> str | None:
     config = load_config(folder)
     if not str(getattr(config, "model_type", "")).startswith("smallllm"):
         return f"model_type {config.model_type!r} is not the package's own format"
-    return None
+    return files, config
 
 
-def _empty_model(folder: Path, dtype: torch.dtype, attn_implementation: str | None):
-    """The causal LM of `folder`'s config with meta parameters and real buffers (RoPE's inv_freq, ALiBi's slopes
-    are computed at construction, as from_pretrained builds them)."""
+def streaming_skip_reason(path: str | os.PathLike) -> str | None:
+    """Why `load_int4_streaming` cannot load `path` (None: it can). Reads config.json and the safetensors headers."""
+    inputs = _streaming_inputs(Path(path))
+    return inputs if isinstance(inputs, str) else None
+
+
+def _empty_model(config, dtype: torch.dtype, attn_implementation: str | None):
+    """The causal LM of `config` with meta parameters and real buffers (RoPE's inv_freq, ALiBi's slopes are
+    computed at construction, as from_pretrained builds them)."""
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    from .loading import load_config
-
-    config = load_config(folder)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
@@ -157,11 +160,11 @@ def load_int4_streaming(path: str | os.PathLike, *, dtype: torch.dtype = torch.b
     from .weight_only import quantize_int4_weight_only
 
     folder = Path(path)
-    if streaming_skip_reason(folder) is not None:
+    inputs = _streaming_inputs(folder)
+    if isinstance(inputs, str):
         return None
-    files = _tensor_files(folder)
-    assert files is not None
-    model = _empty_model(folder, dtype, attn_implementation)
+    files, config = inputs
+    model = _empty_model(config, dtype, attn_implementation)
     plan = _plan(model, files)
     if plan is None:
         return None

@@ -79,8 +79,9 @@ class Int4Linear(_WeightOnlyLinear):
         # rows at a time (each row's groups are quantized on their own): a whole fused gate/up matrix in float32
         # with its temporaries would be several times its bf16 size
         for start in range(0, out_padded, _INT4_ROWS_PER_STEP):
-            rows = nn.functional.pad(weight[start:start + _INT4_ROWS_PER_STEP].float(), (0, self.in_padding))
-            rows = nn.functional.pad(rows, (0, 0, 0, min(out_padded - start, _INT4_ROWS_PER_STEP) - len(rows)))
+            chunk = weight[start:start + _INT4_ROWS_PER_STEP]
+            rows = nn.functional.pad(chunk.float(), (0, self.in_padding, 0,
+                                                     min(out_padded - start, _INT4_ROWS_PER_STEP) - len(chunk)))
             groups = rows.view(len(rows), -1, group_size)
             row_low, row_high = groups.amin(-1), groups.amax(-1)
             row_scale = ((row_high - row_low) / 15).clamp(min=torch.finfo(torch.bfloat16).tiny)

@@ -127,25 +127,22 @@ def _micro_rows(tokens_per_step: int, seq_lens: list[int], accumulation: int, wo
     return [tokens_per_step // seq_len // (accumulation * world) for seq_len in seq_lens]
 
 
-def stage_context_parallel(recipe, world: int) -> list[int]:
-    """Each stage's `training.context_parallel` (ranks sharing one row), or a one-line refusal where one does not
-    divide the `world` processes. The model's side (heads, row lengths) is `context_parallel.check_context_parallel`."""
+def check_stage_context_parallel(recipe, world: int) -> None:
+    """A one-line refusal where a stage's `training.context_parallel` (ranks sharing one row) does not divide the
+    `world` processes. The model's side (heads, row lengths) is `context_parallel.check_context_parallel`."""
     stages = recipe.stage_plans
-    sizes = []
     for stage in stages:
         size = stage.training.context_parallel
         if world % size:
             where = f"stage {stage.name!r}: " if len(stages) > 1 else ""
             raise RecipeError(f"{where}training.context_parallel={size} does not divide the {world} process(es); "
                               f"launch a multiple of {size}")
-        sizes.append(size)
-    return sizes
 
 
 def plan_parallelism(accelerator, recipe, layouts) -> ParallelPlan:
     """Decide what this run does (see the module docstring). `layouts` is the stream's per-stage
     `data.stream.StageLayout` (name, tokens per step, row lengths, accumulation, ranks per row), built for sizes
-    that `stage_context_parallel` accepted."""
+    that `check_stage_context_parallel` accepted."""
     from accelerate.utils import DistributedType
 
     training = recipe.training
@@ -281,5 +278,6 @@ def write_run_info(output_dir: Path, plan: ParallelPlan, extra: dict | None = No
     return write_json_atomic(Path(output_dir) / RUN_INFO_NAME, info)
 
 
-__all__ = ["PARALLELISMS", "RUN_INFO_NAME", "ParallelPlan", "check_shared_storage", "end_process_group", "env_flag",
-           "launcher_name", "plan_parallelism", "requested_parallelism", "stage_context_parallel", "write_run_info"]
+__all__ = ["PARALLELISMS", "RUN_INFO_NAME", "ParallelPlan", "check_shared_storage", "check_stage_context_parallel",
+           "end_process_group", "env_flag", "launcher_name", "plan_parallelism", "requested_parallelism",
+           "write_run_info"]

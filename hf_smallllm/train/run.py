@@ -30,9 +30,9 @@ from .checkpointer import Checkpointer, checkpoint_global_step, deepspeed_world_
 from .parallel import (
     ParallelPlan,
     check_shared_storage,
+    check_stage_context_parallel,
     env_flag,
     plan_parallelism,
-    stage_context_parallel,
     write_run_info,
 )
 from .recipe import Recipe, RecipeError
@@ -147,7 +147,7 @@ def _build_locked_run(recipe: Recipe, resume, extra_callbacks, accelerator, args
     set_seed(training.seed)  # the initial weights depend on it: the same on every rank
     tokenizer = load_tokenizer(recipe)
     model = build_model(recipe, tokenizer)
-    stage_context_parallel(recipe, accelerator.num_processes)  # a one-line refusal before the stream's own check
+    check_stage_context_parallel(recipe, accelerator.num_processes)  # a one-line refusal before the stream's own check
     stream = build_stream(recipe, tokenizer, world_size=accelerator.num_processes, rank=accelerator.process_index)
     plan = plan_parallelism(accelerator, recipe, stream.layouts)
     # every stage's size must fit the heads and split its row lengths evenly: a one-line refusal or nothing, and
